@@ -1,0 +1,306 @@
+"""Every setting of a run, as plain dataclasses loaded from YAML.
+
+A config file maps section by section onto :class:`Config`; command-line overrides use
+the same dotted names (``optim.lr=1e-3`` or ``--optim.lr=1e-3``). Unknown keys and values
+of the wrong type or range are refused with one line that names the file, the key and
+the valid choices, before any work starts: a typo must never silently train the default.
+
+Example::
+
+    cfg = load_config("configs/baseline.yaml", ["train.epochs=2"])
+    cfg.optim.lr  # 3e-4
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class DataConfig:
+    shards: str = "shards"  # folder written by make-shards
+    image_size: int = 224  # crops are resized to image_size x image_size once, at load
+    batch_size: int = 32  # the GLOBAL batch: all processes together
+    # class_unique: every global batch holds distinct classes and every crop is used once per
+    #   epoch (batches shrink when few classes remain; see data.ClassUniqueBatchSampler).
+    # random: plain shuffled full batches; pair it with loss.mask_same_class so that
+    #   same-class pairs are not treated as negatives.
+    # m_per_class: P classes x m crops per batch (for SupCon), see views_per_class.
+    sampler: Literal["class_unique", "random", "m_per_class"] = "class_unique"
+    samples_per_class: int = 2  # m for the m_per_class sampler
+    streaming: bool = False  # read shards as a stream (for shard sets larger than memory)
+    num_workers: int = 2  # decoding workers, streaming mode only
+    shuffle_buffer: int = 2000  # streaming mode only
+    train_split: str = "train"
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet18"  # any timm model name; resnet18 keeps the SimCLR key layout
+    out_dim: int = 128  # projection head output
+    # random | simclr:PATH | torchvision:PATH | timm:PATH | efficientnet_lite0:PATH
+    init: str = "random"
+    channels_last: bool = True
+    input_norm: Literal["none", "imagenet"] = "none"  # sthalles/SimCLR trained on [0,1] input
+
+
+@dataclass
+class ViewsConfig:
+    # simclr: the seed's views (RandomResizedCrop, h-flip, colour jitter, grayscale, blur);
+    # drawing: the same plus rotations by multiples of 90 degrees and vertical flips.
+    preset: Literal["simclr", "drawing"] = "simclr"
+    aug_strength: float = 1.0  # s in ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+    crop_scale_min: float = 0.08  # RandomResizedCrop scale range is (crop_scale_min, 1)
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur: bool = True  # Gaussian blur, kernel 10% of the image size, sigma in [0.1, 2]
+
+
+@dataclass
+class LossConfig:
+    name: Literal["infonce", "supcon"] = "infonce"
+    temperature: float = 0.07
+    # Remove same-class pairs from the InfoNCE negatives (needed when a batch may hold two
+    # crops of one class: the random sampler, streaming, batches larger than the class count).
+    mask_same_class: bool = False
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: int = 10  # cosine steps only after this many epochs, as the seed does
+    grad_clip: float = 0.0  # 0 = no clipping
+    accumulate: int = 1  # gradient accumulation steps
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    seed: int = 0
+    eval_every: int = 0  # evaluate every N epochs (0: only at the end)
+    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke tests
+    save_every: int = 1  # save resumable state every N epochs
+
+
+@dataclass
+class EvalConfig:
+    split: str = "valid"  # valid for choosing settings, test for reporting
+    episodes: int = 100  # support draws for the few-shot numbers
+    seed: int = 0
+    batch_size: int = 256  # embedding batch per process
+    image_size: int = 0  # 0: the data.image_size of the run
+    tta_rot90: bool = False  # also report test-time augmentation over 4 rotations
+    centering: bool = False  # also report SimpleShot (train-mean centring + L2)
+    prototypes: bool = False  # also report 5-shot with class prototypes
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    out_dir: str = "runs"
+    tracking: Literal["wandb", "none"] = "wandb"
+    wandb_project: str = "symclr_ft"
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"  # WANDB_MODE overrides
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# (section, key) -> predicate, message; checked after loading.
+_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
+    ("data", "image_size"): (lambda v: v >= 16, "must be at least 16"),
+    ("data", "batch_size"): (lambda v: v >= 2, "must be at least 2 (InfoNCE needs negatives)"),
+    ("data", "samples_per_class"): (lambda v: v >= 1, "must be at least 1"),
+    ("data", "num_workers"): (lambda v: v >= 0, "must be >= 0"),
+    ("data", "shuffle_buffer"): (lambda v: v >= 1, "must be >= 1"),
+    ("model", "out_dim"): (lambda v: v >= 1, "must be >= 1"),
+    ("views", "aug_strength"): (lambda v: v >= 0, "must be >= 0"),
+    ("views", "crop_scale_min"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    ("views", "color_jitter_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
+    ("views", "grayscale_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
+    ("loss", "temperature"): (lambda v: v > 0, "must be > 0"),
+    ("optim", "lr"): (lambda v: v > 0, "must be > 0"),
+    ("optim", "weight_decay"): (lambda v: v >= 0, "must be >= 0"),
+    ("optim", "warmup_epochs"): (lambda v: v >= 0, "must be >= 0"),
+    ("optim", "grad_clip"): (lambda v: v >= 0, "must be >= 0 (0 = off)"),
+    ("optim", "accumulate"): (lambda v: v >= 1, "must be >= 1"),
+    ("train", "epochs"): (lambda v: v >= 1, "must be >= 1"),
+    ("train", "eval_every"): (lambda v: v >= 0, "must be >= 0"),
+    ("train", "max_steps"): (lambda v: v >= 0, "must be >= 0"),
+    ("train", "save_every"): (lambda v: v >= 1, "must be >= 1"),
+    ("eval", "episodes"): (lambda v: v >= 1, "must be >= 1"),
+    ("eval", "batch_size"): (lambda v: v >= 1, "must be >= 1"),
+    ("eval", "image_size"): (lambda v: v == 0 or v >= 16, "must be 0 (same as training) or >= 16"),
+}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation; ints are accepted where floats are expected."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r} at {where}")  # a bug, not user input
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def config_from_dict(raw: Any, source: str = "config") -> Config:
+    """Build a validated :class:`Config` from nested dicts (a parsed YAML file)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = _section_types(Config)
+    unknown = sorted(set(raw) - set(sections))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section {', '.join(map(str, unknown))} "
+            f"(valid: {', '.join(sections)})"
+        )
+    built = {}
+    for name, cls in sections.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {name} must be a mapping of keys")
+        types_ = _section_types(cls)
+        unknown = sorted(set(values) - set(types_))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key {name}.{unknown[0]} (valid in {name}: {', '.join(types_)})"
+            )
+        kwargs = {k: _coerce(v, types_[k], f"{source}: {name}.{k}") for k, v in values.items()}
+        built[name] = cls(**kwargs)
+    cfg = Config(**built)
+    validate(cfg, source)
+    return cfg
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """Range checks that types alone cannot express."""
+    for (section, key), (ok, message) in _RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{source}: {section}.{key}={value!r} {message}")
+    init = cfg.model.init
+    kind = init.split(":", 1)[0]
+    if kind not in ("random", "simclr", "torchvision", "timm", "efficientnet_lite0"):
+        raise ConfigError(
+            f"{source}: model.init={init!r} must be random or KIND:PATH with KIND one of "
+            "simclr, torchvision, timm, efficientnet_lite0"
+        )
+    if kind != "random" and ":" not in init:
+        raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["optim.lr=1e-3", "--train.epochs=2"]`` -> ``{"optim": {"lr": 0.001}, ...}``.
+
+    Values are parsed as YAML scalars, so ``true``, ``3``, ``1e-3`` and ``none`` mean what they
+    mean in a config file.
+    """
+    nested: dict[str, dict[str, Any]] = {}
+    for item in items:
+        text = item[2:] if item.startswith("--") else item
+        if "=" not in text or "." not in text.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. optim.lr=1e-3")
+        key, value = text.split("=", 1)
+        section, name = key.split(".", 1)
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        # YAML reads 1e-3 as a string (it wants 1.0e-3); users should not have to know that.
+        if isinstance(parsed, str):
+            try:
+                parsed = float(parsed) if any(c in parsed for c in ".eE") else parsed
+            except ValueError:
+                pass
+        nested.setdefault(section, {})[name] = parsed
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        current = out.get(section)
+        out[section] = {**(current if isinstance(current, dict) else {}), **values}
+    return out
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``section.key=value`` overrides, validate."""
+    raw = read_yaml(path) if path else {}
+    source = str(path) if path else "config"
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    raw = _merge(raw or {}, parse_overrides(overrides or []))
+    return config_from_dict(raw, source)
+
+
+def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+

@@ -1,0 +1,35 @@
+"""One exception for problems with the user's input, and the one-line way commands report it."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., int | None])
+
+
+class UserError(Exception):
+    """Bad input from the user: a file, a record or a setting. The message is one line that
+    names the file (and the record or key) and the problem; commands print it without a
+    traceback and exit with status 2."""
+
+
+def report_user_errors(main: F) -> F:
+    """Wrap a command's ``main`` so that a :class:`UserError` (or a config error) becomes one
+    line on stderr and exit status 2, and Ctrl-C exits 130 without a traceback."""
+    from symclr_ft.config import ConfigError
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except (UserError, ConfigError) as err:
+            message = " ".join(str(err).split())  # always one line
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+
+    return wrapper  # type: ignore[return-value]
