@@ -256,7 +256,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
         # YAML reads 1e-3 as a string (it wants 1.0e-3); users should not have to know that.
         if isinstance(parsed, str):
             try:
-                parsed = float(parsed) if any(c in parsed for c in ".eE") else parsed
+                parsed = float(parsed)
             except ValueError:
                 pass
         nested.setdefault(section, {})[name] = parsed

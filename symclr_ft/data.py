@@ -1,0 +1,369 @@
+"""Reading shards (decoded once into memory, or streamed), and the batch samplers.
+
+Two ways to read a split:
+
+* :func:`load_split` decodes every crop once, resizes it to ``S x S`` and keeps the split as
+  one uint8 tensor. The real train split is 2,606 small crops (about 72 MB at 96 px, 390 MB at
+  224 px): decoding PNGs every epoch would cost more than the training step.
+* :func:`stream_batches` reads shards that do not fit in memory with WebDataset, split by
+  process (node) and by DataLoader worker.
+
+The samplers produce *global* batches (all processes together) as index arrays;
+:func:`local_part` cuts one global batch into the part of one process. Every process computes
+the same global batches from the seed and the epoch, so no communication is needed and the
+data and its order do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from symclr_ft.errors import UserError
+
+
+@dataclass
+class CropSet:
+    """A split decoded once and kept in memory as uint8 tensors."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    labels: torch.Tensor  # (N,) int64
+    keys: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask: torch.Tensor) -> "CropSet":
+        index = torch.nonzero(mask, as_tuple=True)[0]
+        return CropSet(self.images[index], self.labels[index], [self.keys[i] for i in index])
+
+
+# ---------------------------------------------------------------------------------------------
+# Shard files
+
+
+def shard_paths(shard_dir: str | Path, split: str) -> list[Path]:
+    """The tar files of one split, in order; a one-line error when there are none."""
+    shard_dir = Path(shard_dir)
+    if not shard_dir.is_dir():
+        raise UserError(f"{shard_dir}: shard folder not found (run make-shards first)")
+    paths = sorted(shard_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
+    if not paths:
+        raise UserError(f"{shard_dir}: no shards for split '{split}' ({split}-000000.tar ...)")
+    return paths
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found (run make-shards first)") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read {what} ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: {what} must be a JSON object")
+    return data
+
+
+def load_classes(shard_dir: str | Path) -> list[str]:
+    """Class names by contiguous index, from ``classes.json``."""
+    path = Path(shard_dir) / "classes.json"
+    data = _read_json(path, "class map")
+    try:
+        classes = sorted(data["classes"], key=lambda c: c["index"])
+        names = [str(c["name"]) for c in classes]
+        if [c["index"] for c in classes] != list(range(len(classes))):
+            raise ValueError("indices are not 0..C-1")
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: malformed class map ({err})") from None
+    return names
+
+
+def load_stats(shard_dir: str | Path) -> dict:
+    return _read_json(Path(shard_dir) / "stats.json", "shard statistics")
+
+
+def _decode_crop(data: bytes, size: int) -> torch.Tensor:
+    """PNG bytes -> (3, size, size) uint8. Crops are stretched to a square, as the seed's
+    ``Resize((s, s))`` does; symbols are nearly square (median 32 x 30 px)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of one tar as (key, {extension: bytes}), in file order.
+
+    WebDataset's own reader drops the file name from its errors; reading the tar here lets a
+    truncated or corrupt shard be reported as exactly that file.
+    """
+    try:
+        with tarfile.open(path, "r") as tar:
+            current, fields = None, {}
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.partition(".")
+                if key != current and current is not None:
+                    yield current, fields
+                    fields = {}
+                current = key
+                handle = tar.extractfile(member)
+                fields[ext] = handle.read() if handle else b""
+            if current is not None:
+                yield current, fields
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise UserError(f"{path}: truncated or corrupt shard ({err})") from None
+
+
+def load_split(shard_dir: str | Path, split: str, image_size: int) -> CropSet:
+    """Decode every crop of ``split`` once, resized to ``image_size`` squared, as uint8."""
+    images, labels, keys = [], [], []
+    num_classes = len(load_classes(shard_dir))
+    for path in shard_paths(shard_dir, split):
+        for key, fields in iter_shard(path):
+            try:
+                label = int(fields["cls"])
+                image = _decode_crop(fields["png"], image_size)
+            except KeyError as err:
+                raise UserError(f"{path}: sample {key} has no {err.args[0]} member") from None
+            except (ValueError, UnidentifiedImageError, OSError) as err:
+                raise UserError(f"{path}: sample {key} is corrupt ({err})") from None
+            if not 0 <= label < num_classes:
+                raise UserError(
+                    f"{path}: sample {key} has class {label}, but classes.json has {num_classes}"
+                )
+            images.append(image)
+            labels.append(label)
+            keys.append(key)
+    if not images:
+        raise UserError(f"{shard_dir}: split '{split}' has no crops")
+    return CropSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers: each returns the global batches of one epoch as arrays of indices.
+
+
+def class_unique_batches(
+    labels: np.ndarray, batch_size: int, seed: int, epoch: int
+) -> list[np.ndarray]:
+    """Global batches in which no class appears twice, using every index exactly once.
+
+    Rule: each batch takes one crop from each of the ``batch_size`` classes with the most
+    crops left (ties broken at random). This greedy choice is optimal: it gives exactly
+    ``max(largest class, ceil(N / batch_size))`` batches (:func:`class_unique_num_batches`),
+    the least any class-unique schedule can. Batches are full while at least ``batch_size``
+    classes have crops left and shrink after that; on imbalanced data (one class with 940 of
+    2,606 crops) most batches are small, which is why the ``random`` sampler with same-class
+    masking exists too. The batch order is shuffled so that small batches are spread out.
+    Deterministic for (seed, epoch).
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, epoch])
+    classes = np.unique(labels)
+    queues = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    remaining = np.array([len(q) for q in queues])
+    taken = np.zeros(len(classes), dtype=np.int64)
+    batches = []
+    while remaining.sum() > 0:
+        order = np.lexsort((rng.random(len(classes)), -remaining))
+        chosen = [c for c in order[:batch_size] if remaining[c] > 0]
+        batch = np.array([queues[c][taken[c]] for c in chosen], dtype=np.int64)
+        taken[chosen] += 1
+        remaining[chosen] -= 1
+        batches.append(rng.permutation(batch))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def class_unique_num_batches(labels: np.ndarray, batch_size: int) -> int:
+    labels = np.asarray(labels)
+    if len(labels) == 0:
+        return 0
+    largest = int(np.bincount(labels).max())
+    return max(largest, math.ceil(len(labels) / batch_size))
+
+
+def random_batches(labels: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """Shuffled full batches, every index once per epoch, the last one possibly smaller."""
+    order = np.random.default_rng([seed, epoch]).permutation(len(labels))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def m_per_class_batches(
+    labels: np.ndarray, batch_size: int, m: int, seed: int, epoch: int
+) -> list[np.ndarray]:
+    """Batches of ``batch_size // m`` distinct classes with ``m`` crops each (for SupCon).
+
+    Class-balanced: each batch draws its classes uniformly, and each class serves its crops
+    from a reshuffled cycle, so rare classes are seen as often as common ones and the epoch has
+    ``ceil(N / batch_size)`` batches. A class with fewer than ``m`` crops gives all it has.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, epoch])
+    classes = np.unique(labels)
+    per_batch = max(1, min(len(classes), batch_size // m))
+    pools = {c: np.flatnonzero(labels == c) for c in classes}
+    cycles = {c: deque(rng.permutation(p)) for c, p in pools.items()}
+    batches = []
+    for _ in range(math.ceil(len(labels) / batch_size)):
+        chosen = rng.choice(classes, size=per_batch, replace=False)
+        batch = []
+        for c in chosen:
+            for _ in range(min(m, len(pools[c]))):
+                if not cycles[c]:
+                    cycles[c].extend(rng.permutation(pools[c]))
+                batch.append(cycles[c].popleft())
+        batches.append(np.array(batch, dtype=np.int64))
+    return batches
+
+
+def epoch_batches(
+    sampler: str, labels: np.ndarray, batch_size: int, seed: int, epoch: int, m: int = 2
+) -> list[np.ndarray]:
+    """The global batches of one epoch for the configured sampler."""
+    if sampler == "class_unique":
+        return class_unique_batches(labels, batch_size, seed, epoch)
+    if sampler == "random":
+        return random_batches(labels, batch_size, seed, epoch)
+    if sampler == "m_per_class":
+        return m_per_class_batches(labels, batch_size, m, seed, epoch)
+    raise ValueError(f"unknown sampler {sampler!r}")
+
+
+def num_batches(sampler: str, labels: np.ndarray, batch_size: int) -> int:
+    """Exact number of global batches per epoch (the samplers' ``__len__``)."""
+    if sampler == "class_unique":
+        return class_unique_num_batches(labels, batch_size)
+    return math.ceil(len(labels) / batch_size)
+
+
+def check_batch_size(sampler: str, labels: np.ndarray, batch_size: int, mask_same_class: bool):
+    """A class-unique global batch cannot hold more classes than the data has: refuse before
+    training rather than silently training on smaller batches than configured."""
+    num_classes = len(np.unique(labels))
+    if sampler == "class_unique" and batch_size > num_classes:
+        raise UserError(
+            f"data.batch_size={batch_size} exceeds the {num_classes} classes in the training "
+            "split: a class-unique batch cannot be that large; lower data.batch_size, or use "
+            "data.sampler=random with loss.mask_same_class=true"
+        )
+    if sampler in ("random", "m_per_class") and not mask_same_class:
+        raise UserError(
+            f"data.sampler={sampler} puts crops of one class in the same batch: set "
+            "loss.mask_same_class=true (or loss.name=supcon) so they are not used as negatives"
+        )
+
+
+def local_part(batch: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of a global batch that process ``rank`` of ``world`` trains on.
+
+    Positions ``rank, rank + world, ...``: disjoint across processes, together the whole batch.
+    Every process gets the same number of rows, ``ceil(len(batch) / world)``, so that gathers
+    need no size exchange; the rows beyond its share repeat a crop of the batch and are marked
+    invalid (``valid`` is False), and the loss leaves them out.
+    """
+    rows = math.ceil(len(batch) / world)
+    mine = batch[rank::world]
+    valid = np.ones(rows, dtype=bool)
+    if len(mine) < rows:
+        filler = np.full(rows - len(mine), batch[0], dtype=batch.dtype)
+        valid[len(mine) :] = False
+        mine = np.concatenate([mine, filler])
+    return mine, valid
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: shard sets larger than memory.
+
+
+def greedy_unique_batches(samples, batch_size: int, max_pending: int):
+    """Group a stream of (image, label) into batches of distinct classes.
+
+    Holds at most ``max_pending`` samples, one queue per class; emits a batch from the classes
+    with the most pending samples as soon as ``batch_size`` classes are pending, or (when the
+    buffer is full, as with one dominant class) a smaller batch from whatever is pending.
+    Guarantee: classes are unique within each process's batch. Across processes they are not
+    coordinated, so streaming training masks same-class pairs in the loss.
+    """
+    queues: dict[int, deque] = {}
+    pending = 0
+
+    def emit():
+        nonlocal pending
+        order = sorted(queues, key=lambda c: -len(queues[c]))[:batch_size]
+        batch = [queues[c].popleft() for c in order]
+        for c in order:
+            if not queues[c]:
+                del queues[c]
+        pending -= len(batch)
+        images = torch.stack([b[0] for b in batch])
+        labels = torch.tensor([b[1] for b in batch], dtype=torch.int64)
+        return images, labels
+
+    for image, label in samples:
+        queues.setdefault(int(label), deque()).append((image, int(label)))
+        pending += 1
+        if len(queues) >= batch_size or pending >= max_pending:
+            yield emit()
+    while queues:
+        yield emit()
+
+
+def stream_batches(
+    shard_dir: str | Path,
+    split: str,
+    image_size: int,
+    local_batch: int,
+    steps: int,
+    rank: int,
+    world: int,
+    seed: int,
+    num_workers: int = 2,
+    shuffle_buffer: int = 2000,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader of ``steps`` class-unique local batches (uint8 images, labels) per epoch.
+
+    Shards are split by process and then by worker (each reads different files), shuffled
+    within a bounded buffer, and repeated, so every process yields exactly ``steps`` batches
+    however the shards divide; memory stays bounded by the buffers, not the shard set.
+    """
+    import webdataset as wds
+
+    paths = [str(p) for p in shard_paths(shard_dir, split)]
+    readers = world * max(1, num_workers)
+    if len(paths) < readers:
+        raise UserError(
+            f"{shard_dir}: split '{split}' has {len(paths)} shards, fewer than the "
+            f"{readers} readers ({world} processes x {max(1, num_workers)} workers); "
+            "write smaller shards (make-shards --shard-size) or use fewer workers"
+        )
+    mine = paths[rank::world]
+
+    def decode(sample):
+        return _decode_crop(sample["png"], image_size), int(sample["cls"])
+
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(mine, seed=seed),
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 100)),
+        wds.map(decode),
+        lambda src: greedy_unique_batches(src, local_batch, max_pending=4 * local_batch),
+    ).repeat(nepochs=10**9)
+    per_worker = math.ceil(steps / max(1, num_workers))
+    pipeline = pipeline.with_epoch(per_worker)
+    return torch.utils.data.DataLoader(
+        pipeline, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+    )

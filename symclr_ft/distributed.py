@@ -1,0 +1,90 @@
+"""What Accelerate has no call for: gathering embeddings *with gradient*, and batch-norm
+statistics over the global batch on CPU processes.
+
+InfoNCE needs every process's embeddings as negatives and the gradient to flow back to the
+process that computed them; ``accelerator.gather`` detaches. Batch norm must see the global
+batch for the numbers not to depend on the process count; torch's ``SyncBatchNorm`` runs on
+GPUs only, so CPU processes (gloo) use :class:`GlobalBatchNorm2d`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import nn
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (same shape on every process) from all processes, rank order, keeping
+    the gradient path to each process's own rows. Identity with one process.
+
+    Every process then computes the same loss on the global batch; the backward of the
+    all-gather sums each row's gradient from all processes, and DDP's averaging of parameter
+    gradients divides that factor out again, so the update equals the single-process one.
+    """
+    if _world() == 1:
+        return x
+    return torch.cat(dist_fn.all_gather(x.contiguous()), dim=0)
+
+
+def gather_plain(x: torch.Tensor) -> torch.Tensor:
+    """All-gather without gradient (labels, masks)."""
+    if _world() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(_world())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the batch of all processes (any backend).
+
+    Sums and squared sums are all-reduced with gradient; with one process, or in eval mode, it
+    is plain BatchNorm2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or _world() == 1:
+            return super().forward(x)
+        channels = x.shape[1]
+        xf = x.float()
+        count = torch.tensor([xf.numel() / channels], device=x.device)
+        stats = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3)), count])
+        stats = dist_fn.all_reduce(stats)
+        n = stats[-1]
+        mean = stats[:channels] / n
+        var = (stats[channels : 2 * channels] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp_min(1))
+            self.num_batches_tracked.add_(1)
+        y = (xf - mean.view(1, -1, 1, 1)) * torch.rsqrt(var.view(1, -1, 1, 1) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return y.to(x.dtype)
+
+
+def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Make batch norm global when several processes train: torch's SyncBatchNorm on GPUs,
+    :class:`GlobalBatchNorm2d` elsewhere. No-op with one process."""
+    if _world() == 1:
+        return module
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, GlobalBatchNorm2d):
+            new = GlobalBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine,
+                child.track_running_stats,
+            )
+            new.load_state_dict(child.state_dict())
+            setattr(module, name, new)
+        else:
+            convert_batchnorm(child, device)
+    return module

@@ -1,0 +1,74 @@
+"""Config files and overrides: values land where they should; mistakes get one clear line."""
+
+from pathlib import Path
+
+import pytest
+
+from symclr_ft.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SEED_EXPERIMENTS = {
+    # name: (temperature, weight_decay, aug_strength, scheduler)
+    "baseline": (0.07, 1e-4, 1.0, "cosine"),
+    "high_temp": (0.5, 1e-4, 1.0, "cosine"),
+    "low_temp": (0.01, 1e-4, 1.0, "cosine"),
+    "strong_aug": (0.07, 1e-4, 1.5, "cosine"),
+    "no_scheduler": (0.07, 1e-4, 1.0, "none"),
+    "high_wd": (0.07, 1e-3, 1.0, "cosine"),
+    "low_wd": (0.07, 1e-5, 1.0, "cosine"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_EXPERIMENTS))
+def test_seed_experiments_have_the_seeds_values(name):
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert (cfg.loss.temperature, cfg.optim.weight_decay, cfg.views.aug_strength, cfg.optim.scheduler) == SEED_EXPERIMENTS[name]
+    assert (cfg.model.arch, cfg.data.image_size, cfg.data.batch_size, cfg.train.epochs) == ("resnet18", 224, 32, 50)
+    assert (cfg.model.out_dim, cfg.optim.lr, cfg.optim.warmup_epochs) == (128, 3e-4, 10)
+    assert cfg.run.name == name
+
+
+def test_every_config_file_loads():
+    for path in CONFIGS.glob("*.yaml"):
+        load_config(path)
+
+
+def test_overrides_use_the_same_dotted_names():
+    cfg = load_config(CONFIGS / "baseline.yaml", ["optim.lr=1e-3", "--train.epochs=2", "views.preset=drawing", "train.eval_every=0"])
+    assert (cfg.optim.lr, cfg.train.epochs, cfg.views.preset, cfg.train.eval_every) == (1e-3, 2, "drawing", 0)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("optim.lrr=1", "unknown key optim.lrr (valid in optim: lr, weight_decay"),
+        ("optimizer.lr=1", "unknown section optimizer"),
+        ("optim.lr=0", "optim.lr=0.0 must be > 0"),
+        ("optim.lr=-1e-3", "must be > 0"),
+        ("loss.temperature=0", "loss.temperature=0.0 must be > 0"),
+        ("train.epochs=1.5", "train.epochs: expected an integer"),
+        ("train.epochs=abc", "expected an integer"),
+        ("loss.name=triplet", "is not one of infonce, supcon"),
+        ("model.channels_last=3", "expected true or false"),
+        ("model.init=simclr", "needs a file path"),
+        ("optim.lr=nan", "finite"),
+        ("lr=3", "expected section.key=value"),
+    ],
+)
+def test_bad_values_are_one_line_errors(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "baseline.yaml", [override])
+    message = str(err.value)
+    assert fragment in message and "\n" not in message
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
