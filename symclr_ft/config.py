@@ -304,3 +304,38 @@ def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m symclr_ft.config --config F [--get section.key ...] [overrides]``: print the
+    resolved config, or just the requested values on one line (for shell scripts)."""
+    import argparse
+
+    from symclr_ft.errors import report_user_errors
+
+    @report_user_errors
+    def run() -> None:
+        parser = argparse.ArgumentParser(description=main.__doc__)
+        parser.add_argument("--config")
+        parser.add_argument("--get", action="append", default=[])
+        args, overrides = parser.parse_known_args(argv)
+        cfg = load_config(args.config, overrides)
+        if not args.get:
+            print(dump_config(cfg), end="")
+            return
+        values = []
+        for key in args.get:
+            section, _, name = key.partition(".")
+            try:
+                values.append(str(getattr(getattr(cfg, section), name)))
+            except AttributeError:
+                raise ConfigError(f"--get {key}: no such key") from None
+        print(" ".join(values))
+
+    run()
+
+
+if __name__ == "__main__":
+    from symclr_ft.config import main as _main  # the package's classes, not __main__'s copies
+
+    _main()
