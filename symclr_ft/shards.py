@@ -1,0 +1,339 @@
+"""The ``make-shards`` command: a COCO export -> WebDataset tars of symbol crops.
+
+Every annotated box becomes one sample: the padded box cut from its drawing at native
+resolution (PNG), its contiguous class index and a json record pointing back to the source
+(see "Shard format" in docs/ARCHITECTURE.md). Cropping once, here, means training and
+evaluation never touch the drawings or the COCO json again.
+
+The output is byte-identical for the same input (fixed tar headers, sorted order, fixed PNG
+settings), so shards can be compared by checksum, and it appears atomically: everything is
+written into a temporary folder beside ``--out`` and moved in only when complete, so a run
+that fails halfway leaves the previous shards as they were.
+
+Example::
+
+    make-shards --coco ../shared/data/firefighting --out shards/
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tqdm import tqdm
+
+from symclr_ft.coco import (
+    CocoSplit,
+    Export,
+    check_image_files,
+    load_export,
+    open_image,
+    padded_crop_box,
+)
+from symclr_ft.errors import UserError, report_user_errors
+
+CLASSES_FILE = "classes.json"
+STATS_FILE = "stats.json"
+# Fixed so that the same crop always encodes to the same bytes.
+PNG_SETTINGS = {"format": "PNG", "compress_level": 6, "optimize": False}
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    index: int
+    coco_id: int
+    name: str
+
+
+def build_classes(export: Export) -> list[ClassEntry]:
+    """Contiguous class indices over the categories that have at least one box in any split,
+    sorted by COCO id. Unused categories (the real data's id 0 parent) are not classes, and a
+    class seen only in valid still gets an index so that evaluation can name it."""
+    used = {ann.category_id for split in export.splits for ann in split.annotations}
+    if not used:
+        raise UserError(f"{export.source}: no annotated boxes in any split, nothing to crop")
+    categories = export.categories()
+    return [
+        ClassEntry(index, coco_id, categories[coco_id].name)
+        for index, coco_id in enumerate(sorted(used))
+    ]
+
+
+def sample_key(split: str, index: int) -> str:
+    return f"{split}_{index:07d}"
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def encode_png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **PNG_SETTINGS)
+    return buffer.getvalue()
+
+
+class DeterministicTarWriter:
+    """Writes WebDataset samples with fixed headers (mtime 0, uid/gid 0, no user names), so the
+    tar bytes depend only on the samples. Members are written in sorted extension order, as
+    webdataset's own TarWriter does."""
+
+    def __init__(self, stream: BinaryIO):
+        self.tar = tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        for ext in sorted(members):
+            data = members[ext]
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size = len(data)
+            info.mtime = 0
+            info.mode = 0o444
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            self.tar.addfile(info, io.BytesIO(data))
+
+    def close(self) -> None:
+        self.tar.close()
+
+
+class ShardSequence:
+    """``<split>-000000.tar``, ``<split>-000001.tar``, ... with at most ``shard_size`` samples
+    each; a new file is opened only when there is a sample to put in it."""
+
+    def __init__(self, folder: Path, split: str, shard_size: int):
+        self.folder, self.split, self.shard_size = folder, split, shard_size
+        self.files: list[Path] = []
+        self.count = 0
+        self._stream: BinaryIO | None = None
+        self._writer: DeterministicTarWriter | None = None
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if self.count % self.shard_size == 0:
+            self.close()
+            path = self.folder / shard_name(self.split, len(self.files))
+            self._stream = open(path, "wb")
+            self._writer = DeterministicTarWriter(self._stream)
+            self.files.append(path)
+        assert self._writer is not None
+        self._writer.write(key, members)
+        self.count += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()  # type: ignore[union-attr]
+            self._writer = self._stream = None
+
+
+def _summary(values: list[int]) -> dict[str, float | int | None]:
+    if not values:
+        return {"min": None, "median": None, "mean": None, "max": None}
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "mean": round(statistics.fmean(values), 2),
+        "max": max(values),
+    }
+
+
+def write_split(
+    split: CocoSplit,
+    classes: list[ClassEntry],
+    folder: Path,
+    padding: float,
+    shard_size: int,
+    progress: tqdm | None = None,
+) -> dict[str, Any]:
+    """Crop every box of one split into shards in ``folder``; returns the split's statistics."""
+    class_of = {entry.coco_id: entry for entry in classes}
+    per_class = {entry.name: 0 for entry in classes}
+    widths: list[int] = []
+    heights: list[int] = []
+    shards = ShardSequence(folder, split.name, shard_size)
+    try:
+        for image, annotations in split.annotations_by_image():
+            pixels = open_image(split, image)
+            for ann in annotations:
+                entry = class_of[ann.category_id]
+                crop = padded_crop_box(ann.bbox, image.width, image.height, padding)
+                record = {
+                    "image": image.file_name,
+                    "image_id": image.id,
+                    "annotation_id": ann.id,
+                    "bbox": list(ann.bbox),
+                    "crop": list(crop),
+                    "category_id": ann.category_id,
+                    "category_name": entry.name,
+                    "class_index": entry.index,
+                    "split": split.name,
+                }
+                shards.write(
+                    sample_key(split.name, shards.count),
+                    {
+                        "png": encode_png(pixels.crop(crop)),
+                        "cls": str(entry.index).encode("ascii"),
+                        "json": json.dumps(record).encode("utf-8"),
+                    },
+                )
+                per_class[entry.name] += 1
+                widths.append(crop[2] - crop[0])
+                heights.append(crop[3] - crop[1])
+            if progress is not None:
+                progress.update(1)
+    finally:
+        shards.close()
+    return {
+        "crops": shards.count,
+        "drawings": len(split.images),
+        "shards": len(shards.files),
+        "per_class": per_class,
+        "crop_width": _summary(widths),
+        "crop_height": _summary(heights),
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _is_shard_output(path: Path) -> bool:
+    return path.is_file() and (path.suffix == ".tar" or path.name in (CLASSES_FILE, STATS_FILE))
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output we could not write before any image is read."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create output folder ({err.strerror})") from None
+    for folder in (out.parent, out) if out.exists() else (out.parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{out}: output folder is not writable ({folder})")
+
+
+def _move_into_place(new: Path, out: Path) -> None:
+    """Replace the shard files of ``out`` (tars, classes.json, stats.json) by those in ``new``,
+    keeping anything else there (the repository tracks shards/README.md). Old files are
+    moved aside first and put back if the move fails."""
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create output folder ({err.strerror})") from None
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old = sorted(p for p in out.iterdir() if _is_shard_output(p))
+    moved_old: list[Path] = []
+    moved_new: list[Path] = []
+    try:
+        for path in old:
+            os.replace(path, backup / path.name)
+            moved_old.append(path)
+        for path in sorted(new.iterdir()):
+            os.replace(path, out / path.name)
+            moved_new.append(out / path.name)
+    except OSError as err:
+        for path in moved_new:
+            path.unlink(missing_ok=True)
+        for path in moved_old:
+            os.replace(backup / path.name, path)
+        raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def make_shards(
+    coco: str | Path, out: str | Path, padding: float = 0.1, shard_size: int = 1000
+) -> dict[str, Any]:
+    """Validate the export, write all shards + classes.json + stats.json atomically into
+    ``out``; returns the stats (the content of stats.json)."""
+    if not (math.isfinite(padding) and padding >= 0):
+        raise UserError(f"--padding {padding}: must be a finite number >= 0")
+    if shard_size < 1:
+        raise UserError(f"--shard-size {shard_size}: must be at least 1")
+    out = Path(out)
+    export = load_export(coco)
+    classes = build_classes(export)
+    for split in export.splits:
+        check_image_files(split)
+    _check_output(out)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.make-shards-", dir=out.parent))
+    try:
+        n_images = sum(1 for split in export.splits for _ in split.annotations_by_image())
+        # disable=None: no bar when stderr is not a terminal (logs, tests).
+        bar = tqdm(total=n_images, unit="img", desc="make-shards", file=sys.stderr, disable=None)
+        with bar:
+            split_stats = {
+                split.name: write_split(split, classes, tmp, padding, shard_size, bar)
+                for split in export.splits
+            }
+        _write_json(
+            tmp / CLASSES_FILE,
+            {
+                "classes": [
+                    {"index": c.index, "coco_id": c.coco_id, "name": c.name} for c in classes
+                ]
+            },
+        )
+        stats = {
+            "splits": split_stats,
+            "padding": padding,
+            "classes": len(classes),
+            "source": str(coco),
+        }
+        _write_json(tmp / STATS_FILE, stats)
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return stats
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make-shards",
+        description="Cut every annotated symbol of a COCO export into WebDataset shards.",
+    )
+    parser.add_argument(
+        "--coco",
+        required=True,
+        help="Roboflow COCO export folder (train/ valid/ test/) or one COCO json file",
+    )
+    parser.add_argument("--out", required=True, help="output folder for the shards")
+    parser.add_argument(
+        "--padding", type=float, default=0.1, help="box padding, as a fraction of its size"
+    )
+    parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar file")
+    return parser.parse_args(argv)
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    start = time.perf_counter()
+    stats = make_shards(args.coco, args.out, args.padding, args.shard_size)
+    seconds = time.perf_counter() - start
+    for name, split in stats["splits"].items():
+        print(
+            f"{name}: {split['crops']} crops from {split['drawings']} drawings, "
+            f"{split['shards']} shards"
+        )
+    total = sum(split["shards"] for split in stats["splits"].values())
+    print(f"{stats['classes']} classes; {total} shards written to {args.out} in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
