@@ -39,6 +39,8 @@ ANNOTATIONS_FILE = "_annotations.coco.json"
 # Boxes may poke out of the image by this many pixels (float rounding in exporters) before
 # they are refused; they are then clipped to the image.
 BOX_TOLERANCE_PX = 1.0
+# Image width and height above this are refused as nonsense (and would overflow float maths).
+MAX_IMAGE_SIDE = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
 def _record_name(kind: str, index: int, record: Any) -> str:
     """'annotation id 17' when the record has a usable id, else 'annotations[4]'."""
     if isinstance(record, dict) and _is_int(record.get("id")):
@@ -184,6 +193,10 @@ def _read_json(path: Path) -> dict:
         ) from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise UserError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise UserError(
             f"{path}: expected a COCO object with images, annotations and categories, "
@@ -211,6 +224,7 @@ def _safe_file_name(name: str, where: str) -> str:
 
 def _parse_categories(path: Path, records: list) -> dict[int, Category]:
     categories: dict[int, Category] = {}
+    ids_by_name: dict[str, int] = {}
     for i, record in enumerate(records):
         where = f"{path}: {_record_name('category', i, record)}"
         _require(
@@ -220,12 +234,22 @@ def _parse_categories(path: Path, records: list) -> dict[int, Category]:
         )
         if record["id"] in categories:
             raise UserError(f"{where}: duplicate category id")
+        # Classes are reported by name (classes.json, per-class statistics and metrics).
+        if record["name"] in ids_by_name:
+            raise UserError(
+                f"{where}: name {record['name']!r} is also the name of category id "
+                f"{ids_by_name[record['name']]}"
+            )
+        ids_by_name[record["name"]] = record["id"]
         categories[record["id"]] = Category(record["id"], record["name"])
     return categories
 
 
 def _parse_images(path: Path, records: list) -> dict[int, Image]:
-    positive_int = (lambda v: _is_int(v) and v > 0, "a positive integer")
+    positive_int = (
+        lambda v: _is_int(v) and 0 < v <= MAX_IMAGE_SIDE,
+        f"a positive integer (at most {MAX_IMAGE_SIDE})",
+    )
     images: dict[int, Image] = {}
     names: set[str] = set()
     for i, record in enumerate(records):
@@ -255,7 +279,7 @@ def _check_bbox(bbox: Any, image: Image, where: str) -> tuple[float, float, floa
     returned clipped to the image."""
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(map(_is_number, bbox)):
         raise UserError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-    if not all(math.isfinite(v) for v in bbox):
+    if not all(map(_is_finite, bbox)):
         raise UserError(f"{where}: bbox has a value that is not a finite number: {bbox!r}")
     x, y, w, h = bbox
     if w <= 0 or h <= 0:

@@ -94,6 +94,7 @@ class TrainConfig:
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke tests
     save_every: int = 1  # save resumable state every N epochs
+    log_batches: bool = False  # write each process's crop indices per step (batches-rankN.jsonl)
 
 
 @dataclass
@@ -162,6 +163,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         choices = typing.get_args(annotation)
+        if isinstance(value, bool):
+            # YAML 1.1 reads a bare `no` as false: `mixed_precision: no` must still mean "no".
+            spellings = ("yes", "true", "on") if value else ("no", "false", "off")
+            value = next((c for c in choices if c in spellings), value)
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
@@ -174,16 +179,31 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-3 (no dot) as a string; users should not have to know that.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            raise ConfigError(f"{where}: expected a finite number, got a huge integer") from None
+        if not math.isfinite(number):
             raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return float(value)
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {annotation!r} at {where}")  # a bug, not user input
+
+
+def _key_name(key: Any) -> str:
+    """A key as written in the file; quoted when it is not a plain one-line string."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() == key else repr(key)
 
 
 def _section_types(cls: type) -> dict[str, Any]:
@@ -198,19 +218,23 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     sections = _section_types(Config)
-    unknown = sorted(set(raw) - set(sections))
+    unknown = sorted(map(_key_name, set(raw) - set(sections)))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown section {', '.join(map(str, unknown))} "
-            f"(valid: {', '.join(sections)})"
+            f"{source}: unknown section {', '.join(unknown)} (valid: {', '.join(sections)})"
         )
     built = {}
     for name, cls in sections.items():
-        values = raw.get(name) or {}
+        values = raw.get(name)
+        if values is None:  # "eval:" with nothing under it
+            values = {}
         if not isinstance(values, dict):
-            raise ConfigError(f"{source}: section {name} must be a mapping of keys")
+            raise ConfigError(
+                f"{source}: section {name} must be a mapping of keys, "
+                f"got {type(values).__name__}"
+            )
         types_ = _section_types(cls)
-        unknown = sorted(set(values) - set(types_))
+        unknown = sorted(map(_key_name, set(values) - set(types_)))
         if unknown:
             raise ConfigError(
                 f"{source}: unknown key {name}.{unknown[0]} (valid in {name}: {', '.join(types_)})"
@@ -252,13 +276,12 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
             raise ConfigError(f"override {item!r}: expected section.key=value, e.g. optim.lr=1e-3")
         key, value = text.split("=", 1)
         section, name = key.split(".", 1)
-        parsed = yaml.safe_load(value) if value.strip() else ""
-        # YAML reads 1e-3 as a string (it wants 1.0e-3); users should not have to know that.
-        if isinstance(parsed, str):
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                pass
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except (yaml.YAMLError, ValueError, RecursionError):
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML (quote it for a string)"
+            ) from None
         nested.setdefault(section, {})[name] = parsed
     return nested
 
@@ -267,24 +290,32 @@ def _merge(base: dict, extra: dict) -> dict:
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in extra.items():
         current = out.get(section)
-        out[section] = {**(current if isinstance(current, dict) else {}), **values}
+        if current is not None and not isinstance(current, dict):
+            continue  # a broken section of the file: config_from_dict reports it
+        out[section] = {**(current or {}), **values}
     return out
 
 
 def read_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid YAML (not UTF-8 text)") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -309,13 +340,11 @@ def dump_config(cfg: Config) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m symclr_ft.config --config F [--get section.key ...] [overrides]``: print the
     resolved config, or just the requested values on one line (for shell scripts)."""
-    import argparse
-
-    from symclr_ft.errors import report_user_errors
+    from symclr_ft.errors import ArgumentParser, report_user_errors
 
     @report_user_errors
     def run() -> None:
-        parser = argparse.ArgumentParser(description=main.__doc__)
+        parser = ArgumentParser(prog="python -m symclr_ft.config", description=main.__doc__)
         parser.add_argument("--config")
         parser.add_argument("--get", action="append", default=[])
         args, overrides = parser.parse_known_args(argv)

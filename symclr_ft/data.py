@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from symclr_ft.errors import UserError
 
@@ -52,11 +52,16 @@ class CropSet:
 # Shard files
 
 
-def shard_paths(shard_dir: str | Path, split: str) -> list[Path]:
-    """The tar files of one split, in order; a one-line error when there are none."""
+def _shard_dir(shard_dir: str | Path) -> Path:
     shard_dir = Path(shard_dir)
     if not shard_dir.is_dir():
         raise UserError(f"{shard_dir}: shard folder not found (run make-shards first)")
+    return shard_dir
+
+
+def shard_paths(shard_dir: str | Path, split: str) -> list[Path]:
+    """The tar files of one split, in order; a one-line error when there are none."""
+    shard_dir = _shard_dir(shard_dir)
     paths = sorted(shard_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
     if not paths:
         raise UserError(f"{shard_dir}: no shards for split '{split}' ({split}-000000.tar ...)")
@@ -68,8 +73,10 @@ def _read_json(path: Path, what: str) -> dict:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found (run make-shards first)") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: cannot read {what} ({err})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, absurdly nested
+        raise UserError(f"{path}: {what} is not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: {what} must be a JSON object")
     return data
@@ -77,15 +84,23 @@ def _read_json(path: Path, what: str) -> dict:
 
 def load_classes(shard_dir: str | Path) -> list[str]:
     """Class names by contiguous index, from ``classes.json``."""
-    path = Path(shard_dir) / "classes.json"
+    path = _shard_dir(shard_dir) / "classes.json"
     data = _read_json(path, "class map")
     try:
+        if not isinstance(data.get("classes"), list):
+            raise ValueError("'classes' must be a list")
         classes = sorted(data["classes"], key=lambda c: c["index"])
-        names = [str(c["name"]) for c in classes]
         if [c["index"] for c in classes] != list(range(len(classes))):
             raise ValueError("indices are not 0..C-1")
-    except (KeyError, TypeError, ValueError) as err:
+        if not all(isinstance(c["name"], str) for c in classes):
+            raise ValueError("every class needs a string 'name'")
+        names = [c["name"] for c in classes]
+    except KeyError as err:
+        raise UserError(f"{path}: malformed class map (a class has no {err} key)") from None
+    except (TypeError, ValueError) as err:
         raise UserError(f"{path}: malformed class map ({err})") from None
+    if not names:
+        raise UserError(f"{path}: malformed class map (no classes)")
     return names
 
 
@@ -109,7 +124,7 @@ def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     truncated or corrupt shard be reported as exactly that file.
     """
     try:
-        with tarfile.open(path, "r") as tar:
+        with tarfile.open(path, "r:") as tar:  # plain tar, as make-shards writes
             current, fields = None, {}
             for member in tar:
                 if not member.isfile():
@@ -121,6 +136,16 @@ def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                 current = key
                 handle = tar.extractfile(member)
                 fields[ext] = handle.read() if handle else b""
+            # tarfile ends its iteration quietly at a damaged or missing header after the
+            # first member: only the end-of-archive marker (a zero block) says it read it all.
+            tar.fileobj.seek(tar.offset)
+            end = tar.fileobj.read(tarfile.BLOCKSIZE)
+            if end != tarfile.NUL * tarfile.BLOCKSIZE:
+                problem = "ends early" if len(end) < tarfile.BLOCKSIZE else "has a damaged header"
+                raise UserError(
+                    f"{path}: truncated or corrupt shard ({problem} at byte {tar.offset}; "
+                    "samples after it would be lost)"
+                )
             if current is not None:
                 yield current, fields
     except (tarfile.TarError, OSError, EOFError) as err:
@@ -138,7 +163,13 @@ def load_split(shard_dir: str | Path, split: str, image_size: int) -> CropSet:
                 image = _decode_crop(fields["png"], image_size)
             except KeyError as err:
                 raise UserError(f"{path}: sample {key} has no {err.args[0]} member") from None
-            except (ValueError, UnidentifiedImageError, OSError) as err:
+            except (
+                ValueError,  # cls not a number
+                OSError,  # PIL: not an image, truncated, broken data stream
+                SyntaxError,  # PIL: broken PNG chunk
+                EOFError,
+                Image.DecompressionBombError,
+            ) as err:
                 raise UserError(f"{path}: sample {key} is corrupt ({err})") from None
             if not 0 <= label < num_classes:
                 raise UserError(

@@ -88,3 +88,20 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
         else:
             convert_batchnorm(child, device)
     return module
+
+
+def make_accelerator(**kwargs):
+    """An ``Accelerator`` that also forms a process group of CPU processes.
+
+    Accelerate only chooses its multi-CPU (gloo) mode when told to use the CPU; started by
+    ``torchrun`` on a machine without CUDA it would otherwise run every process as if it were
+    alone. So: several processes and no CUDA means ``cpu=True``.
+    """
+    import os
+
+    from accelerate import Accelerator
+
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if several and not torch.cuda.is_available():
+        kwargs.setdefault("cpu", True)
+    return Accelerator(**kwargs)

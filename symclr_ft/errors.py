@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from typing import Callable, TypeVar
@@ -13,6 +14,15 @@ class UserError(Exception):
     """Bad input from the user: a file, a record or a setting. The message is one line that
     names the file (and the record or key) and the problem; commands print it without a
     traceback and exit with status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage mistakes (a missing option, a value of the
+    wrong type) are a :class:`UserError` too: one line naming the option, exit status 2,
+    instead of the usage text plus an error line. Only inside a ``report_user_errors`` main."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def report_user_errors(main: F) -> F:

@@ -29,19 +29,28 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success."""
     target = Path(target)
     _check_writable_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise UserError(f"{target}: cannot write into {target.parent} ({err.strerror})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as err:
+            raise UserError(f"{target}: cannot replace it ({err.strerror})") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
 
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(text)
+        try:
+            tmp.write_text(text)
+        except OSError as err:  # disk full, quota
+            raise UserError(f"{target}: cannot write ({err.strerror})") from None
 
 
 def write_json(target: str | Path, data: Any) -> None:
@@ -54,18 +63,34 @@ def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
     (the old folder is removed only after the new one is complete)."""
     target = Path(target)
     _check_writable_dir(target.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise UserError(f"{target}: cannot write into {target.parent} ({err.strerror})") from None
     try:
         yield tmp
-        if target.exists():
-            if not replace:
-                raise UserError(f"{target}: already exists")
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        if target.exists() and not replace:
+            raise UserError(f"{target}: already exists")
+        try:
+            _swap_in(tmp, target)
+        except OSError as err:
+            raise UserError(f"{target}: cannot replace it ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Rename ``new`` onto ``target``; an existing ``target`` is moved aside first and put
+    back if the rename fails or is interrupted."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -42,7 +42,7 @@ from symclr_ft.coco import (
     open_image,
     padded_crop_box,
 )
-from symclr_ft.errors import UserError, report_user_errors
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 
 CLASSES_FILE = "classes.json"
 STATS_FILE = "stats.json"
@@ -244,12 +244,16 @@ def _move_into_place(new: Path, out: Path) -> None:
         for path in sorted(new.iterdir()):
             os.replace(path, out / path.name)
             moved_new.append(out / path.name)
-    except OSError as err:
+    except BaseException as err:  # an OSError, or Ctrl-C halfway: put the old files back
         for path in moved_new:
             path.unlink(missing_ok=True)
         for path in moved_old:
             os.replace(backup / path.name, path)
-        raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
+        if isinstance(err, OSError):
+            raise UserError(
+                f"{out}: cannot move the new shards into place ({err.strerror})"
+            ) from None
+        raise
     finally:
         shutil.rmtree(backup, ignore_errors=True)
 
@@ -270,7 +274,10 @@ def make_shards(
         check_image_files(split)
     _check_output(out)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.make-shards-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.make-shards-", dir=out.parent))
+    except OSError as err:
+        raise UserError(f"{out}: cannot write beside the output folder ({err.strerror})") from None
     try:
         n_images = sum(1 for split in export.splits for _ in split.annotations_by_image())
         # disable=None: no bar when stderr is not a terminal (logs, tests).
@@ -296,13 +303,15 @@ def make_shards(
         }
         _write_json(tmp / STATS_FILE, stats)
         _move_into_place(tmp, out)
+    except OSError as err:  # input problems are UserErrors by now: this is the output
+        raise UserError(f"{out}: cannot write the shards ({err.strerror or err})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return stats
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="make-shards",
         description="Cut every annotated symbol of a COCO export into WebDataset shards.",
     )

@@ -17,7 +17,9 @@ SimCLR key layout, resumable Accelerate state and plots.
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import shutil
 import signal
 import sys
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from symclr_ft.config import Config, load_config
 from symclr_ft.data import CropSet, check_batch_size, epoch_batches, load_classes, load_split, local_part
-from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad
+from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
 from symclr_ft.errors import UserError, report_user_errors
 from symclr_ft.losses import contrastive_loss
 from symclr_ft.model import build_model, save_model_file
@@ -94,8 +96,9 @@ class TrainingStopped(Exception):
 
 def cosine_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
     """The seed's schedule: constant learning rate for ``warmup_epochs``, then cosine decay
-    to zero over the remaining epochs, stepped once per epoch. ``none``: constant."""
-    epochs_after = max(1, cfg.train.epochs - cfg.optim.warmup_epochs)
+    towards zero over the remaining epochs, stepped once per epoch (the last epoch keeps a small
+    positive rate rather than training at zero). ``none``: constant."""
+    epochs_after = max(1, cfg.train.epochs - cfg.optim.warmup_epochs + 1)
 
     def factor(epoch_steps: int) -> float:
         if cfg.optim.scheduler == "none":
@@ -177,7 +180,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     """Train and evaluate one configuration; returns the final metrics."""
     run_dir = run_dir_for(cfg)
     log_with, tracker_kwargs = wandb_settings(cfg, run_dir)
-    accelerator = Accelerator(
+    accelerator = make_accelerator(
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.optim.accumulate,
         log_with=log_with,
@@ -243,7 +246,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
             net.train()
             bar = tqdm(
                 total=len(batches), initial=progress.step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True,
+                disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
             )
             epoch_start = time.perf_counter() - progress.seconds
             for step in range(progress.step, len(batches)):
@@ -277,6 +280,8 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                         accelerator.clip_grad_norm_(net.parameters(), cfg.optim.grad_clip)
                     optimizer.step()
                     optimizer.zero_grad()
+                if cfg.train.log_batches:
+                    _log_batch(files.dir / f"batches-rank{rank}.jsonl", epoch, step, local[valid], train_set)
                 progress.step = step + 1
                 progress.global_step += 1
                 progress.loss_sum += loss_value
@@ -349,6 +354,15 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     return metrics
 
 
+def _log_batch(path: Path, epoch: int, step: int, indices: np.ndarray, crops: CropSet) -> None:
+    """One line per step: which crops this process trained on (for checking the sampler's
+    guarantees in a real multi-process run)."""
+    row = {"epoch": epoch, "step": step, "indices": indices.tolist(),
+           "labels": crops.labels[indices].tolist()}
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def _flat_config(cfg: Config) -> dict:
     from symclr_ft.config import config_to_dict
 
@@ -396,9 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     from symclr_ft.evaluate import summary_line
 
-    if "one_shot" in metrics:
-        print(summary_line(metrics))
-    print(f"run folder: {run_dir_for(cfg)}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        if "one_shot" in metrics:
+            print(summary_line(metrics))
+        print(f"run folder: {run_dir_for(cfg)}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,15 @@ BAD_RECORDS = [
     (_set(["images", 1, "file_name"], "../a.png"), ["image id 3", "points outside its folder"]),
     (_set(["images", 1, "file_name"], "sub/../../a.png"), ["image id 3", "points outside its folder"]),
     (_set(["images", 1, "file_name"], ""), ["image id 3", "file_name is empty"]),
+    (_set(["images", 1, "file_name"], "..\\a.png"), ["image id 3", "points outside its folder"]),
+    (_set(["images", 1, "file_name"], "C:\\data\\a.png"), ["image id 3", "absolute path"]),
+    (_set(["images", 1, "file_name"], "\\\\server\\share\\a.png"), ["image id 3", "absolute path"]),
+    (_set(["images", 1, "file_name"], "a.png\x00.jpg"), ["image id 3", "not a valid path"]),
+    # numbers beyond the float range must not crash the checks
+    (_set(["images", 0, "width"], 10**400), ["image id 7", "'width' must be a positive integer"]),
+    (_set(["annotations", 0, "bbox"], [1, 2, 10**400, 4]), ["annotation id 17", "not a finite number"]),
+    # classes are reported by name: two categories with one name would be merged silently
+    (_append("categories", {"id": 5, "name": "bell"}), ["category id 5", "'bell' is also the name of category id 1"]),
 ]  # fmt: skip
 
 
@@ -217,6 +227,11 @@ def test_file_name_in_a_subfolder_is_allowed(tmp_path):
         (b"\xff\xfe\x00garbage", ["not valid JSON"]),
         (b"[1, 2, 3]", ["expected a COCO object", "got a JSON list"]),
         (b"", ["not valid JSON"]),
+        pytest.param(
+            b'{"images": ' + b"1" * 5000 + b"}", ["not valid JSON", "4300 digits"],
+            marks=pytest.mark.skipif(sys.version_info < (3, 11), reason="no digit limit"),
+        ),
+        (b"[" * 100000, ["not valid JSON", "nested too deeply"]),
     ],
 )
 def test_unreadable_json_is_one_line(tmp_path, content, words):

@@ -1,0 +1,181 @@
+"""The training entry point end to end on tiny synthetic shards: run files, resume after an
+interruption, divergence, and two processes against one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from symclr_ft.config import load_config
+from symclr_ft.data import class_unique_batches, load_split
+from symclr_ft.model import load_model_file, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tiny(shards: Path, out: Path, name: str, *extra: str) -> list[str]:
+    """Overrides for a run of a few seconds: 32 px crops, small batches."""
+    return [
+        "--config", str(ROOT / "configs/baseline.yaml"),
+        f"data.shards={shards}", "data.image_size=32", "data.batch_size=8",
+        "train.epochs=2", "optim.warmup_epochs=1", "train.mixed_precision=no",
+        "eval.episodes=10", "eval.batch_size=64", "eval.split=valid", "train.eval_every=0",
+        f"run.out_dir={out}", f"run.name={name}", "run.tracking=none", *extra,
+    ]
+
+
+def run(cmd: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def history(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def metric_numbers(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: metrics[k] for k in ("one_shot", "five_shot", "full_knn")}
+
+
+def test_accelerate_launch_end_to_end_writes_every_run_file(synth_shards, tmp_path):
+    args = tiny(synth_shards, tmp_path, "e2e", "run.tracking=wandb", "train.eval_every=1")
+    result = run([str(BIN / "accelerate"), "launch", "--config_file", "launch/cpu.yaml",
+                  "symclr_ft/train.py", *args])
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / "e2e"
+    for name in ("config.yaml", "env.json", "history.jsonl", "metrics.json", "model.pt",
+                 "loss.png", "lr.png", "accuracy.png", "state"):
+        assert (run_dir / name).exists(), name
+    rows = history(run_dir)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(r["loss"] > 0 and r["images_per_s"] > 0 and "one_shot" in r for r in rows)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["one_shot"]["micro_mean"] <= 1 and metrics["episodes"] == 10
+    assert metrics["train"]["epochs"] == 2
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["packages"]["torch"].startswith("2.14.1") and env["num_processes"] == 1
+    assert load_config(run_dir / "config.yaml").data.image_size == 32  # the resolved config
+    assert list((run_dir / "wandb").glob("offline-run-*")), "wandb offline run missing"
+    net = load_model_file(run_dir / "model.pt")
+    assert net(torch.rand(2, 3, 32, 32))[0].shape == (2, 512)
+    assert "1-shot" in result.stdout and "run folder" in result.stdout
+
+
+def test_existing_run_folder_needs_resume_or_overwrite(synth_shards, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "history.jsonl").write_text("")
+    result = run([sys.executable, "-m", "symclr_ft.train", *tiny(synth_shards, tmp_path, "taken")])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'taken'}: run folder exists; use --resume to continue it, "
+        "--overwrite to replace it, or another run.name"
+    ]
+
+
+def test_class_unique_batch_larger_than_the_classes_is_refused(synth_shards, tmp_path):
+    result = run([sys.executable, "-m", "symclr_ft.train", *tiny(synth_shards, tmp_path, "big", "data.batch_size=64")])
+    assert result.returncode == 2
+    assert "exceeds the 12 classes" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_interrupt_and_resume_gives_identical_weights(synth_shards, tmp_path):
+    """SIGTERM in the middle of training, then --resume: the same weights and metrics as a run
+    that was never interrupted."""
+    args = tiny(synth_shards, tmp_path, "whole", "train.epochs=3")
+    assert run([sys.executable, "-m", "symclr_ft.train", *args]).returncode == 0
+
+    args = tiny(synth_shards, tmp_path, "cut", "train.epochs=3")
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "symclr_ft.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    history_file = tmp_path / "cut" / "history.jsonl"
+    deadline = time.time() + 240
+    while not history_file.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 3, stderr[-2000:]
+    assert "state saved: continue with --resume" in stderr
+    resumed = run([sys.executable, "-m", "symclr_ft.train", *args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    whole = read_checkpoint(tmp_path / "whole" / "model.pt")["state_dict"]
+    cut = read_checkpoint(tmp_path / "cut" / "model.pt")["state_dict"]
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert metric_numbers(tmp_path / "whole") == metric_numbers(tmp_path / "cut")
+    assert [r["loss"] for r in history(tmp_path / "whole")] == [r["loss"] for r in history(tmp_path / "cut")]
+
+
+def test_nan_loss_stops_with_the_step(synth_shards, tmp_path, monkeypatch, capsys):
+    import symclr_ft.train as train_module
+
+    calls = {"n": 0}
+    real_loss = train_module.contrastive_loss
+
+    def loss_that_diverges(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(train_module, "contrastive_loss", loss_that_diverges)
+    code = train_module.main(tiny(synth_shards, tmp_path, "nan"))
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "loss is nan at epoch 1, step 3" in err and "last good state" in err
+    assert (tmp_path / "nan" / "state").is_dir()
+
+
+def test_two_processes_match_one(synth_shards, tmp_path):
+    """torchrun with 2 CPU processes (gloo) against 1 process with the same global batch."""
+    extra = ("train.epochs=1", "train.log_batches=true")
+    one = run([sys.executable, "-m", "symclr_ft.train", *tiny(synth_shards, tmp_path, "one", *extra)])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "symclr_ft.train",
+               *tiny(synth_shards, tmp_path, "two", *extra)])
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    # the same global batches, each split into disjoint halves, classes unique in every one
+    labels = load_split(synth_shards, "train", 32).labels.numpy()
+    expected = class_unique_batches(labels, 8, 0, 0)
+    logs = {}
+    for rank in (0, 1):
+        for line in (tmp_path / "two" / f"batches-rank{rank}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            logs.setdefault(row["step"], []).append(row["indices"])
+    single = {json.loads(l)["step"]: json.loads(l)["indices"]
+              for l in (tmp_path / "one" / "batches-rank0.jsonl").read_text().splitlines()}
+    assert len(logs) == len(expected) == len(single)
+    for step, batch in enumerate(expected):
+        a, b = logs[step]
+        assert not set(a) & set(b)
+        assert sorted(a + b) == sorted(batch.tolist()) == sorted(single[step])
+        assert len(set(labels[a + b].tolist())) == len(batch)
+
+    # the same loss (up to floating-point reduction order), one checkpoint, one metrics file
+    loss_one, loss_two = history(tmp_path / "one")[0]["loss"], history(tmp_path / "two")[0]["loss"]
+    assert loss_two == pytest.approx(loss_one, rel=1e-3)
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.pt")) == ["model.pt"]
+    assert two.stdout.count("run folder") == 1
+
+
+def test_evaluation_is_identical_with_one_and_two_processes(synth_shards, tmp_path):
+    """The same checkpoint evaluated by 1 and by 2 processes: identical numbers."""
+    common = ["--shards", str(synth_shards), "--split", "valid", "--checkpoint", "random",
+              "--image-size", "32", "--episodes", "20", "--mixed-precision", "no"]
+    one = run([sys.executable, "-m", "symclr_ft.evaluate", *common, "--out", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "symclr_ft.evaluate", *common,
+               "--out", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert metric_numbers(tmp_path / "one") == metric_numbers(tmp_path / "two")
