@@ -99,7 +99,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = "valid"  # valid for choosing settings, test for reporting
+    split: str = "valid"  # valid for choosing settings, test for reporting; none: no evaluation
     episodes: int = 100  # support draws for the few-shot numbers
     seed: int = 0
     batch_size: int = 256  # embedding batch per process

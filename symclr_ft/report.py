@@ -152,6 +152,8 @@ def _read_json(path: Path) -> Any:
         raise UserError(f"{path}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno})") from None
+    except (ValueError, RecursionError) as err:
+        raise UserError(f"{path}: not usable JSON ({type(err).__name__})") from None
 
 
 def evaluation_blocks(metrics: Any, path: Path) -> list[tuple[str, dict]]:

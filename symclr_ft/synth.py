@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from symclr_ft.coco import ANNOTATIONS_FILE
-from symclr_ft.errors import UserError, report_user_errors
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 from symclr_ft.io import atomic_dir
 
 BACKGROUND = (16, 18, 26)
@@ -367,7 +367,7 @@ def write_synthetic_coco(
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="symclr-synth",
         description="Write synthetic engineering drawings as a Roboflow-style COCO export.",
     )

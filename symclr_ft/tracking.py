@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from symclr_ft.config import Config, dump_config
+from symclr_ft.errors import UserError
 from symclr_ft.io import write_json, write_text
 
 PACKAGES = ("torch", "torchvision", "accelerate", "timm", "webdataset", "scikit-learn", "wandb", "numpy")
@@ -86,9 +87,15 @@ class RunFiles:
         if not self.history_path.exists():
             return []
         rows = []
-        for line in self.history_path.read_text().splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
+        for number, line in enumerate(self.history_path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                int(row["epoch"])
+            except (ValueError, KeyError, TypeError, RecursionError):
+                raise UserError(f"{self.history_path}: line {number} is not a history record") from None
+            rows.append(row)
         return rows
 
     def write_history(self, rows: list[dict]) -> None:

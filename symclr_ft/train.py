@@ -37,9 +37,18 @@ from accelerate.utils import set_seed
 from tqdm import tqdm
 
 from symclr_ft.config import Config, load_config
-from symclr_ft.data import CropSet, check_batch_size, epoch_batches, load_classes, load_split, local_part
+from symclr_ft.data import (
+    CropSet,
+    check_batch_size,
+    epoch_batches,
+    load_classes,
+    load_split,
+    load_stats,
+    local_part,
+    stream_batches,
+)
 from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
-from symclr_ft.errors import UserError, report_user_errors
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 from symclr_ft.losses import contrastive_loss
 from symclr_ft.model import build_model, save_model_file
 from symclr_ft.tracking import RunFiles, environment, wandb_settings
@@ -109,19 +118,108 @@ def cosine_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def views_for(
-    images: torch.Tensor, cfg: Config, epoch: int, step: int, rows: torch.Tensor, global_size: int
-) -> torch.Tensor:
-    """Both views of a process's rows, stacked: (2B, 3, S, S) float. Parameters are drawn for
-    the whole global batch, then this process's rows are taken, so a crop's views do not
-    depend on the number of processes."""
+def views_for(batch: "LocalBatch", cfg: Config, epoch: int, step: int, rank: int) -> torch.Tensor:
+    """Both views of a process's crops, stacked: (2B, 3, S, S) float. In memory, parameters are
+    drawn for the whole global batch and each process takes its rows, so a crop's views do not
+    depend on the number of processes; a streamed batch draws its own."""
     out = []
     for view in (0, 1):
-        params = sample_view_params(
-            cfg.views, global_size, view_generator(cfg.train.seed, epoch, step, view)
-        )
-        out.append(apply_views(images, params.select(rows)))
+        if batch.rows is not None:
+            g = view_generator(cfg.train.seed, epoch, step, view)
+            params = sample_view_params(cfg.views, batch.global_size, g).select(batch.rows)
+        else:
+            g = view_generator(cfg.train.seed, epoch, step, view, rank=rank + 1)
+            params = sample_view_params(cfg.views, len(batch.labels), g)
+        out.append(apply_views(batch.images, params))
     return torch.cat(out)
+
+
+@dataclass
+class LocalBatch:
+    """What one process trains on in one step."""
+
+    images: torch.Tensor  # (b, 3, S, S) uint8, on the device
+    labels: torch.Tensor  # (b,) on the device
+    valid: torch.Tensor  # (b,) bool: False for filler rows that only even out the sizes
+    global_size: int  # crops in the global batch
+    indices: np.ndarray | None = None  # crop indices (in memory only)
+    rows: torch.Tensor | None = None  # positions in the global batch (in memory only)
+
+
+class MemorySource:
+    """Global batches from the configured sampler over a split held in memory."""
+
+    def __init__(self, cfg: Config, rank: int, world: int, device: torch.device):
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        self.crops = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size)
+        self.labels = self.crops.labels.numpy()
+        check_batch_size(cfg.data.sampler, self.labels, cfg.data.batch_size, cfg.loss.mask_same_class)
+        self.images = self.crops.images.to(device)
+        self.device_labels = self.crops.labels.to(device)
+        self.batches: list[np.ndarray] = []
+
+    def start_epoch(self, epoch: int, first_step: int) -> int:
+        self.batches = epoch_batches(
+            self.cfg.data.sampler, self.labels, self.cfg.data.batch_size, self.cfg.train.seed, epoch,
+            self.cfg.data.samples_per_class,
+        )
+        return len(self.batches)
+
+    def batch(self, step: int) -> LocalBatch:
+        batch = self.batches[step]
+        local, valid = local_part(batch, self.rank, self.world)
+        rows = torch.from_numpy(np.arange(len(batch))[self.rank :: self.world])
+        rows = torch.cat([rows, rows.new_zeros(len(local) - len(rows))])
+        index = torch.from_numpy(local).to(self.device)
+        return LocalBatch(
+            self.images[index], self.device_labels[index], torch.from_numpy(valid).to(self.device),
+            len(batch), local, rows,
+        )
+
+
+class StreamingSource:
+    """Class-unique local batches streamed from shards (split by process and by worker), for
+    shard sets larger than memory. An epoch is ``crops // batch_size`` steps, every process
+    taking the same number; classes are unique within a process's batch but not across
+    processes, so same-class pairs must be masked out of the loss."""
+
+    def __init__(self, cfg: Config, rank: int, world: int, device: torch.device):
+        if not (cfg.loss.mask_same_class or cfg.loss.name == "supcon"):
+            raise UserError(
+                "data.streaming=true: classes are unique only within each process's batch; set "
+                "loss.mask_same_class=true (or loss.name=supcon)"
+            )
+        self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
+        stats = load_stats(cfg.data.shards)
+        try:
+            crops = int(stats["splits"][cfg.data.train_split]["crops"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{cfg.data.shards}/stats.json: no crop count for split {cfg.data.train_split}") from None
+        self.local_batch = cfg.data.batch_size // world
+        self.steps = max(1, crops // cfg.data.batch_size)
+        self.iterator = None
+
+    def start_epoch(self, epoch: int, first_step: int) -> int:
+        loader = stream_batches(
+            self.cfg.data.shards, self.cfg.data.train_split, self.cfg.data.image_size,
+            self.local_batch, self.steps, self.rank, self.world, self.cfg.train.seed + epoch,
+            self.cfg.data.num_workers, self.cfg.data.shuffle_buffer,
+        )
+        self.iterator = iter(loader)
+        return self.steps
+
+    def batch(self, step: int) -> LocalBatch:
+        images, labels = next(self.iterator)
+        valid = torch.ones(self.local_batch, dtype=torch.bool)
+        if len(labels) < self.local_batch:  # the greedy grouping may emit a smaller batch
+            fill = self.local_batch - len(labels)
+            valid[len(labels):] = False
+            images = torch.cat([images, images[:1].expand(fill, -1, -1, -1)])
+            labels = torch.cat([labels, labels[:1].expand(fill)])
+        return LocalBatch(
+            images.to(self.device), labels.to(self.device), valid.to(self.device),
+            self.cfg.data.batch_size,
+        )
 
 
 def run_dir_for(cfg: Config) -> Path:
@@ -194,24 +292,26 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     accelerator.wait_for_everyone()
     set_seed(cfg.train.seed)
 
-    # Data: decoded once, kept as uint8 tensors on the training device.
+    # Data: decoded once and kept as uint8 tensors on the training device, or streamed.
     classes = load_classes(cfg.data.shards)
-    if cfg.data.streaming:
-        raise UserError("data.streaming=true: use bench/streaming.py for shard sets larger than memory")
-    train_set = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size)
-    labels = train_set.labels.numpy()
-    check_batch_size(cfg.data.sampler, labels, cfg.data.batch_size, cfg.loss.mask_same_class)
     if cfg.data.batch_size % world:
         raise UserError(
             f"data.batch_size={cfg.data.batch_size} is the global batch and must divide evenly "
             f"over {world} processes"
         )
-    eval_size = cfg.eval.image_size or cfg.data.image_size
-    query_set = load_split(cfg.data.shards, cfg.eval.split, eval_size)
-    support_set = train_set if eval_size == cfg.data.image_size else load_split(
-        cfg.data.shards, cfg.data.train_split, eval_size
-    )
-    images = train_set.images.to(accelerator.device)
+    if cfg.data.streaming:
+        source = StreamingSource(cfg, rank, world, accelerator.device)
+    else:
+        source = MemorySource(cfg, rank, world, accelerator.device)
+    evaluating = cfg.eval.split != "none"
+    if evaluating:
+        eval_size = cfg.eval.image_size or cfg.data.image_size
+        query_set = load_split(cfg.data.shards, cfg.eval.split, eval_size)
+        support_set = (
+            source.crops
+            if not cfg.data.streaming and eval_size == cfg.data.image_size
+            else load_split(cfg.data.shards, cfg.data.train_split, eval_size)
+        )
 
     # Model, optimiser, schedule.
     net = build_model(cfg.model)
@@ -226,7 +326,11 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
 
     history: list[dict] = []
     if resume:
-        accelerator.load_state(str(files.state_dir))
+        try:
+            accelerator.load_state(str(files.state_dir))
+        except (OSError, RuntimeError, ValueError, KeyError, EOFError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise UserError(f"{files.state_dir}: saved state cannot be loaded ({first})") from None
         history = [r for r in files.read_history() if r["epoch"] < progress.epoch]
         accelerator.print(f"resuming {run_dir} at epoch {progress.epoch}, step {progress.step}")
     if accelerator.is_main_process:
@@ -239,29 +343,22 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     stop = StopRequested()
     with stop:
         for epoch in range(progress.epoch, cfg.train.epochs):
-            batches = epoch_batches(
-                cfg.data.sampler, labels, cfg.data.batch_size, cfg.train.seed, epoch,
-                cfg.data.samples_per_class,
-            )
+            steps = source.start_epoch(epoch, progress.step)
             net.train()
             bar = tqdm(
-                total=len(batches), initial=progress.step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                total=steps, initial=progress.step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                 disable=not (accelerator.is_main_process and sys.stderr.isatty()), leave=False, dynamic_ncols=True,
             )
             epoch_start = time.perf_counter() - progress.seconds
-            for step in range(progress.step, len(batches)):
-                batch = batches[step]
-                local, valid = local_part(batch, rank, world)
-                rows = torch.from_numpy(np.arange(len(batch))[rank::world])
-                rows = torch.cat([rows, rows.new_zeros(len(local) - len(rows))])
-                index = torch.from_numpy(local).to(accelerator.device)
-                x = views_for(images[index], cfg, epoch, step, rows, len(batch))
+            for step in range(progress.step, steps):
+                batch = source.batch(step)
+                x = views_for(batch, cfg, epoch, step, rank)
                 x = x.contiguous(memory_format=memory_format)
                 with accelerator.accumulate(net):
                     _, z = net(x)
                     z1, z2 = z.float().chunk(2)
-                    keep = gather_plain(torch.from_numpy(valid).to(accelerator.device))
-                    batch_labels = gather_plain(train_set.labels[local].to(accelerator.device))
+                    keep = gather_plain(batch.valid)
+                    batch_labels = gather_plain(batch.labels)
                     z1, z2 = gather_with_grad(z1)[keep], gather_with_grad(z2)[keep]
                     loss = contrastive_loss(
                         cfg.loss.name, z1, z2, batch_labels[keep], cfg.loss.temperature,
@@ -281,12 +378,12 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                     optimizer.step()
                     optimizer.zero_grad()
                 if cfg.train.log_batches:
-                    _log_batch(files.dir / f"batches-rank{rank}.jsonl", epoch, step, local[valid], train_set)
+                    _log_batch(files.dir / f"batches-rank{rank}.jsonl", epoch, step, batch)
                 progress.step = step + 1
                 progress.global_step += 1
                 progress.loss_sum += loss_value
                 progress.loss_count += 1
-                progress.crops += len(batch)
+                progress.crops += batch.global_size
                 progress.seconds = time.perf_counter() - epoch_start
                 if accelerator.is_main_process:
                     bar.update(1)
@@ -319,7 +416,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                 scheduler.step()
             last = epoch + 1 == cfg.train.epochs or bool(limit)
             due = cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0
-            if last or due:
+            if evaluating and (last or due):
                 metrics = evaluate_now(
                     accelerator, net, cfg, support_set, query_set, classes,
                     files.dir / "eval" if last else None,
@@ -354,11 +451,13 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     return metrics
 
 
-def _log_batch(path: Path, epoch: int, step: int, indices: np.ndarray, crops: CropSet) -> None:
+def _log_batch(path: Path, epoch: int, step: int, batch: LocalBatch) -> None:
     """One line per step: which crops this process trained on (for checking the sampler's
     guarantees in a real multi-process run)."""
-    row = {"epoch": epoch, "step": step, "indices": indices.tolist(),
-           "labels": crops.labels[indices].tolist()}
+    valid = batch.valid.cpu().numpy()
+    indices = batch.indices[valid].tolist() if batch.indices is not None else None
+    row = {"epoch": epoch, "step": step, "indices": indices,
+           "labels": batch.labels.cpu()[valid].tolist()}
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -389,7 +488,7 @@ def _epoch_line(row: dict, epochs: int) -> str:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Fine-tune a SimCLR ResNet-18 on symbol crops (hand-written Accelerate loop).",
         epilog="Any config key can be overridden as section.key=value, e.g. optim.lr=1e-3.",
     )

@@ -222,7 +222,9 @@ def apply_views(images: torch.Tensor, p: ViewParams, out_size: int | None = None
     return x.clamp_(0, 1)
 
 
-def view_generator(seed: int, epoch: int, step: int, view: int) -> torch.Generator:
-    """The generator for one view of one global batch: independent of the process count."""
-    state = np.random.SeedSequence([seed, epoch, step, view]).generate_state(1, np.uint64)[0]
+def view_generator(seed: int, epoch: int, step: int, view: int, rank: int = 0) -> torch.Generator:
+    """The generator for one view of one global batch: independent of the process count.
+    (``rank`` > 0 only for streamed batches, which each process draws for itself.)"""
+    entropy = [seed, epoch, step, view] + ([rank] if rank else [])
+    state = np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)

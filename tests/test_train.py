@@ -179,3 +179,28 @@ def test_evaluation_is_identical_with_one_and_two_processes(synth_shards, tmp_pa
                "--out", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
     assert metric_numbers(tmp_path / "one") == metric_numbers(tmp_path / "two")
+
+
+def test_resume_without_state_is_refused(synth_shards, tmp_path):
+    result = run([sys.executable, "-m", "symclr_ft.train", *tiny(synth_shards, tmp_path, "fresh"), "--resume"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'fresh'}: nothing to resume (no saved state); start without --resume"
+    ]
+
+
+def test_batch_size_must_divide_over_processes(synth_shards, tmp_path):
+    result = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "symclr_ft.train",
+                  *tiny(synth_shards, tmp_path, "odd", "data.batch_size=7")])
+    assert result.returncode != 0
+    assert "data.batch_size=7 is the global batch and must divide evenly over 2 processes" in result.stderr
+
+
+def test_streaming_mode_trains_from_shards(synth_shards, tmp_path):
+    """Shards read as a stream (split by process and worker), no evaluation."""
+    args = tiny(synth_shards, tmp_path, "stream", "data.streaming=true", "data.num_workers=1",
+                "data.sampler=random", "loss.mask_same_class=true", "eval.split=none", "train.epochs=1")
+    result = run([sys.executable, "-m", "symclr_ft.train", *args])
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = history(tmp_path / "stream")
+    assert rows[0]["step"] > 0 and np.isfinite(rows[0]["loss"])
