@@ -280,7 +280,7 @@ def num_batches(sampler: str, labels: np.ndarray, batch_size: int) -> int:
     return math.ceil(len(labels) / batch_size)
 
 
-def check_batch_size(sampler: str, labels: np.ndarray, batch_size: int, mask_same_class: bool):
+def check_batch_size(sampler: str, labels: np.ndarray, batch_size: int, same_class_ok: bool):
     """A class-unique global batch cannot hold more classes than the data has: refuse before
     training rather than silently training on smaller batches than configured."""
     num_classes = len(np.unique(labels))
@@ -290,7 +290,7 @@ def check_batch_size(sampler: str, labels: np.ndarray, batch_size: int, mask_sam
             "split: a class-unique batch cannot be that large; lower data.batch_size, or use "
             "data.sampler=random with loss.mask_same_class=true"
         )
-    if sampler in ("random", "m_per_class") and not mask_same_class:
+    if sampler in ("random", "m_per_class") and not same_class_ok:
         raise UserError(
             f"data.sampler={sampler} puts crops of one class in the same batch: set "
             "loss.mask_same_class=true (or loss.name=supcon) so they are not used as negatives"

@@ -153,7 +153,10 @@ class MemorySource:
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.crops = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size)
         self.labels = self.crops.labels.numpy()
-        check_batch_size(cfg.data.sampler, self.labels, cfg.data.batch_size, cfg.loss.mask_same_class)
+        check_batch_size(
+            cfg.data.sampler, self.labels, cfg.data.batch_size,
+            cfg.loss.mask_same_class or cfg.loss.name == "supcon",
+        )
         self.images = self.crops.images.to(device)
         self.device_labels = self.crops.labels.to(device)
         self.batches: list[np.ndarray] = []
