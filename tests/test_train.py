@@ -204,3 +204,15 @@ def test_streaming_mode_trains_from_shards(synth_shards, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     rows = history(tmp_path / "stream")
     assert rows[0]["step"] > 0 and np.isfinite(rows[0]["loss"])
+
+
+def test_damaged_history_is_one_line(tmp_path):
+    from symclr_ft.errors import UserError
+    from symclr_ft.tracking import RunFiles
+
+    files = RunFiles(tmp_path)
+    files.write_history([{"epoch": 0, "loss": 1.0}])
+    assert files.read_history() == [{"epoch": 0, "loss": 1.0}]
+    files.history_path.write_text('{"epoch": 0}\n{"epo')
+    with pytest.raises(UserError, match=r"history.jsonl: line 2 is not a history record"):
+        files.read_history()
