@@ -1,0 +1,156 @@
+"""Evaluation speed: embedding throughput in fp32 and bf16, and the time of the 100-episode
+k-NN evaluation on the real split sizes.
+
+One command::
+
+    python bench/eval_speed.py --shards /tmp/ff_shards
+
+* Embedding: ``symclr_ft.evaluate.embed`` (the function evaluation and training use) of
+  ``--images`` train crops at ``--size`` px, batch ``--batch-size`` (EvalConfig's 256), a
+  ResNet-18 in channels_last prepared by an ``Accelerator`` with ``mixed_precision`` "no" and
+  "bf16", alternated. Also the agreement of the two (mean cosine similarity of the features).
+* k-NN: ``symclr_ft.evaluate.evaluate_model`` with 100 episodes on every train crop as support
+  and every crop of the valid and test splits as queries (2,606 x 755 and 2,606 x 424 on the
+  firefighting data), bf16; its own ``knn_seconds`` (episodes, k-NN votes, metrics; the
+  embedding excluded) and ``embed_seconds`` are reported. The k-NN time does not depend on
+  the image size, so these run at ``--knn-size`` px to keep the embedding short.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from benchlib import alternate, fmt, fresh_accelerator, machine, median, report, runs, table, timed
+from symclr_ft.config import EvalConfig, ModelConfig
+from symclr_ft.data import load_classes, load_split
+from symclr_ft.model import build_model
+
+try:
+    from symclr_ft.evaluate import embed, evaluate_model
+except ImportError:  # evaluate.py not there yet: embed with the model directly under autocast
+    evaluate_model = None
+
+    @torch.no_grad()
+    def embed(accelerator, net, images, batch_size):
+        model = accelerator.unwrap_model(net)
+        model.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(accelerator.device).float().div_(255)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with accelerator.autocast():
+                out.append(model.features(x).float())
+        return torch.cat(out)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shards", default="shards", help="folder written by make-shards")
+    p.add_argument("--size", type=int, default=224, help="image size of the embedding benchmark")
+    p.add_argument("--images", type=int, default=512, help="train crops embedded per run (0: all)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=1, help="embedding passes timed per repetition")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--knn-size", type=int, default=64, help="image size of the k-NN evaluation")
+    p.add_argument("--knn-splits", nargs="*", default=["valid", "test"],
+                   help="query splits of the k-NN evaluation (none: skip it)")
+    return p.parse_args(argv)
+
+
+def prepared_net(mixed_precision: str, state: dict | None = None):
+    accelerator = fresh_accelerator(mixed_precision)
+    net = build_model(ModelConfig())
+    if state is not None:
+        net.load_state_dict(state)
+    net = accelerator.prepare(net.to(memory_format=torch.channels_last))
+    return accelerator, net
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    crops = load_split(args.shards, "train", args.size)
+    images = crops.images if args.images <= 0 else crops.images[: args.images]
+    acc32, net32 = prepared_net("no")
+    acc16, net16 = prepared_net("bf16", net32.state_dict())
+    device = acc16.device
+    images = images.to(device)
+    n = len(images)
+
+    def embed_rate(accelerator, net):
+        def run(rep: int) -> float:
+            embed(accelerator, net, images[: args.batch_size], args.batch_size)  # warm-up
+            seconds = timed(lambda: [embed(accelerator, net, images, args.batch_size)
+                                     for _ in range(args.steps)], device)
+            return args.steps * n / seconds
+        return run
+
+    print(f"embedding {n} crops at {args.size} px, batch {args.batch_size}, {args.repeats} repetitions",
+          flush=True)
+    rates = alternate({"fp32": embed_rate(acc32, net32), "bf16": embed_rate(acc16, net16)}, args.repeats)
+    f32 = embed(acc32, net32, images[:256], args.batch_size)
+    f16 = embed(acc16, net16, images[:256], args.batch_size)
+    gap = 1 - F.cosine_similarity(f32, f16, dim=1)
+    rel = (f32 - f16).norm(dim=1) / f32.norm(dim=1)
+    r32, r16 = median(rates["fp32"]), median(rates["bf16"])
+    rows = [
+        [f"{args.size}", "fp32", fmt(r32), runs(rates["fp32"]), "1.00x"],
+        [f"{args.size}", "bf16", fmt(r16), runs(rates["bf16"]), f"**{r16 / r32:.2f}x**"],
+    ]
+    lines = [
+        f"Machine: {machine(device)}.",
+        f"Embedding: `symclr_ft.evaluate.embed`{'' if evaluate_model else ' (fallback: evaluate.py absent)'}, "
+        f"{n} train crops, batch {args.batch_size}, ResNet-18 channels_last, {args.steps} pass(es) "
+        f"per repetition, {args.repeats} alternations.",
+        "",
+        table(["px", "precision", "crops/s (median)", "runs", "vs fp32"], rows),
+        "",
+        f"- bf16 vs fp32 features (same random-init weights, {len(gap)} crops): 1 - cosine "
+        f"similarity at most {gap.max():.1e}; relative L2 difference at most {100 * rel.max():.2f}%.",
+        f"- At the median bf16 rate, embedding every crop of train + valid + test "
+        f"(2,606 + 755 + 424 = 3,785 on the firefighting data) at {args.size} px takes about "
+        f"{3785 / r16:.0f} s ({3785 / r32:.0f} s in fp32).",
+    ]
+
+    if evaluate_model is None:
+        lines.append("- k-NN: skipped, `symclr_ft.evaluate.evaluate_model` is not available.")
+    elif args.knn_splits:
+        names = load_classes(args.shards)
+        support = load_split(args.shards, "train", args.knn_size)
+        cfg = EvalConfig(episodes=args.episodes)
+        knn_rows = []
+        for split in args.knn_splits:
+            queries = load_split(args.shards, split, args.knn_size)
+            results = []
+
+            def run(rep: int) -> float:
+                metrics = evaluate_model(acc16, net16, support, queries, cfg, names, None, split)
+                results.append(metrics)
+                return metrics["knn_seconds"]
+
+            print(f"k-NN {split}: {len(support)} support x {len(queries)} queries, "
+                  f"{args.episodes} episodes", flush=True)
+            secs = alternate({f"knn {split}": run}, args.repeats)[f"knn {split}"]
+            emb = [m["embed_seconds"] for m in results]
+            total = [m["seconds"] for m in results]
+            knn_rows.append([
+                split, f"{len(support)} x {results[0]['queries']}", f"{args.episodes}",
+                f"{median(secs):.2f}", runs(secs), f"{median(emb):.2f}", f"{median(total):.2f}",
+            ])
+        lines += [
+            "",
+            f"k-NN evaluation (`evaluate_model`, bf16, embeddings at {args.knn_size} px, "
+            f"{args.repeats} repetitions):",
+            "",
+            table(["queries", "support x queries", "episodes", "k-NN s (median)", "runs",
+                   f"embed s at {args.knn_size} px", "total s"], knn_rows),
+        ]
+    report("eval_speed", "Evaluation speed: embedding fp32 vs bf16, k-NN", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
