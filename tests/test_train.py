@@ -216,3 +216,19 @@ def test_damaged_history_is_one_line(tmp_path):
     files.history_path.write_text('{"epoch": 0}\n{"epo')
     with pytest.raises(UserError, match=r"history.jsonl: line 2 is not a history record"):
         files.read_history()
+
+
+def test_bf16_and_fp32_evaluate_within_a_point(synth_shards, tmp_path):
+    """Speed never changes what is computed: the same checkpoint scores the same in bf16."""
+    args = tiny(synth_shards, tmp_path, "prec", "train.epochs=1", "data.image_size=48")
+    assert run([sys.executable, "-m", "symclr_ft.train", *args]).returncode == 0
+    scores = {}
+    for precision in ("no", "bf16"):
+        out = tmp_path / f"eval_{precision}"
+        result = run([sys.executable, "-m", "symclr_ft.evaluate", "--shards", str(synth_shards),
+                      "--split", "valid", "--checkpoint", str(tmp_path / "prec" / "model.pt"),
+                      "--episodes", "50", "--mixed-precision", precision, "--out", str(out)])
+        assert result.returncode == 0, result.stderr[-2000:]
+        scores[precision] = metric_numbers(out)
+    for name in ("one_shot", "five_shot", "full_knn"):
+        assert abs(scores["no"][name]["micro_mean"] - scores["bf16"][name]["micro_mean"]) <= 0.01
