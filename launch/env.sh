@@ -8,8 +8,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import symclr_ft, pytest, hypothesis" 2>/dev/null \
    || [ setup.cfg -nt .venv/.installed ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -e '.[test]' >&2
+  # pip's log goes to a file; shown only when the install fails
+  if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e '.[test]'; } \
+       > .venv/install.log 2>&1; then
+    tail -n 40 .venv/install.log >&2
+    echo "error: installing symclr_ft into .venv failed (full log: .venv/install.log)" >&2
+    exit 1
+  fi
   touch .venv/.installed
 fi
 source .venv/bin/activate

@@ -626,7 +626,7 @@ def test_sampler_that_mixes_classes_needs_masking():
 
     with pytest.raises(UserError, match="data.sampler=random puts crops of one class"):
         check_batch_size("random", [0, 0, 1, 2], 2, same_class_ok=False)
-    check_batch_size("random", [0, 0, 1, 2], 2, mask_same_class=True)
+    check_batch_size("random", [0, 0, 1, 2], 2, same_class_ok=True)
 
 
 def test_missing_classes_json(shard_copy):
