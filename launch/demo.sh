@@ -33,5 +33,5 @@ python -m symclr_ft.train --config "$CONFIG" --overwrite "$@"
 echo "== results"
 symclr-report "runs/random_init_$SIZE" "runs/$NAME" --out runs/summary
 echo
-echo "report: runs/summary.md, runs/summary.png; run folder: runs/$NAME (plots, metrics.json, model.pt)"
+echo "report: runs/summary/summary.md, runs/summary/summary.png; run folder: runs/$NAME (plots, metrics.json, model.pt)"
 echo "wandb (offline): wandb sync runs/$NAME/wandb/offline-run-*"

@@ -16,4 +16,4 @@ for name in "${EXPERIMENTS[@]}"; do
   runs+=("runs/$name")
 done
 symclr-report "${runs[@]}" --out runs/seed_summary
-echo "table: runs/seed_summary.md, chart: runs/seed_summary.png"
+echo "table: runs/seed_summary/summary.md, chart: runs/seed_summary/summary.png"

@@ -24,6 +24,12 @@ def _check_writable_dir(directory: Path) -> None:
         raise UserError(f"{directory}: output folder is not writable")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success."""
@@ -38,6 +44,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         try:
+            # mkstemp makes owner-only files; give the result the permissions a plain open() would
+            os.chmod(tmp_path, 0o666 & ~_umask())
             os.replace(tmp_path, target)
         except OSError as err:
             raise UserError(f"{target}: cannot replace it ({err.strerror})") from None
@@ -69,6 +77,7 @@ def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
         raise UserError(f"{target}: cannot write into {target.parent} ({err.strerror})") from None
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes owner-only folders
         if target.exists() and not replace:
             raise UserError(f"{target}: already exists")
         try:
