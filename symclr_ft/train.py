@@ -161,7 +161,7 @@ class MemorySource:
         self.device_labels = self.crops.labels.to(device)
         self.batches: list[np.ndarray] = []
 
-    def start_epoch(self, epoch: int, first_step: int) -> int:
+    def start_epoch(self, epoch: int) -> int:
         self.batches = epoch_batches(
             self.cfg.data.sampler, self.labels, self.cfg.data.batch_size, self.cfg.train.seed, epoch,
             self.cfg.data.samples_per_class,
@@ -202,7 +202,7 @@ class StreamingSource:
         self.steps = max(1, crops // cfg.data.batch_size)
         self.iterator = None
 
-    def start_epoch(self, epoch: int, first_step: int) -> int:
+    def start_epoch(self, epoch: int) -> int:
         loader = stream_batches(
             self.cfg.data.shards, self.cfg.data.train_split, self.cfg.data.image_size,
             self.local_batch, self.steps, self.rank, self.world, self.cfg.train.seed + epoch,
@@ -346,7 +346,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     stop = StopRequested()
     with stop:
         for epoch in range(progress.epoch, cfg.train.epochs):
-            steps = source.start_epoch(epoch, progress.step)
+            steps = source.start_epoch(epoch)
             net.train()
             bar = tqdm(
                 total=steps, initial=progress.step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
