@@ -69,24 +69,25 @@ def take_batches(labels: np.ndarray, batch_size: int, count: int) -> list[tuple[
 # The default path
 
 
-def fresh_accelerator(mixed_precision: str) -> Accelerator:
+def fresh_accelerator(mixed_precision: str, compile: bool = False) -> Accelerator:
     """An Accelerator with its own precision. Accelerate keeps one shared state per process and
     refuses a second precision; a benchmark that compares precisions in one process resets it.
     The precision of a prepared model is fixed at ``prepare`` (its forward is wrapped in
     autocast), so models prepared earlier keep theirs; but ``accelerator.autocast()`` reads the
     shared state, so create the mixed-precision accelerator last."""
     AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(mixed_precision=mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, dynamo_backend="inductor" if compile else "no")
 
 
 def bench_config(image_size: int, batch_size: int, mixed_precision: str = "bf16",
-                 channels_last: bool = True) -> Config:
+                 channels_last: bool = True, compile: bool = False) -> Config:
     """``configs/baseline.yaml``'s values (the Config defaults) at the given size and batch."""
     cfg = Config()
     cfg.data.image_size = image_size
     cfg.data.batch_size = batch_size
     cfg.train.mixed_precision = mixed_precision
     cfg.model.channels_last = channels_last
+    cfg.train.compile = compile
     return cfg
 
 
@@ -95,7 +96,7 @@ class DefaultPath:
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, cfg: Config):
         self.cfg = cfg
-        self.accelerator = fresh_accelerator(cfg.train.mixed_precision)
+        self.accelerator = fresh_accelerator(cfg.train.mixed_precision, cfg.train.compile)
         self.device = self.accelerator.device
         self.memory_format = torch.channels_last if cfg.model.channels_last else torch.contiguous_format
         self.images = images.to(self.device)  # uint8, kept on the device as train.py does

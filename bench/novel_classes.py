@@ -7,6 +7,9 @@ is trained with every crop of the fold's classes removed (from train and valid),
 1-shot and 5-shot among the fold's classes only: support from their train crops, queries their
 test crops (the evaluation module's protocol: mean of N episodes). Reported: the mean over
 folds, and each fold. Results go to runs/novel/summary.{json,md}.
+
+``--split valid`` draws the folds from the valid split's classes and queries valid crops
+instead: the same protocol for choosing settings without looking at the test split.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from symclr_ft.evaluate import evaluate_model  # noqa: E402
 from symclr_ft.model import load_model_file  # noqa: E402
 
 
-def class_folds(test_labels: np.ndarray, folds: int, per_fold: int, seed: int) -> list[list[int]]:
-    present = np.unique(test_labels)
+def class_folds(labels: np.ndarray, folds: int, per_fold: int, seed: int) -> list[list[int]]:
+    present = np.unique(labels)
     if folds * per_fold > len(present):
-        raise SystemExit(f"{folds} folds of {per_fold} need {folds * per_fold} test classes, have {len(present)}")
+        raise SystemExit(f"{folds} folds of {per_fold} need {folds * per_fold} classes in the split, have {len(present)}")
     order = np.random.default_rng(seed).permutation(present)
     return [sorted(order[i * per_fold : (i + 1) * per_fold].tolist()) for i in range(folds)]
 
@@ -70,13 +73,15 @@ def main() -> None:
     parser.add_argument("--per-fold", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/novel")
+    parser.add_argument("--split", default="test", choices=["test", "valid"],
+                        help="split whose classes form the folds and whose crops are the queries")
     args, overrides = parser.parse_known_args()
     cfg = load_config(args.config, overrides)
     shards, out = Path(cfg.data.shards), Path(args.out)
     size = cfg.eval.image_size or cfg.data.image_size
     names = load_classes(shards)
-    train, test = load_split(shards, "train", size), load_split(shards, "test", size)
-    folds = class_folds(test.labels.numpy(), args.folds, args.per_fold, args.seed)
+    train, queries = load_split(shards, "train", size), load_split(shards, args.split, size)
+    folds = class_folds(queries.labels.numpy(), args.folds, args.per_fold, args.seed)
     accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision)
     results = []
     for k, fold in enumerate(folds):
@@ -89,8 +94,8 @@ def main() -> None:
         subprocess.run(cmd, cwd=REPO, check=True)
         net = load_model_file(out / f"fold{k}" / "model.pt").to(accelerator.device).eval()
         in_fold = lambda crops: torch.isin(crops.labels, torch.tensor(fold))  # noqa: E731
-        metrics = evaluate_model(accelerator, net, train.subset(in_fold(train)), test.subset(in_fold(test)),
-                                 cfg.eval, names, out / f"fold{k}" / "eval", split_name="test")
+        metrics = evaluate_model(accelerator, net, train.subset(in_fold(train)), queries.subset(in_fold(queries)),
+                                 cfg.eval, names, out / f"fold{k}" / "eval", split_name=args.split)
         history = [json.loads(l) for l in (out / f"fold{k}" / "history.jsonl").read_text().splitlines()]
         results.append({"fold": k, "classes": [names[c] for c in fold], "train_crops": kept,
                         "train_seconds": sum(r["seconds"] for r in history),
@@ -102,6 +107,7 @@ def main() -> None:
         "one_shot": float(np.mean([r["one_shot"]["micro_mean"] for r in results])),
         "five_shot": float(np.mean([r["five_shot"]["micro_mean"] for r in results])),
         "one_shot_macro": float(np.mean([r["one_shot"]["macro_mean"] for r in results])),
+        "split": args.split,
         "command": " ".join(sys.argv),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

