@@ -75,6 +75,9 @@ class LossConfig:
     # Remove same-class pairs from the InfoNCE negatives (needed when a batch may hold two
     # crops of one class: the random sampler, streaming, batches larger than the class count).
     mask_same_class: bool = False
+    # supcon only: add this much instance-level InfoNCE (same-class pairs masked) to SupCon,
+    # for features that transfer better to classes never trained on (0: SupCon alone).
+    infonce_weight: float = 0.0
 
 
 @dataclass
@@ -148,6 +151,7 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("views", "color_jitter_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
     ("views", "grayscale_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
     ("loss", "temperature"): (lambda v: v > 0, "must be > 0"),
+    ("loss", "infonce_weight"): (lambda v: v >= 0, "must be >= 0"),
     ("optim", "lr"): (lambda v: v > 0, "must be > 0"),
     ("optim", "weight_decay"): (lambda v: v >= 0, "must be >= 0"),
     ("optim", "warmup_epochs"): (lambda v: v >= 0, "must be >= 0"),
@@ -266,6 +270,8 @@ def validate(cfg: Config, source: str = "config") -> None:
         )
     if kind not in ("random", "efficientnet_lite0") and ":" not in init:
         raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
+    if cfg.loss.infonce_weight and cfg.loss.name != "supcon":
+        raise ConfigError(f"{source}: loss.infonce_weight applies to loss.name=supcon only")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:

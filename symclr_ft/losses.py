@@ -71,10 +71,19 @@ def contrastive_loss(
     labels: torch.Tensor,
     temperature: float,
     mask_same_class: bool = False,
+    infonce_weight: float = 0.0,
 ) -> torch.Tensor:
-    """The configured loss (``loss.name``)."""
+    """The configured loss (``loss.name``).
+
+    ``infonce_weight`` adds that much instance-level InfoNCE (same-class pairs masked out of its
+    negatives) to SupCon: the label-free term keeps features that tell crops apart within a
+    class, which tends to transfer better to classes never trained on (Islam et al., 2021, "A
+    Broad Study on the Transferability of Visual Representations with Contrastive Learning")."""
     if name == "infonce":
         return info_nce(z1, z2, temperature, labels, mask_same_class)
     if name == "supcon":
-        return supcon(z1, z2, labels, temperature)
+        loss = supcon(z1, z2, labels, temperature)
+        if infonce_weight:
+            loss = loss + infonce_weight * info_nce(z1, z2, temperature, labels, mask_same_class=True)
+        return loss
     raise ValueError(f"unknown loss {name!r}")

@@ -366,7 +366,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                     z1, z2 = gather_with_grad(z1)[keep], gather_with_grad(z2)[keep]
                     loss = contrastive_loss(
                         cfg.loss.name, z1, z2, batch_labels[keep], cfg.loss.temperature,
-                        cfg.loss.mask_same_class,
+                        cfg.loss.mask_same_class, cfg.loss.infonce_weight,
                     )
                     loss_value = loss.item()
                     if not math.isfinite(loss_value):

@@ -46,6 +46,8 @@ def test_overrides_use_the_same_dotted_names():
         ("optim.lr=0", "optim.lr=0.0 must be > 0"),
         ("optim.lr=-1e-3", "must be > 0"),
         ("loss.temperature=0", "loss.temperature=0.0 must be > 0"),
+        ("loss.infonce_weight=-1", "loss.infonce_weight=-1.0 must be >= 0"),
+        ("loss.infonce_weight=0.5", "applies to loss.name=supcon only"),
         ("train.epochs=1.5", "train.epochs: expected an integer"),
         ("train.epochs=abc", "expected an integer"),
         ("loss.name=triplet", "is not one of infonce, supcon"),

@@ -84,3 +84,13 @@ def test_perfectly_aligned_views_give_low_loss_and_gradients_flow():
     loss.backward()
     assert loss.item() < 1e-3
     assert z.grad is not None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_supcon_plus_weighted_info_nce_matches_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    labels = torch.randint(0, 3, (8,), generator=g)
+    expected = reference_supcon(z1, z2, labels, 0.1) + 0.5 * reference_info_nce(z1, z2, 0.1, labels, True)
+    got = contrastive_loss("supcon", z1, z2, labels, 0.1, infonce_weight=0.5)
+    assert got.item() == pytest.approx(expected, rel=1e-4)
