@@ -15,12 +15,10 @@ instead: the same protocol for choosing settings without looking at the test spl
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from symclr_ft.data import iter_shard, load_classes, load_split, shard_paths  # 
 from symclr_ft.distributed import make_accelerator  # noqa: E402
 from symclr_ft.evaluate import evaluate_model  # noqa: E402
 from symclr_ft.model import load_model_file  # noqa: E402
+from symclr_ft.shards import ShardSequence  # noqa: E402
 
 
 def class_folds(labels: np.ndarray, folds: int, per_fold: int, seed: int) -> list[list[int]]:
@@ -51,16 +50,13 @@ def write_without(source: Path, out: Path, removed: set[int]) -> int:
     out.mkdir(parents=True)
     kept = 0
     for split in ("train", "valid"):
-        with tarfile.open(out / f"{split}-000000.tar", "w") as tar:
-            for path in shard_paths(source, split):
-                for key, fields in iter_shard(path):
-                    if int(fields["cls"]) in removed:
-                        continue
-                    kept += split == "train"
-                    for ext in sorted(fields):
-                        info = tarfile.TarInfo(f"{key}.{ext}")
-                        info.size = len(fields[ext])
-                        tar.addfile(info, io.BytesIO(fields[ext]))
+        shard = ShardSequence(out, split, shard_size=10**9)
+        for path in shard_paths(source, split):
+            for key, fields in iter_shard(path):
+                if int(fields["cls"]) not in removed:
+                    shard.write(key, fields)
+        shard.close()
+        kept += shard.count if split == "train" else 0
     shutil.copy(source / "classes.json", out / "classes.json")
     (out / "stats.json").write_text(json.dumps({"splits": {"train": {"crops": kept}}}))
     return kept

@@ -17,11 +17,9 @@ leaves ``OUT/run/model.pt``; fine-tune from it with ``model.init=simclr:OUT/run/
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from symclr_ft.coco import load_export, open_image  # noqa: E402
+from symclr_ft.shards import ShardSequence, encode_png  # noqa: E402
 
 
 def ink_mask(gray: np.ndarray, threshold: int = 40) -> np.ndarray:
@@ -64,19 +63,15 @@ def write_window_shards(coco: Path, out: Path, windows: int, seed: int, side_ran
     rng = np.random.default_rng(seed)
     per_image = -(-windows // len(images))
     out.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with tarfile.open(out / "train-000000.tar", "w") as tar:
-        for image in images:
-            rgb = open_image(train, image)
-            ink = ink_mask(np.asarray(rgb.convert("L")))
-            for box in sample_windows(rgb.size, ink, min(per_image, windows - written), side_range, rng):
-                buffer = io.BytesIO()
-                rgb.crop(box).save(buffer, format="PNG")
-                for ext, payload in (("png", buffer.getvalue()), ("cls", str(written).encode())):
-                    info = tarfile.TarInfo(f"window-{written:06d}.{ext}")
-                    info.size = len(payload)
-                    tar.addfile(info, io.BytesIO(payload))
-                written += 1
+    shard = ShardSequence(out, "train", shard_size=10**9)
+    for image in images:
+        rgb = open_image(train, image)
+        ink = ink_mask(np.asarray(rgb.convert("L")))
+        for box in sample_windows(rgb.size, ink, min(per_image, windows - shard.count), side_range, rng):
+            window = shard.count
+            shard.write(f"window-{window:06d}", {"png": encode_png(rgb.crop(box)), "cls": str(window).encode()})
+    shard.close()
+    written = shard.count
     classes = [{"index": i, "name": f"window-{i:06d}"} for i in range(written)]
     (out / "classes.json").write_text(json.dumps({"classes": classes}))
     (out / "stats.json").write_text(json.dumps({"splits": {"train": {"crops": written}}}))
