@@ -23,7 +23,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any, Iterator
 from PIL import Image as PILImage
 
 from symclr_ft.errors import UserError
+from symclr_ft.io import read_json
 
 SPLITS = ("train", "valid", "test")
 ANNOTATIONS_FILE = "_annotations.coco.json"
@@ -177,26 +177,7 @@ def _require(record: Any, keys: dict[str, tuple[Any, str]], where: str) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a folder, expected a COCO json file") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(
-            f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
-        ) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid JSON (not UTF-8 text)") from None
-    except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise UserError(f"{path}: not valid JSON ({err})") from None
-    except RecursionError:
-        raise UserError(f"{path}: not valid JSON (nested too deeply)") from None
+    data = read_json(path, "COCO json file")
     if not isinstance(data, dict):
         raise UserError(
             f"{path}: expected a COCO object with images, annotations and categories, "

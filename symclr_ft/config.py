@@ -22,9 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message is one line for the user."""
+from symclr_ft.errors import ConfigError  # noqa: F401  (re-exported: raised by everything here)
 
 
 @dataclass

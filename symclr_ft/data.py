@@ -17,7 +17,6 @@ data and its order do not depend on the number of processes.
 from __future__ import annotations
 
 import io
-import json
 import math
 import tarfile
 from collections import deque
@@ -30,6 +29,7 @@ import torch
 from PIL import Image
 
 from symclr_ft.errors import UserError
+from symclr_ft.io import read_json
 
 
 @dataclass
@@ -69,14 +69,7 @@ def shard_paths(shard_dir: str | Path, split: str) -> list[Path]:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: {what} not found (run make-shards first)") from None
-    except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror or err})") from None
-    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, absurdly nested
-        raise UserError(f"{path}: {what} is not valid JSON ({err})") from None
+    data = read_json(path, what, missing_hint="run make-shards first")
     if not isinstance(data, dict):
         raise UserError(f"{path}: {what} must be a JSON object")
     return data

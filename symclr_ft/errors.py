@@ -16,6 +16,10 @@ class UserError(Exception):
     traceback and exit with status 2."""
 
 
+class ConfigError(UserError):
+    """A config file or override that cannot be used (a :class:`UserError` like any other)."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage mistakes (a missing option, a value of the
     wrong type) are a :class:`UserError` too: one line naming the option, exit status 2,
@@ -26,15 +30,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def report_user_errors(main: F) -> F:
-    """Wrap a command's ``main`` so that a :class:`UserError` (or a config error) becomes one
-    line on stderr and exit status 2, and Ctrl-C exits 130 without a traceback."""
-    from symclr_ft.config import ConfigError
+    """Wrap a command's ``main`` so that a :class:`UserError` becomes one line on stderr and
+    exit status 2, and Ctrl-C exits 130 without a traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except (UserError, ConfigError) as err:
+        except UserError as err:
             message = " ".join(str(err).split())  # always one line
             print(f"error: {message}", file=sys.stderr)
             raise SystemExit(2) from None

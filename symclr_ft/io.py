@@ -1,6 +1,6 @@
-"""Atomic writes: every output goes to a temporary name beside its target and is renamed
-into place only when complete, so an interrupted or failed command leaves no half-written
-file or folder behind."""
+"""The one place for files: reading JSON with one-line errors, and atomic writes (every output
+goes to a temporary name beside its target and is renamed into place only when complete, so
+an interrupted or failed command leaves no half-written file or folder behind)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,34 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from symclr_ft.errors import UserError
+
+
+def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "") -> Any:
+    """Parse ``path`` as JSON; any problem (missing, unreadable, not UTF-8, not JSON, absurdly
+    nested) is a :class:`UserError` naming the file and ``what`` it should have been.
+    ``missing_hint`` is appended when the file does not exist (e.g. "run make-shards first")."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        hint = f" ({missing_hint})" if missing_hint else ""
+        raise UserError(f"{path}: {what} not found{hint}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a {what}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path}: {what} is not valid JSON (line {err.lineno} column {err.colno}: {err.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: {what} is not valid JSON (not UTF-8 text)") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise UserError(f"{path}: {what} is not valid JSON ({err})") from None
+    except RecursionError:
+        raise UserError(f"{path}: {what} is not valid JSON (nested too deeply)") from None
 
 
 def _check_writable_dir(directory: Path) -> None:

@@ -11,7 +11,6 @@ Accuracies are stored as fractions and shown as percentages.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +19,7 @@ import numpy as np
 import yaml
 
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
-from symclr_ft.io import atomic_path, write_text
+from symclr_ft.io import atomic_path, read_json, write_text
 
 SEED_METRICS = ("one_shot", "five_shot", "full_knn")
 LABELS = {"one_shot": "1-shot", "five_shot": "5-shot", "full_knn": "full k-NN"}
@@ -144,16 +143,7 @@ def plot_history(history_rows: list[dict], out_dir: str | Path) -> list[Path]:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: metrics.json not found (is this a run folder?)") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read ({err})") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON (line {err.lineno})") from None
-    except (ValueError, RecursionError) as err:
-        raise UserError(f"{path}: not usable JSON ({type(err).__name__})") from None
+    return read_json(path, "metrics.json", missing_hint="is this a run folder?")
 
 
 def evaluation_blocks(metrics: Any, path: Path) -> list[tuple[str, dict]]:

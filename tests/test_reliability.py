@@ -669,7 +669,7 @@ def test_classes_json_that_is_a_folder(shard_copy):
     path = shard_copy / "classes.json"
     path.unlink()
     path.mkdir()
-    with pytest.raises(UserError, match=r"classes.json: cannot read class map \(Is a directory\)"):
+    with pytest.raises(UserError, match=r"classes.json: is a folder, expected a class map"):
         load_classes(shard_copy)
 
 
