@@ -15,7 +15,7 @@ import webdataset as wds
 from PIL import Image
 
 from conftest import SYNTH_CLASSES, SYNTH_SHARD_SIZE
-from symclr_ft import shards
+from symclr_ft import shards, synth
 from symclr_ft.coco import ANNOTATIONS_FILE, load_export, padded_crop_box
 
 
@@ -144,6 +144,39 @@ def test_rerun_is_byte_identical(synth_shards, synth_coco, tmp_path):
     assert sorted(p.name for p in again.iterdir()) == first
     for name in first:
         assert (again / name).read_bytes() == (synth_shards / name).read_bytes(), name
+
+
+# The bytes make-shards wrote for one fixed synthetic export before the shard writer was
+# reworked (commit b4622cd): any later change to the writer must keep them. They depend on
+# Pillow's PNG encoder and zlib, so they are checked only with the versions they were taken on.
+PINNED_VERSIONS = ("13.0.0", "1.2.13")
+PINNED_SHA256 = {
+    "classes.json": "9d4c799dfc9463f7a1bcda7f837561206de732ce750c5fc0dd39642d41c08832",
+    "stats.json": "3eeacc5935feaa74845c6ab6e30a323570fe46fe5e2023ca8b0cc701084c6d7c",
+    "test-000000.tar": "188a102f4fdf3c7ee17d267fe624ee4bfb5e90f7f9c560f44f4eaa27e850bace",
+    "train-000000.tar": "e68e1e187257a036e79c3faf2c47c0b33d340206c02f84f825eabe1cba30705a",
+    "train-000001.tar": "de8b9640b9f381b63f30dbe776b53af9611316f1af50735e08a73b2709ea6744",
+    "valid-000000.tar": "a0946743c5b99df0b90b5655ea5a63e4e38d4f5b716d99071c26b0bb69c7ee03",
+    "valid-000001.tar": "59ae6d95ab26f50e622682df2a8b18a4b234df6db1620fb84a31111c6587e210",
+}
+
+
+def test_output_bytes_are_pinned(tmp_path, monkeypatch):
+    import hashlib
+    import zlib
+
+    import PIL
+
+    if (PIL.__version__, zlib.ZLIB_RUNTIME_VERSION) != PINNED_VERSIONS:
+        pytest.skip(f"hashes pinned with Pillow/zlib {PINNED_VERSIONS}")
+    monkeypatch.chdir(tmp_path)  # stats.json records the --coco path as given: keep it relative
+    synth.write_synthetic_coco(
+        "coco", classes=6, drawings_per_split={"train": 3, "valid": 2, "test": 1},
+        image_size=(160, 128), symbols_per_drawing=(4, 7), seed=3, image_format="png",
+    )  # fmt: skip
+    shards.make_shards("coco", "out", padding=0.1, shard_size=8)
+    written = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path("out").iterdir()}
+    assert written == PINNED_SHA256
 
 
 # --------------------------------------------------------------------------- class indices
