@@ -18,23 +18,28 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import statistics
 import sys
-import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
+import webdataset as wds
 from tqdm import tqdm
 
 from symclr_ft.coco import (
+    SPLITS,
     CocoSplit,
     Export,
     check_image_files,
@@ -85,56 +90,52 @@ def encode_png(image) -> bytes:
     return buffer.getvalue()
 
 
-class DeterministicTarWriter:
-    """Writes WebDataset samples with fixed headers (mtime 0, uid/gid 0, no user names), so the
-    tar bytes depend only on the samples. Members are written in sorted extension order, as
-    webdataset's own TarWriter does."""
-
-    def __init__(self, stream: BinaryIO):
-        self.tar = tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT)
-
-    def write(self, key: str, members: dict[str, bytes]) -> None:
-        for ext in sorted(members):
-            data = members[ext]
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o444
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self.tar.addfile(info, io.BytesIO(data))
-
-    def close(self) -> None:
-        self.tar.close()
+# Fixed tar headers (mtime 0, uid/gid 0, no user names), so that the tar bytes depend only on the
+# samples; webdataset writes members in sorted extension order.
+TAR_HEADERS = {"user": "", "group": "", "mode": 0o444, "mtime": 0, "encoder": False}
 
 
 class ShardSequence:
-    """``<split>-000000.tar``, ``<split>-000001.tar``, ... with at most ``shard_size`` samples
-    each; a new file is opened only when there is a sample to put in it."""
+    """``<split>-000000.tar``, ``<split>-000001.tar``, ... in ``folder`` with at most
+    ``shard_size`` samples each (webdataset's ``ShardWriter`` with fixed tar headers); no file
+    is created for a split without samples. ``count`` is the number of samples written."""
 
     def __init__(self, folder: Path, split: str, shard_size: int):
-        self.folder, self.split, self.shard_size = folder, split, shard_size
+        self.folder, self.split, self.shard_size = Path(folder), split, shard_size
         self.files: list[Path] = []
         self.count = 0
+        self._writer: wds.ShardWriter | None = None
         self._stream: BinaryIO | None = None
-        self._writer: DeterministicTarWriter | None = None
+
+    def _open(self, name: str) -> BinaryIO:
+        # Our own opener: the file name is never read as a URL (webdataset would run
+        # "pipe:..." names as shell commands), and we close what we opened.
+        self._stream = open(self.folder / name, "wb")
+        self.files.append(self.folder / name)
+        return self._stream
+
+    def _closed(self, _name: str) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
-        if self.count % self.shard_size == 0:
-            self.close()
-            path = self.folder / shard_name(self.split, len(self.files))
-            self._stream = open(path, "wb")
-            self._writer = DeterministicTarWriter(self._stream)
-            self.files.append(path)
-        assert self._writer is not None
-        self._writer.write(key, members)
+        if self._writer is None:
+            self._writer = wds.ShardWriter(
+                self.split.replace("%", "%%") + "-%06d.tar", maxcount=self.shard_size,
+                maxsize=float("inf"), verbose=0, opener=self._open, post=self._closed,
+                **TAR_HEADERS,
+            )  # fmt: skip
+        self._writer.write({"__key__": key, **members})
         self.count += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._stream.close()  # type: ignore[union-attr]
-            self._writer = self._stream = None
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            self._closed("")
 
 
 def _summary(values: list[int]) -> dict[str, float | int | None]:
@@ -208,8 +209,13 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+# What make-shards writes into --out, and so all it may replace there: a user's own files
+# (my_backup.tar, README.md, ...) are never moved or deleted.
+OWN_FILE = re.compile(r"(%s)-[0-9]{6}\.tar|%s|%s" % ("|".join(SPLITS), CLASSES_FILE, STATS_FILE))
+
+
 def _is_shard_output(path: Path) -> bool:
-    return path.is_file() and (path.suffix == ".tar" or path.name in (CLASSES_FILE, STATS_FILE))
+    return OWN_FILE.fullmatch(path.name) is not None and path.is_file()
 
 
 def _check_output(out: Path) -> None:
@@ -226,36 +232,49 @@ def _check_output(out: Path) -> None:
 
 
 def _move_into_place(new: Path, out: Path) -> None:
-    """Replace the shard files of ``out`` (tars, classes.json, stats.json) by those in ``new``,
-    keeping anything else there (the repository tracks shards/README.md). Old files are
-    moved aside first and put back if the move fails."""
+    """Replace make-shards' own files in ``out`` by those in ``new``, keeping anything else
+    there. The old files are moved aside first and put back if the move fails or is
+    interrupted."""
     try:
         out.mkdir(exist_ok=True)
+        backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     except OSError as err:
         raise UserError(f"{out}: cannot create output folder ({err.strerror})") from None
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    old = sorted(p for p in out.iterdir() if _is_shard_output(p))
-    moved_old: list[Path] = []
-    moved_new: list[Path] = []
+    moved: list[tuple[Path, Path]] = []  # (from, to), in order
     try:
-        for path in old:
+        for path in sorted(p for p in out.iterdir() if _is_shard_output(p)):
             os.replace(path, backup / path.name)
-            moved_old.append(path)
+            moved.append((path, backup / path.name))
         for path in sorted(new.iterdir()):
             os.replace(path, out / path.name)
-            moved_new.append(out / path.name)
-    except BaseException as err:  # an OSError, or Ctrl-C halfway: put the old files back
-        for path in moved_new:
-            path.unlink(missing_ok=True)
-        for path in moved_old:
-            os.replace(backup / path.name, path)
+            moved.append((path, out / path.name))
+    except BaseException as err:  # an OSError, or Ctrl-C halfway: undo in reverse order
+        for source, target in reversed(moved):
+            os.replace(target, source)
         if isinstance(err, OSError):
-            raise UserError(
-                f"{out}: cannot move the new shards into place ({err.strerror})"
-            ) from None
+            raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
         raise
     finally:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM (``kill``, a scheduler's time limit) like Ctrl-C. By default SIGTERM ends
+    the process without running ``finally`` blocks, which would leave the temporary folder
+    behind; as a KeyboardInterrupt it gets the same clean-up, then ``interrupted``, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def make_shards(
@@ -332,7 +351,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     start = time.perf_counter()
-    stats = make_shards(args.coco, args.out, args.padding, args.shard_size)
+    with sigterm_as_interrupt():
+        stats = make_shards(args.coco, args.out, args.padding, args.shard_size)
     seconds = time.perf_counter() - start
     for name, split in stats["splits"].items():
         print(

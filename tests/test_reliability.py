@@ -22,6 +22,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import webdataset as wds
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -40,7 +41,7 @@ from symclr_ft.config import (
 from symclr_ft.data import load_classes, load_split
 from symclr_ft.errors import UserError
 from symclr_ft.io import atomic_dir, atomic_path, write_json
-from symclr_ft.shards import DeterministicTarWriter
+from symclr_ft.shards import TAR_HEADERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # SYMCLR_FUZZ_EXAMPLES=2000 for a longer hunt; 40 keeps the suite fast.
@@ -497,11 +498,9 @@ def _load_error(shard_dir: Path, split: str = "test") -> str:
 
 
 def _write_samples(path: Path, samples: dict[str, dict[str, bytes]]) -> None:
-    with open(path, "wb") as stream:
-        writer = DeterministicTarWriter(stream)
+    with wds.TarWriter(str(path), **TAR_HEADERS) as writer:
         for key, members in samples.items():
-            writer.write(key, members)
-        writer.close()
+            writer.write({"__key__": key, **members})
 
 
 def _first_sample(shard: Path) -> dict[str, bytes]:

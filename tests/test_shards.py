@@ -368,3 +368,55 @@ def test_real_dataset_counts(firefighting_dir, tmp_path):
     assert stats["splits"]["test"]["per_class"]["24V-power-cord"] == 149
     assert stats["splits"]["valid"]["per_class"]["explosion-proof-smoke-detector"] == 1
     assert len(_read_split(tmp_path / "shards", "test")) == 424
+
+
+# --------------------------------------------------------------------------- what it may touch
+
+
+def test_files_it_did_not_write_are_kept(synth_coco, tmp_path):
+    """Only ``{split}-NNNNNN.tar``, classes.json and stats.json are make-shards' own."""
+    out = tmp_path / "shards"
+    out.mkdir()
+    theirs = {
+        "my_backup.tar": b"the user's backup",
+        "train-12.tar": b"not our naming",
+        "extra-000000.tar": b"not one of our splits",
+        "train-000000.tar.bak": b"a copy",
+        "README.md": b"tracked by the repo\n",
+    }
+    for name, content in theirs.items():
+        (out / name).write_bytes(content)
+    (out / "valid-000007.tar").write_bytes(b"stale shard of an earlier run: ours")
+    shards.make_shards(synth_coco, out, shard_size=SYNTH_SHARD_SIZE)
+    for name, content in theirs.items():
+        assert (out / name).read_bytes() == content, name
+    assert not (out / "valid-000007.tar").exists()
+
+
+SIGTERM_DURING_CROPPING = """
+import os, signal, sys
+from symclr_ft import shards
+real = shards.write_split
+def write_split(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # while the temporary folder holds the first split
+    return real(*args, **kwargs)
+shards.write_split = write_split
+shards.main(sys.argv[1:])
+"""
+
+
+def test_sigterm_cleans_up_like_ctrl_c(synth_coco, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "shards"
+    before = _previous_output(out)
+    result = subprocess.run(
+        [sys.executable, "-c", SIGTERM_DURING_CROPPING, "--coco", str(synth_coco), "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode not in (-signal.SIGTERM, 0), result.stderr
+    assert (result.returncode, result.stderr) == (130, "interrupted\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _leftovers(tmp_path) == []
