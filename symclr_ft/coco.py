@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageOps
 
 from symclr_ft.errors import UserError
 from symclr_ft.io import read_json
@@ -380,23 +382,24 @@ def check_image_files(split: CocoSplit) -> None:
     """Cheap up-front check that every image with a box exists, so that a missing file is
     reported before minutes of cropping rather than after."""
     for image, _ in split.annotations_by_image():
-        path = split.image_path(image)
-        if not path.is_file():
-            raise UserError(
-                f"{split.json_path}: image id {image.id}: image file {image.file_name} not found "
-                f"in {split.root}"
-            )
+        where = f"{split.json_path}: image id {image.id}: image file {image.file_name}"
+        try:
+            found = split.image_path(image).is_file()
+        except OSError as err:  # a name too long for the file system (ENAMETOOLONG), ...
+            raise UserError(f"{where} cannot be looked up ({err.strerror or err})") from None
+        if not found:
+            raise UserError(f"{where} not found in {split.root}")
 
 
 def open_image(split: CocoSplit, image: Image) -> PILImage.Image:
-    """The decoded RGB pixels of one image, checked against its json entry."""
+    """The decoded RGB pixels of one image (:func:`to_rgb`), checked against its json entry."""
     path = split.image_path(image)
     where = f"{split.json_path}: image id {image.id}"
     try:
         with PILImage.open(path) as img:
             img.load()
             size = img.size
-            rgb = img.convert("RGB")
+            rgb = to_rgb(img, f"{where}: {path}")
     except FileNotFoundError:
         raise UserError(
             f"{where}: image file {image.file_name} not found in {split.root}"
@@ -416,3 +419,77 @@ def open_image(split: CocoSplit, image: Image) -> PILImage.Image:
             f"{image.width}x{image.height}"
         )
     return rgb
+
+
+# --------------------------------------------------------------------------- image modes
+
+# Modes with an alpha channel (P with a transparent colour joins them): composited on white.
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(image: PILImage.Image, where: str = "image") -> PILImage.Image:
+    """An 8-bit RGB copy of ``image`` in which the drawing stays visible, whatever its mode.
+
+    Pillow's ``convert("RGB")`` clips 16-bit samples (a 16-bit drawing turns all white) and
+    drops alpha (ink drawn only in the alpha channel turns all black). Here:
+
+    * 16-bit and 32-bit integer modes (``I;16``, ``I;16B``, ``I``) and float (``F``) are
+      scaled to 0..255 from their range (0..65535, or 0..255 / 0..1 when the values fit);
+      values outside 0..65535, or not finite, are refused;
+    * modes with alpha (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent colour) are
+      composited on white; when the colour channels are blank and only alpha varies (the ink
+      is only in the alpha channel), the alpha becomes dark ink on white (255 - alpha); when
+      the image is transparent everywhere but coloured, the colours are kept;
+    * every other mode (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ...) is Pillow's conversion.
+
+    Anything Pillow cannot convert raises :class:`UserError` ``"<where>: ..."``, one line.
+    """
+    mode = image.mode
+    try:
+        if mode == "RGB":
+            return image.copy()
+        if mode.startswith("I") or mode == "F":
+            return _scaled_to_8_bit(image, where).convert("RGB")
+        if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+            return _flattened_on_white(image.convert("RGBA"))
+        return image.convert("RGB")
+    except ValueError as err:  # "conversion from X to Y not supported"
+        raise UserError(f"{where}: image mode {mode} cannot be converted to RGB ({err})") from None
+
+
+def _scaled_to_8_bit(image: PILImage.Image, where: str) -> PILImage.Image:
+    values = np.asarray(image)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise UserError(f"{where}: image mode {image.mode} has values that are not finite")
+    low, high = (values.min(), values.max()) if values.size else (0, 0)
+    if low < 0 or high > 65535:
+        raise UserError(
+            f"{where}: image mode {image.mode} has values {low}..{high}, outside 0..65535"
+        )
+    if image.mode.startswith("I;16"):
+        top = 65535  # the sample width says 16 bits, whatever this image's brightest pixel
+    elif values.dtype.kind == "f" and high <= 1:
+        top = 1
+    else:
+        top = 255 if high <= 255 else 65535
+    scaled = np.rint(values.astype(np.float32) * (255 / top)).astype(np.uint8)
+    return PILImage.fromarray(scaled, mode="L")
+
+
+def _is_blank(image: PILImage.Image) -> bool:
+    extrema = image.getextrema()
+    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
+    return all(low == high for low, high in bands)
+
+
+def _flattened_on_white(rgba: PILImage.Image) -> PILImage.Image:
+    alpha, colours = rgba.getchannel("A"), rgba.convert("RGB")
+    if alpha.getextrema()[0] == 255:  # opaque everywhere: exactly Pillow's conversion
+        return colours
+    if _is_blank(colours) and not _is_blank(alpha):  # the ink is only in the alpha channel
+        return ImageOps.invert(alpha).convert("RGB")
+    white = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
+    flat = PILImage.alpha_composite(white, rgba).convert("RGB")
+    if _is_blank(flat) and not _is_blank(colours):  # transparent everywhere, but coloured
+        return colours
+    return flat

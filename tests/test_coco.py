@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import tarfile
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +23,7 @@ from symclr_ft.coco import (
     load_export,
     open_image,
     padded_crop_box,
+    to_rgb,
 )
 from symclr_ft.errors import UserError
 
@@ -354,3 +358,123 @@ def test_image_size_must_match_the_json(tmp_path):
     assert str(info.value) == (
         f"{path}: image id 3: image file a.png is 41x30 but the json says 40x30"
     )
+
+
+def test_a_file_name_too_long_for_the_file_system_is_one_line(tmp_path):
+    coco = _coco()
+    coco["images"][1]["file_name"] = "a" * 300 + ".png"  # ENAMETOOLONG on every common file system
+    path = _write_split(tmp_path / "split", coco, images=False)
+    with pytest.raises(UserError) as info:
+        check_image_files(load_coco(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}: image id 3: image file aaa") and "\n" not in message
+    assert message.endswith("cannot be looked up (File name too long)")
+
+
+# --------------------------------------------------------------------------- image modes
+
+# A drawing: dark ink (a cross) on a light background.
+INK = np.full((HEIGHT, WIDTH), 230, dtype=np.uint8)
+INK[HEIGHT // 2, :] = INK[:, WIDTH // 2] = 20
+
+
+def _saved(tmp_path, image: Image.Image, fmt: str = "PNG") -> Image.Image:
+    """``image`` written to a file and read back, as open_image gets it."""
+    file = tmp_path / f"drawing.{fmt.lower()}"
+    image.save(file, format=fmt)
+    reopened = Image.open(file)
+    reopened.load()
+    return reopened
+
+
+def _grey(image: Image.Image) -> np.ndarray:
+    assert image.mode == "RGB"
+    rgb = np.asarray(image).astype(int)
+    assert (rgb == rgb[..., :1]).all()  # grey stays grey
+    return rgb[..., 0]
+
+
+def test_16_bit_drawing_is_scaled_not_clipped_to_white(tmp_path):
+    sixteen = _saved(tmp_path, Image.fromarray(INK.astype(np.uint16) * 257))
+    assert sixteen.mode == "I;16"
+    assert np.array_equal(_grey(to_rgb(sixteen)), INK)
+
+
+@pytest.mark.parametrize("colour", [0, 255, 128])
+def test_ink_only_in_the_alpha_channel_becomes_dark_ink_on_white(tmp_path, colour):
+    # colour channels constant, the drawing is the alpha channel (opaque where the ink is)
+    alpha = 255 - INK
+    rgba = np.dstack([np.full_like(INK, colour)] * 3 + [alpha])
+    drawing = _saved(tmp_path, Image.fromarray(rgba, mode="RGBA"))
+    assert np.array_equal(_grey(to_rgb(drawing)), INK)  # 255 - alpha: dark ink on white
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    la = _saved(tmp_path, Image.fromarray(np.dstack([INK, np.full_like(INK, 128)]), mode="LA"))
+    expected = np.rint(INK.astype(float) * 128 / 255 + 255 * 127 / 255)
+    assert np.abs(_grey(to_rgb(la)) - expected).max() <= 1
+    opaque = Image.fromarray(np.dstack([INK] * 3 + [np.full_like(INK, 255)]), mode="RGBA")
+    assert to_rgb(opaque).tobytes() == opaque.convert("RGB").tobytes()
+    # fully transparent, but the colours hold the drawing: the colours are kept
+    clear = Image.fromarray(np.dstack([INK] * 3 + [np.zeros_like(INK)]), mode="RGBA")
+    assert np.array_equal(_grey(to_rgb(clear)), INK)
+
+
+def test_palette_with_a_transparent_colour(tmp_path):
+    palette = Image.fromarray(INK).convert("P")
+    palette.info["transparency"] = palette.getpixel((0, 0))  # the paper colour is transparent
+    grey = _grey(to_rgb(_saved(tmp_path, palette)))
+    assert grey[0, 0] == 255 and grey[HEIGHT // 2, 1] == 20
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.fromarray(INK).convert("1", dither=Image.Dither.NONE),
+        Image.fromarray(INK).convert("CMYK"),
+        Image.fromarray(INK).convert("P"),
+        Image.fromarray(INK).convert("YCbCr"),
+        Image.fromarray(INK.astype(np.int32), mode="I"),  # an I image of 8-bit values
+        Image.fromarray(INK.astype(np.int32) * 257, mode="I"),  # 16-bit values in I
+        Image.fromarray(INK.astype(np.float32), mode="F"),
+        Image.fromarray(INK.astype(np.float32) / 255, mode="F"),  # 0..1 floats
+    ],
+    ids=["1", "CMYK", "P", "YCbCr", "I-8bit", "I-16bit", "F-0-255", "F-0-1"],
+)
+def test_other_modes_keep_the_drawing(image):
+    grey = _grey(to_rgb(image))
+    threshold = 128
+    assert np.array_equal(grey < threshold, INK < threshold)  # the ink is where it was
+
+
+@pytest.mark.parametrize(
+    "values, words",
+    [
+        (np.full((4, 4), 70000, dtype=np.int32), "has values 70000..70000, outside 0..65535"),
+        (np.full((4, 4), -3, dtype=np.int32), "outside 0..65535"),
+        (np.full((4, 4), np.nan, dtype=np.float32), "not finite"),
+    ],
+)
+def test_values_that_cannot_be_scaled_are_refused(values, words):
+    with pytest.raises(UserError) as info:
+        to_rgb(Image.fromarray(values), "drawing.tif")
+    assert str(info.value).startswith("drawing.tif: image mode ") and words in str(info.value)
+
+
+def test_open_image_and_make_shards_use_the_conversion(tmp_path):
+    from symclr_ft.shards import make_shards
+
+    path, split, image, file = _split_with_images(tmp_path / "export" / "train")
+    Image.fromarray(INK.astype(np.uint16) * 257).save(file)  # a.png: 16-bit
+    rgba = np.dstack([np.zeros_like(INK)] * 3 + [255 - INK])
+    Image.fromarray(rgba, mode="RGBA").save(file.with_name("b.png"))  # b.png: alpha-only ink
+    assert np.array_equal(_grey(open_image(split, image)), INK)
+    make_shards(tmp_path / "export", tmp_path / "shards", padding=0)
+    with tarfile.open(tmp_path / "shards" / "train-000000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    keys = sorted({name.split(".")[0] for name in members})
+    assert len(keys) == 3
+    for key in keys:  # every crop is the drawing's ink on its paper, in both files
+        x0, y0, x1, y1 = json.loads(members[f"{key}.json"])["crop"]
+        crop = Image.open(io.BytesIO(members[f"{key}.png"]))
+        assert np.array_equal(_grey(crop), INK[y0:y1, x0:x1])
