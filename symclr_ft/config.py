@@ -41,6 +41,7 @@ class DataConfig:
     num_workers: int = 2  # decoding workers, streaming mode only
     shuffle_buffer: int = 2000  # streaming mode only
     train_split: str = "train"
+    allow_subset: bool = False  # read a shard set that differs from its stats.json (shards removed on purpose)
 
 
 @dataclass

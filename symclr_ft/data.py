@@ -17,6 +17,7 @@ data and its order do not depend on the number of processes.
 from __future__ import annotations
 
 import io
+import json
 import math
 import tarfile
 from collections import deque
@@ -52,6 +53,13 @@ class CropSet:
 # Shard files
 
 
+# The way out for a user who removed shards on purpose (every check against stats.json off).
+SUBSET_HINT = (
+    "to use the shards present on purpose, allow a subset (data.allow_subset=true, "
+    "symclr-evaluate --allow-subset)"
+)
+
+
 def _shard_dir(shard_dir: str | Path) -> Path:
     shard_dir = Path(shard_dir)
     if not shard_dir.is_dir():
@@ -59,17 +67,24 @@ def _shard_dir(shard_dir: str | Path) -> Path:
     return shard_dir
 
 
-def shard_paths(shard_dir: str | Path, split: str) -> list[Path]:
-    """The tar files of one split, in order; a one-line error when there are none."""
+def shard_paths(shard_dir: str | Path, split: str, allow_subset: bool = False) -> list[Path]:
+    """The tar files of one split, in order: ``<split>-000000.tar`` upwards without a gap
+    (unless ``allow_subset``); a one-line error when there are none or one is missing."""
     shard_dir = _shard_dir(shard_dir)
     paths = sorted(shard_dir.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"))
     if not paths:
         raise UserError(f"{shard_dir}: no shards for split '{split}' ({split}-000000.tar ...)")
+    for number, path in enumerate(paths):
+        if path.name != f"{split}-{number:06d}.tar" and not allow_subset:
+            raise UserError(
+                f"{shard_dir / f'{split}-{number:06d}.tar'}: shard missing from the set "
+                f"({path.name} exists); {SUBSET_HINT}"
+            )
     return paths
 
 
-def _read_json(path: Path, what: str) -> dict:
-    data = read_json(path, what, missing_hint="run make-shards first")
+def _read_json(path: Path, what: str, missing_hint: str = "run make-shards first") -> dict:
+    data = read_json(path, what, missing_hint)
     if not isinstance(data, dict):
         raise UserError(f"{path}: {what} must be a JSON object")
     return data
@@ -101,17 +116,90 @@ def load_stats(shard_dir: str | Path) -> dict:
     return _read_json(Path(shard_dir) / "stats.json", "shard statistics")
 
 
-def _decode_crop(data: bytes, size: int) -> torch.Tensor:
-    """PNG bytes -> (3, size, size) uint8. Crops are stretched to a square, as the seed's
-    ``Resize((s, s))`` does; symbols are nearly square (median 32 x 30 px)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Samples of one tar as (key, {extension: bytes}), in file order.
+def expected_size(shard_dir: str | Path, split: str) -> tuple[int, int | None]:
+    """``(crops, shards)`` of ``split`` as stats.json records them; ``shards`` is None when
+    the file does not say (sets written by bench/ scripts record only the crops)."""
+    path = Path(shard_dir) / "stats.json"
+    stats = _read_json(path, "shard statistics", f"run make-shards first, or {SUBSET_HINT}")
+    splits = stats.get("splits")
+    entry = splits.get(split) if isinstance(splits, dict) else None
+    if not (isinstance(entry, dict) and _is_count(entry.get("crops"))):
+        raise UserError(f"{path}: no crop count for split '{split}'; {SUBSET_HINT}")
+    shards = entry.get("shards")
+    return entry["crops"], shards if _is_count(shards) else None
+
+
+class SplitCheck:
+    """Verifies one split while its samples are read once: keys unique across its shards,
+    and (unless ``allow_subset``) the number of shards and of samples equal to stats.json.
+    A missing, duplicated or silently shortened shard is then an error naming that shard,
+    never a smaller or repeated training set."""
+
+    def __init__(self, shard_dir: Path, split: str, paths: list[Path], allow_subset: bool):
+        self.split, self.paths = split, paths
+        self.expected = None if allow_subset else expected_size(shard_dir, split)
+        self.first_seen: dict[str, Path] = {}
+        self.per_shard = {path: 0 for path in paths}
+        shards = self.expected[1] if self.expected else None
+        if shards is not None and shards != len(paths):
+            odd = Path(shard_dir) / f"{split}-{min(shards, len(paths)):06d}.tar"
+            problem = "missing from the set" if shards > len(paths) else "not part of the set"
+            raise UserError(
+                f"{odd}: shard {problem} (stats.json lists {shards} shards for split "
+                f"'{split}', found {len(paths)}); {SUBSET_HINT}"
+            )
+
+    def add(self, path: Path, key: str) -> None:
+        if key in self.first_seen:
+            first = self.first_seen[key]
+            where = "earlier in this shard" if first == path else f"in {first.name}"
+            raise UserError(f"{path}: sample {key} appears twice (also {where}; a copied shard?)")
+        self.first_seen[key] = path
+        self.per_shard[path] += 1
+
+    def finish(self) -> None:
+        if self.expected is None:
+            return
+        crops, total = self.expected[0], sum(self.per_shard.values())
+        if total != crops:
+            raise UserError(
+                f"{self._suspect()}: split '{self.split}' has {total} crops but stats.json says "
+                f"{crops} (a shard damaged or replaced?); {SUBSET_HINT}"
+            )
+
+    def _suspect(self) -> Path:
+        """The shard whose count differs from the others' (make-shards fills every shard but
+        the last one to the same size), else the last shard."""
+        counts = [self.per_shard[path] for path in self.paths[:-1]]
+        usual = max(set(counts), key=counts.count) if counts else None
+        odd = [path for path, n in zip(self.paths, counts) if n != usual]
+        return odd[0] if odd else self.paths[-1]
+
+
+def _check_end_of_archive(tar: tarfile.TarFile, path: Path) -> None:
+    """tarfile ends its iteration quietly at a damaged, missing or zeroed header: only the
+    end-of-archive marker (a zero block) followed by nothing but zeros says it read it all."""
+    tar.fileobj.seek(tar.offset)
+    end = tar.fileobj.read(tarfile.BLOCKSIZE)
+    if end != tarfile.NUL * tarfile.BLOCKSIZE:
+        problem = "ends early" if len(end) < tarfile.BLOCKSIZE else "has a damaged header"
+    elif tar.fileobj.read().strip(tarfile.NUL):
+        problem = "has a zeroed block followed by more data"
+    else:
+        return
+    raise UserError(
+        f"{path}: truncated or corrupt shard ({problem} at byte {tar.offset}; "
+        "samples after it would be lost)"
+    )
+
+
+def iter_shard(path: Path, read: bool = True) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Samples of one tar as (key, {extension: bytes}), in file order; with ``read=False``
+    only the member names are read (the values are empty), which is fast.
 
     WebDataset's own reader drops the file name from its errors; reading the tar here lets a
     truncated or corrupt shard be reported as exactly that file.
@@ -127,52 +215,83 @@ def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
                     yield current, fields
                     fields = {}
                 current = key
-                handle = tar.extractfile(member)
+                handle = tar.extractfile(member) if read else None
                 fields[ext] = handle.read() if handle else b""
-            # tarfile ends its iteration quietly at a damaged or missing header after the
-            # first member: only the end-of-archive marker (a zero block) says it read it all.
-            tar.fileobj.seek(tar.offset)
-            end = tar.fileobj.read(tarfile.BLOCKSIZE)
-            if end != tarfile.NUL * tarfile.BLOCKSIZE:
-                problem = "ends early" if len(end) < tarfile.BLOCKSIZE else "has a damaged header"
-                raise UserError(
-                    f"{path}: truncated or corrupt shard ({problem} at byte {tar.offset}; "
-                    "samples after it would be lost)"
-                )
+            _check_end_of_archive(tar, path)
             if current is not None:
                 yield current, fields
     except (tarfile.TarError, OSError, EOFError) as err:
         raise UserError(f"{path}: truncated or corrupt shard ({err})") from None
 
 
-def load_split(shard_dir: str | Path, split: str, image_size: int) -> CropSet:
-    """Decode every crop of ``split`` once, resized to ``image_size`` squared, as uint8."""
+def verify_split(shard_dir: str | Path, split: str, allow_subset: bool = False) -> list[Path]:
+    """Check a split against stats.json without decoding it (tar headers only): shard names
+    without a gap, the shard and sample counts, unique keys, every tar read to its end.
+    Returns the split's shard paths."""
+    paths = shard_paths(shard_dir, split, allow_subset)
+    check = SplitCheck(Path(shard_dir), split, paths, allow_subset)
+    for path in paths:
+        for key, _ in iter_shard(path, read=False):
+            check.add(path, key)
+    check.finish()
+    return paths
+
+
+def _decode_crop(data: bytes, size: int) -> torch.Tensor:
+    """PNG bytes -> (3, size, size) uint8. Crops are stretched to a square, as the seed's
+    ``Resize((s, s))`` does; symbols are nearly square (median 32 x 30 px)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def decode_sample(
+    path: str | Path, key: str, fields: dict[str, bytes], size: int, num_classes: int
+) -> tuple[torch.Tensor, int]:
+    """One sample's (crop, class index); every member parsed (``json`` too, when present).
+    Anything unreadable is a one-line error naming the shard and the sample."""
+    try:
+        label = int(fields["cls"])
+        image = _decode_crop(fields["png"], size)
+        if "json" in fields:
+            json.loads(fields["json"])
+    except KeyError as err:
+        raise UserError(f"{path}: sample {key} has no {err.args[0]} member") from None
+    except (
+        ValueError,  # cls not a number, json not JSON (JSONDecodeError, UnicodeDecodeError)
+        OSError,  # PIL: not an image, truncated, broken data stream
+        SyntaxError,  # PIL: broken PNG chunk
+        EOFError,
+        RecursionError,  # json nested too deeply
+        Image.DecompressionBombError,
+    ) as err:
+        raise UserError(f"{path}: sample {key} is corrupt ({err})") from None
+    if not 0 <= label < num_classes:
+        raise UserError(f"{path}: sample {key} has class {label}, but classes.json has {num_classes}")
+    return image, label
+
+
+def load_split(
+    shard_dir: str | Path, split: str, image_size: int, allow_subset: bool = False
+) -> CropSet:
+    """Decode every crop of ``split`` once, resized to ``image_size`` squared, as uint8.
+    The split is verified against stats.json as it is read (:class:`SplitCheck`);
+    ``allow_subset`` accepts a set from which shards were removed on purpose."""
     images, labels, keys = [], [], []
     num_classes = len(load_classes(shard_dir))
-    for path in shard_paths(shard_dir, split):
+    paths = shard_paths(shard_dir, split, allow_subset)
+    check = SplitCheck(Path(shard_dir), split, paths, allow_subset)
+    for path in paths:
         for key, fields in iter_shard(path):
-            try:
-                label = int(fields["cls"])
-                image = _decode_crop(fields["png"], image_size)
-            except KeyError as err:
-                raise UserError(f"{path}: sample {key} has no {err.args[0]} member") from None
-            except (
-                ValueError,  # cls not a number
-                OSError,  # PIL: not an image, truncated, broken data stream
-                SyntaxError,  # PIL: broken PNG chunk
-                EOFError,
-                Image.DecompressionBombError,
-            ) as err:
-                raise UserError(f"{path}: sample {key} is corrupt ({err})") from None
-            if not 0 <= label < num_classes:
-                raise UserError(
-                    f"{path}: sample {key} has class {label}, but classes.json has {num_classes}"
-                )
+            check.add(path, key)
+            image, label = decode_sample(path, key, fields, image_size, num_classes)
             images.append(image)
             labels.append(label)
             keys.append(key)
     if not images:
         raise UserError(f"{shard_dir}: split '{split}' has no crops")
+    check.finish()
     return CropSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), keys)
 
 
@@ -187,7 +306,7 @@ def class_unique_batches(
 
     Rule: each batch takes one crop from each of the ``batch_size`` classes with the most
     crops left (ties broken at random). This greedy choice is optimal: it gives exactly
-    ``max(largest class, ceil(N / batch_size))`` batches (:func:`class_unique_num_batches`),
+    ``max(largest class, ceil(N / batch_size))`` batches,
     the least any class-unique schedule can. Batches are full while at least ``batch_size``
     classes have crops left and shrink after that; on imbalanced data (one class with 940 of
     2,606 crops) most batches are small, which is why the ``random`` sampler with same-class
@@ -209,14 +328,6 @@ def class_unique_batches(
         remaining[chosen] -= 1
         batches.append(rng.permutation(batch))
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def class_unique_num_batches(labels: np.ndarray, batch_size: int) -> int:
-    labels = np.asarray(labels)
-    if len(labels) == 0:
-        return 0
-    largest = int(np.bincount(labels).max())
-    return max(largest, math.ceil(len(labels) / batch_size))
 
 
 def random_batches(labels: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -264,13 +375,6 @@ def epoch_batches(
     if sampler == "m_per_class":
         return m_per_class_batches(labels, batch_size, m, seed, epoch)
     raise ValueError(f"unknown sampler {sampler!r}")
-
-
-def num_batches(sampler: str, labels: np.ndarray, batch_size: int) -> int:
-    """Exact number of global batches per epoch (the samplers' ``__len__``)."""
-    if sampler == "class_unique":
-        return class_unique_num_batches(labels, batch_size)
-    return math.ceil(len(labels) / batch_size)
 
 
 def check_batch_size(sampler: str, labels: np.ndarray, batch_size: int, same_class_ok: bool):
@@ -356,16 +460,22 @@ def stream_batches(
     seed: int,
     num_workers: int = 2,
     shuffle_buffer: int = 2000,
-) -> torch.utils.data.DataLoader:
+    allow_subset: bool = False,
+) -> "OneLineErrors":
     """A DataLoader of ``steps`` class-unique local batches (uint8 images, labels) per epoch.
 
     Shards are split by process and then by worker (each reads different files), shuffled
     within a bounded buffer, and repeated, so every process yields exactly ``steps`` batches
     however the shards divide; memory stays bounded by the buffers, not the shard set.
+
+    Before each call (each epoch) the split is verified against stats.json from its tar
+    headers (:func:`verify_split`: no missing, extra, copied or shortened shard), and every
+    sample is parsed as it is streamed: damaged data stops training with one line naming the
+    shard, it is never skipped.
     """
     import webdataset as wds
 
-    paths = [str(p) for p in shard_paths(shard_dir, split)]
+    paths = [str(p) for p in verify_split(shard_dir, split, allow_subset)]
     readers = world * max(1, num_workers)
     if len(paths) < readers:
         raise UserError(
@@ -373,10 +483,15 @@ def stream_batches(
             f"{readers} readers ({world} processes x {max(1, num_workers)} workers); "
             "write smaller shards (make-shards --shard-size) or use fewer workers"
         )
+    # By hand rather than wds.split_by_node, which takes the rank from the environment or
+    # torch.distributed instead of the process index the caller passes (from Accelerate).
     mine = paths[rank::world]
+    num_classes = len(load_classes(shard_dir))
 
     def decode(sample):
-        return _decode_crop(sample["png"], image_size), int(sample["cls"])
+        return decode_sample(
+            sample["__url__"], sample["__key__"], sample, image_size, num_classes
+        )
 
     pipeline = wds.DataPipeline(
         wds.SimpleShardList(mine, seed=seed),
@@ -388,6 +503,29 @@ def stream_batches(
     ).repeat(nepochs=10**9)
     per_worker = math.ceil(steps / max(1, num_workers))
     pipeline = pipeline.with_epoch(per_worker)
-    return torch.utils.data.DataLoader(
-        pipeline, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+    return OneLineErrors(
+        torch.utils.data.DataLoader(
+            pipeline, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0
+        )
     )
+
+
+class OneLineErrors:
+    """Iterates a DataLoader; a :class:`UserError` raised in a worker process arrives wrapped
+    in torch's multi-line report ("Caught UserError in DataLoader worker ... Traceback ..."):
+    it is raised again as the original one line."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+
+    def __iter__(self):
+        iterator = iter(self.loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except UserError as err:
+                last = str(err).strip().splitlines()[-1]
+                raise UserError(last.split("UserError: ", 1)[-1]) from None
+            yield batch

@@ -647,6 +647,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--prototypes", action="store_true", help="also report 5-shot prototypes")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--out", default=None, help="folder for metrics.json and plots")
+    p.add_argument(
+        "--allow-subset", action="store_true",
+        help="read a shard set that differs from its stats.json (shards removed on purpose)",
+    )  # fmt: skip
     return p
 
 
@@ -691,8 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     if ModelConfig().channels_last:  # as training does by default
         net = net.to(memory_format=torch.channels_last)
     class_names = load_classes(args.shards)
-    support = load_split(args.shards, args.support_split, image_size)
-    queries = load_split(args.shards, args.split, image_size)
+    support = load_split(args.shards, args.support_split, image_size, args.allow_subset)
+    queries = load_split(args.shards, args.split, image_size, args.allow_subset)
     out = Path(args.out) if args.out else None
     metrics = evaluate_model(accelerator, net, support, queries, cfg, class_names, out, args.split)
     metrics.update(

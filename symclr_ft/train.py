@@ -151,7 +151,9 @@ class MemorySource:
 
     def __init__(self, cfg: Config, rank: int, world: int, device: torch.device):
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
-        self.crops = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size)
+        self.crops = load_split(
+            cfg.data.shards, cfg.data.train_split, cfg.data.image_size, cfg.data.allow_subset
+        )
         self.labels = self.crops.labels.numpy()
         check_batch_size(
             cfg.data.sampler, self.labels, cfg.data.batch_size,
@@ -206,7 +208,7 @@ class StreamingSource:
         loader = stream_batches(
             self.cfg.data.shards, self.cfg.data.train_split, self.cfg.data.image_size,
             self.local_batch, self.steps, self.rank, self.world, self.cfg.train.seed + epoch,
-            self.cfg.data.num_workers, self.cfg.data.shuffle_buffer,
+            self.cfg.data.num_workers, self.cfg.data.shuffle_buffer, self.cfg.data.allow_subset,
         )
         self.iterator = iter(loader)
         return self.steps
@@ -310,11 +312,11 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     evaluating = cfg.eval.split != "none"
     if evaluating:
         eval_size = cfg.eval.image_size or cfg.data.image_size
-        query_set = load_split(cfg.data.shards, cfg.eval.split, eval_size)
+        query_set = load_split(cfg.data.shards, cfg.eval.split, eval_size, cfg.data.allow_subset)
         support_set = (
             source.crops
             if not cfg.data.streaming and eval_size == cfg.data.image_size
-            else load_split(cfg.data.shards, cfg.data.train_split, eval_size)
+            else load_split(cfg.data.shards, cfg.data.train_split, eval_size, cfg.data.allow_subset)
         )
 
     # Model, optimiser, schedule.

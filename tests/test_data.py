@@ -15,7 +15,6 @@ from symclr_ft.data import (
     greedy_unique_batches,
     local_part,
     m_per_class_batches,
-    num_batches,
     random_batches,
 )
 from symclr_ft.errors import UserError
@@ -35,7 +34,6 @@ def test_class_unique_sampler_invariants(histogram, batch_size, world, seed, epo
     labels = labels_from(histogram, seed)
     batches = class_unique_batches(labels, batch_size, seed, epoch)
     # exact length, and the fewest batches any class-unique schedule can have
-    assert len(batches) == num_batches("class_unique", labels, batch_size)
     assert len(batches) == max(max(histogram), math.ceil(len(labels) / batch_size))
     # every index exactly once per epoch
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(labels)))
@@ -57,7 +55,7 @@ def test_class_unique_sampler_invariants(histogram, batch_size, world, seed, epo
 def test_random_sampler_uses_every_index_once(histogram, batch_size, seed):
     labels = labels_from(histogram)
     batches = random_batches(labels, batch_size, seed, 3)
-    assert len(batches) == num_batches("random", labels, batch_size)
+    assert len(batches) == math.ceil(len(labels) / batch_size)
     assert sorted(np.concatenate(batches).tolist()) == list(range(len(labels)))
 
 
@@ -66,7 +64,7 @@ def test_random_sampler_uses_every_index_once(histogram, batch_size, seed):
 def test_m_per_class_batches(histogram, m, seed):
     labels = labels_from(histogram)
     batches = m_per_class_batches(labels, 16, m, seed, 0)
-    assert len(batches) == num_batches("m_per_class", labels, 16)
+    assert len(batches) == math.ceil(len(labels) / 16)
     for batch in batches:
         counts = np.bincount(labels[batch])
         present = counts[counts > 0]

@@ -38,7 +38,7 @@ from symclr_ft.config import (
     dump_config,
     load_config,
 )
-from symclr_ft.data import load_classes, load_split
+from symclr_ft.data import iter_shard, load_classes, load_split, verify_split
 from symclr_ft.errors import UserError
 from symclr_ft.io import atomic_dir, atomic_path, write_json
 from symclr_ft.shards import TAR_HEADERS
@@ -479,7 +479,7 @@ def shard_copy(synth_shards, tmp_path) -> Path:
     """The synthetic shards' classes.json and test split, safe to break."""
     out = tmp_path / "shards"
     out.mkdir()
-    for path in [synth_shards / "classes.json", *sorted(synth_shards.glob("test-*.tar"))]:
+    for path in [synth_shards / "classes.json", synth_shards / "stats.json", *sorted(synth_shards.glob("test-*.tar"))]:
         shutil.copy(path, out / path.name)
     return out
 
@@ -588,6 +588,7 @@ def test_randomly_damaged_shard_loads_whole_or_says_which_file(data, synth_shard
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work)
         shutil.copy(synth_shards / "classes.json", folder / "classes.json")
+        shutil.copy(synth_shards / "stats.json", folder / "stats.json")
         shard = folder / "test-000000.tar"
         raw = bytearray((synth_shards / "test-000000.tar").read_bytes())
         expected = len(load_split(synth_shards, "test", 16))
@@ -679,10 +680,138 @@ def test_split_without_shards_and_missing_folder(shard_copy, tmp_path):
     for tar in shard_copy.glob("*.tar"):
         tar.unlink()
     _write_samples(shard_copy / "test-000000.tar", {})  # a valid tar with no samples
-    assert _load_error(shard_copy) == f"{shard_copy}: split 'test' has no crops"
+    assert _load_error(shard_copy).startswith(f"{shard_copy / 'test-000001.tar'}: shard missing")
+    with pytest.raises(UserError, match=r": split 'test' has no crops$"):
+        load_split(shard_copy, "test", 16, allow_subset=True)
     assert _load_error(tmp_path / "nope") == (
         f"{tmp_path / 'nope'}: shard folder not found (run make-shards first)"
     )
+
+
+# ============================================================================ damaged shard sets
+
+
+@pytest.fixture(scope="module")
+def small_shards(synth_coco, tmp_path_factory) -> Path:
+    """The synthetic export in shards of 16 samples: train spans several tars."""
+    out = tmp_path_factory.mktemp("small_shards") / "shards"
+    shards.make_shards(synth_coco, out, shard_size=16)
+    assert len(list(out.glob("train-*.tar"))) >= 3
+    return out
+
+
+@pytest.fixture
+def set_copy(small_shards, tmp_path) -> Path:
+    """A copy of ``small_shards``, safe to break."""
+    out = tmp_path / "shards"
+    shutil.copytree(small_shards, out)
+    return out
+
+
+def _train_error(shard_dir: Path, **kwargs) -> str:
+    with pytest.raises(UserError) as err:
+        load_split(shard_dir, "train", 16, **kwargs)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_middle_shard_is_refused_unless_a_subset_is_allowed(set_copy):
+    whole = len(load_split(set_copy, "train", 16))
+    shard = set_copy / "train-000001.tar"
+    in_it = len(list(iter_shard(shard, read=False)))
+    shard.unlink()
+    message = _train_error(set_copy)
+    assert message.startswith(f"{shard}: shard missing from the set (train-000002.tar exists)")
+    assert message.endswith("allow a subset (data.allow_subset=true, symclr-evaluate --allow-subset)")
+    assert len(load_split(set_copy, "train", 16, allow_subset=True)) == whole - in_it
+
+
+def test_missing_last_shard_is_refused(set_copy):
+    last = sorted(set_copy.glob("train-*.tar"))[-1]
+    last.unlink()
+    assert _train_error(set_copy).startswith(f"{last}: shard missing from the set (stats.json lists")
+
+
+def test_duplicated_shard_is_refused(set_copy):
+    shards_before = sorted(set_copy.glob("train-*.tar"))
+    extra = set_copy / f"train-{len(shards_before):06d}.tar"
+    shutil.copy(shards_before[0], extra)  # one more file than stats.json lists
+    assert _train_error(set_copy).startswith(f"{extra}: shard not part of the set")
+    # the same file over another one: the shard count is right, the keys repeat
+    extra.unlink()
+    shutil.copy(shards_before[0], shards_before[1])
+    assert _train_error(set_copy) == (
+        f"{shards_before[1]}: sample train_0000000 appears twice (also in train-000000.tar; "
+        "a copied shard?)"
+    )
+    # repeated keys are refused even for a subset
+    assert "appears twice" in _train_error(set_copy, allow_subset=True)
+
+
+def test_a_zeroed_4k_page_anywhere_is_refused_naming_the_shard(set_copy):
+    """A zeroed page over a header made tarfile stop there quietly (534 of 2,606 crops lost on
+    the real data); every page of a shard is tried."""
+    shard = set_copy / "train-000001.tar"
+    original = shard.read_bytes()
+    whole = len(load_split(set_copy, "train", 16))
+    for start in range(0, len(original), 4096):
+        page = original[start : start + 4096]
+        shard.write_bytes(original[:start] + bytes(len(page)) + original[start + 4096 :])
+        try:
+            crops = load_split(set_copy, "train", 16)
+        except UserError as err:
+            assert str(err).startswith(f"{shard}: "), (start, str(err))
+        else:
+            assert not page.strip(b"\0") and len(crops) == whole, start  # page already zeros
+
+
+def test_shortened_shard_is_named_by_its_count(set_copy):
+    shard = set_copy / "train-000001.tar"
+    samples = list(iter_shard(shard))
+    _write_samples(shard, dict(samples[:-3]))  # a valid tar, three samples short
+    message = _train_error(set_copy)
+    assert message.startswith(f"{shard}: split 'train' has ") and "but stats.json says" in message
+
+
+def test_stats_without_the_split_or_missing(set_copy):
+    # what bench/ scripts write: crops only, for the split they train on
+    crops = len(load_split(set_copy, "train", 16))
+    (set_copy / "stats.json").write_text(json.dumps({"splits": {"train": {"crops": crops}}}))
+    assert len(load_split(set_copy, "train", 16)) == crops
+    with pytest.raises(UserError, match=r"stats.json: no crop count for split 'valid'; to use"):
+        load_split(set_copy, "valid", 16)
+    (set_copy / "stats.json").unlink()
+    assert "stats.json: shard statistics not found" in _train_error(set_copy)
+    assert len(load_split(set_copy, "train", 16, allow_subset=True)) == crops
+
+
+def test_verify_split_reads_headers_only_and_checks_the_same(set_copy):
+    assert verify_split(set_copy, "train") == sorted(set_copy.glob("train-*.tar"))
+    (set_copy / "train-000001.tar").unlink()
+    with pytest.raises(UserError, match="train-000001.tar: shard missing"):
+        verify_split(set_copy, "train")
+
+
+def test_streaming_refuses_a_damaged_set_and_a_damaged_sample(set_copy):
+    from symclr_ft.data import stream_batches
+
+    (set_copy / "train-000001.tar").unlink()
+    with pytest.raises(UserError, match="train-000001.tar: shard missing"):
+        stream_batches(set_copy, "train", 16, 4, 2, rank=0, world=1, seed=0, num_workers=1)
+    # a corrupt png inside a worker process: one line naming the shard and the sample
+    loader = stream_batches(  # enough steps to read every sample at least once
+        set_copy, "train", 16, 4, 100, rank=0, world=1, seed=0, num_workers=1, allow_subset=True
+    )
+    shard = set_copy / "train-000000.tar"
+    samples = dict(iter_shard(shard))
+    first = next(iter(samples))
+    samples[first] = {**samples[first], "png": b"not a png"}
+    _write_samples(shard, samples)
+    with pytest.raises(UserError) as err:
+        list(loader)
+    assert str(err.value).startswith(f"{shard}: sample {first} is corrupt (")
+    assert "\n" not in str(err.value) and "Traceback" not in str(err.value)
 
 
 # ============================================================================ outputs that cannot be written
