@@ -244,17 +244,30 @@ def save_model_file(net: SimCLRNet, path: str | Path, epoch: int, extra: dict | 
         torch.save(payload, tmp)
 
 
+def _checked_header(data: dict, path: Path) -> tuple[str, int | None, str]:
+    """``arch``, ``out_dim`` (None when absent) and ``input_norm`` of a model file, refused
+    with one line when a (crafted or damaged) file gives them of the wrong kind."""
+    arch, out_dim = data.get("arch", "resnet18"), data.get("out_dim")
+    input_norm = data.get("input_norm", "none")
+    if not isinstance(arch, str) or not arch:
+        raise UserError(f"{path}: 'arch' must be a model name, got {str(arch)[:40]!r}")
+    if out_dim is not None and not (type(out_dim) is int and 0 < out_dim <= 2**16):
+        raise UserError(f"{path}: 'out_dim' must be an integer 1..65536, got {str(out_dim)[:40]!r}")
+    if input_norm not in ("none", "imagenet"):
+        raise UserError(f"{path}: 'input_norm' must be none or imagenet, got {str(input_norm)[:40]!r}")
+    return arch, out_dim, input_norm
+
+
 def load_model_file(path: str | Path) -> SimCLRNet:
     """Rebuild a network from our model file (or a sthalles/SimCLR checkpoint)."""
     path = Path(path)
     data = read_checkpoint(path)
     state = _strip_prefix(_state_dict_of(data, path), "module.")
-    arch = data.get("arch", "resnet18")
-    out_dim = data.get("out_dim")
+    arch, out_dim, input_norm = _checked_header(data, path)
     if out_dim is None:
         last = [k for k in state if k.endswith(".2.weight") and k.startswith("backbone.")]
         out_dim = int(state[last[-1]].shape[0]) if last else 128
-    cfg = ModelConfig(arch=str(arch), out_dim=int(out_dim), input_norm=data.get("input_norm", "none"))
+    cfg = ModelConfig(arch=arch, out_dim=out_dim, input_norm=input_norm)
     net = SimCLRNet(cfg.arch, cfg.out_dim, cfg.input_norm)
     _load_into(net, state, path, f"a SimCLR {cfg.arch} (out_dim {cfg.out_dim})")
     return net

@@ -1,0 +1,232 @@
+"""Fuzzing what users hand to the commands: random config values, random bytes as model files,
+as shard members and as the images of a COCO export. Two outcomes are accepted: success, or a
+``UserError`` whose message is one line (what the commands print as ``error: ...``, exit 2).
+Any other exception is a traceback a user would see, and fails the test.
+
+Bounded so that the whole file runs in well under a minute on 2 cores;
+``SYMCLR_FUZZ_EXAMPLES=500`` searches longer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+import yaml
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from symclr_ft import config, shards, train
+from symclr_ft.coco import ANNOTATIONS_FILE
+from symclr_ft.config import Config, config_to_dict
+from symclr_ft.data import iter_shard, load_split
+from symclr_ft.errors import UserError
+from symclr_ft.model import load_model_file
+from symclr_ft.shards import TAR_HEADERS
+
+
+def fuzz(examples: int):
+    return settings(
+        max_examples=int(os.environ.get("SYMCLR_FUZZ_EXAMPLES", examples)),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def succeeds_or_one_line(call) -> object:
+    """Run ``call``; a UserError must be one line. Anything else propagates (a traceback)."""
+    try:
+        result = call()
+    except UserError as err:
+        event("one-line error")
+        message = str(err)
+        assert message and "\n" not in message and "Traceback" not in message, message
+        return None
+    event("success")
+    return result
+
+
+# Any value YAML can carry, and some it has trouble with.
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10)
+    | st.sampled_from([10**400, -(2**63), "1e-3", "nan", "inf", "", "random", "simclr:", "/dev/null"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5,
+)  # fmt: skip
+KEYS = [(s, k) for s, keys in config_to_dict(Config()).items() for k in keys]
+
+
+# ============================================================================ config values
+
+
+@fuzz(60)
+@given(values=st.dictionaries(st.sampled_from(KEYS), VALUES, min_size=1, max_size=6))
+def test_random_config_values_load_or_say_one_line(values):
+    raw = config_to_dict(Config())
+    for (section, key), value in values.items():
+        raw[section][key] = value
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "config.yaml"
+        path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+        cfg = succeeds_or_one_line(lambda: config.load_config(path))
+    if cfg is not None:  # what loads also survives being written out and read back
+        assert config.config_from_dict(config_to_dict(cfg)) == cfg
+
+
+@fuzz(40)
+@given(section_key=st.sampled_from(KEYS), value=VALUES)
+def test_the_train_command_validates_random_overrides_before_training(section_key, value):
+    """``symclr-train`` up to the point where training would start (train.train replaced)."""
+    section, key = section_key
+    text = yaml.safe_dump(value, allow_unicode=True, default_flow_style=True).removesuffix("\n...\n")
+    override = f"{section}.{key}={text.strip()}"
+    started = []
+    real_train, train.train = train.train, lambda cfg, **kw: started.append(cfg) or {}
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            code = train.main([override])
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        train.train = real_train
+    err = stderr.getvalue()
+    if started:
+        assert code == 0
+    else:
+        assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: "), err
+
+
+# ============================================================================ model files
+
+
+@pytest.fixture(scope="module")
+def model_header():
+    """A model file's fields with a tiny state_dict (a real model file is 45 MB; the loader
+    reads the header fields before the weights, which is where crafted values bite)."""
+    return {"epoch": 1, "arch": "resnet18", "out_dim": 8, "input_norm": "none",
+            "format_version": 1, "state_dict": {"backbone.fc.0.weight": torch.zeros(2, 2)}}  # fmt: skip
+
+
+HEADER_VALUES = VALUES | st.sampled_from([-1, 0, 10**12, "resnet18", "imagenet", "x", 1.5])
+
+
+@fuzz(25)
+@given(data=st.data())
+def test_random_model_files_load_or_say_one_line(data, model_header, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    kind = data.draw(st.sampled_from(["bytes", "header", "cut"]), label="kind")
+    if kind == "bytes":
+        path.write_bytes(data.draw(st.binary(max_size=2048), label="bytes"))
+    else:
+        fields = dict(model_header)
+        if kind == "header":
+            key = data.draw(st.sampled_from(sorted(fields) + ["model", "extra"]), label="key")
+            fields[key] = data.draw(HEADER_VALUES, label="value")
+        buffer = io.BytesIO()
+        torch.save(fields, buffer)
+        raw = buffer.getvalue()
+        if kind == "cut":
+            raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="cut")]
+        path.write_bytes(raw)
+    succeeds_or_one_line(lambda: load_model_file(path))
+
+
+# ============================================================================ shard members
+
+
+def _write_tar(path: Path, samples: dict[str, dict[str, bytes]]) -> None:
+    with wds.TarWriter(str(path), **TAR_HEADERS) as writer:
+        for key, members in samples.items():
+            writer.write({"__key__": key, **members})
+
+
+@fuzz(40)
+@given(data=st.data())
+def test_random_bytes_as_shard_members_load_or_say_one_line(data, synth_shards):
+    """A shard whose members are replaced by random bytes, or cut, or given odd names."""
+    original = dict(iter_shard(synth_shards / "test-000000.tar"))
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        for name in ("classes.json", "stats.json", "test-000001.tar"):
+            shutil.copy(synth_shards / name, folder / name)
+        samples = {key: dict(members) for key, members in original.items()}
+        for _ in range(data.draw(st.integers(1, 3), label="changes")):
+            key = data.draw(st.sampled_from(sorted(samples)), label="sample")
+            ext = data.draw(st.sampled_from(["png", "cls", "json", "txt", "png.png"]), label="member")
+            value = samples[key].get(ext, b"")
+            samples[key][ext] = data.draw(
+                st.binary(max_size=256)
+                | st.just(value[: len(value) // 2])
+                | st.sampled_from([b"-1", b"999", b"1e3", b"\xff\xfe", b"[]", b"{", b"NaN"]),
+                label="bytes",
+            )
+        _write_tar(folder / "test-000000.tar", samples)
+        crops = succeeds_or_one_line(lambda: load_split(folder, "test", 16))
+        if crops is not None:
+            assert len(crops) == len(load_split(synth_shards, "test", 16))
+
+
+# ============================================================================ images of an export
+
+
+def _random_image(data: st.DataObject, size: tuple[int, int]) -> Image.Image:
+    """A drawing of ``size`` in a random mode (the ones PNG and TIFF files carry)."""
+    mode = data.draw(
+        st.sampled_from(["1", "L", "P", "RGB", "RGBA", "LA", "I;16", "I", "F", "CMYK"]), label="mode"
+    )
+    seed = data.draw(st.integers(0, 2**32 - 1), label="pixels")
+    grey = np.random.default_rng(seed).integers(0, 256, size[::-1], dtype=np.uint8)
+    if mode == "I;16":
+        return Image.fromarray(grey.astype(np.uint16) * 257)
+    if mode == "I":
+        return Image.fromarray(grey.astype(np.int32) * data.draw(st.sampled_from([1, 257, 1000])))
+    if mode == "F":
+        return Image.fromarray(grey.astype(np.float32) / data.draw(st.sampled_from([1.0, 255.0])))
+    if mode == "LA":
+        return Image.fromarray(np.dstack([grey, grey[::-1]]), mode="LA")
+    return Image.fromarray(grey).convert(mode)
+
+
+@fuzz(40)
+@given(data=st.data())
+def test_random_images_in_an_export_give_shards_or_one_line(data, tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    export = root / "coco" / "train"
+    export.mkdir(parents=True)
+    size = (24, 20)
+    coco = {
+        "images": [{"id": 1, "file_name": "d.png", "width": size[0], "height": size[1]}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 8]}],
+        "categories": [{"id": 1, "name": "bell"}],
+    }
+    (export / ANNOTATIONS_FILE).write_text(json.dumps(coco))
+    kind = data.draw(st.sampled_from(["image", "image", "bytes", "cut"]), label="kind")
+    if kind == "bytes":
+        (export / "d.png").write_bytes(data.draw(st.binary(max_size=512), label="bytes"))
+    else:
+        image, buffer = _random_image(data, size), io.BytesIO()
+        fmt = data.draw(st.sampled_from(["PNG", "TIFF"]), label="format")
+        try:
+            image.save(buffer, format=fmt)
+        except OSError:  # "cannot write mode CMYK as PNG"
+            buffer = io.BytesIO()
+            image.save(buffer, format="TIFF")
+        raw = buffer.getvalue()
+        if kind == "cut":
+            raw = raw[: data.draw(st.integers(0, len(raw) - 1), label="cut")]
+        (export / "d.png").write_bytes(raw)
+    stats = succeeds_or_one_line(lambda: shards.make_shards(root / "coco", root / "out"))
+    if stats is not None:
+        crop = Image.open(io.BytesIO(next(iter_shard(root / "out" / "train-000000.tar"))[1]["png"]))
+        assert crop.mode == "RGB" and crop.size == (12, 10)
