@@ -178,6 +178,30 @@ def _require(record: Any, keys: dict[str, tuple[Any, str]], where: str) -> None:
             raise UserError(f"{where}: '{key}' must be {expected}, got {record[key]!r}")
 
 
+INTEGER = (_is_int, "an integer")
+STRING = (lambda v: isinstance(v, str), "a string")
+SIDE = (lambda v: _is_int(v) and 0 < v <= MAX_IMAGE_SIDE, f"a positive integer (at most {MAX_IMAGE_SIDE})")
+# The keys each kind of record must have, with the check of each value (bbox: _check_bbox).
+RECORD_KEYS = {
+    "category": {"id": INTEGER, "name": STRING},
+    "image": {"id": INTEGER, "file_name": STRING, "width": SIDE, "height": SIDE},
+    "annotation": {"id": INTEGER, "image_id": INTEGER, "category_id": INTEGER, "bbox": (lambda v: True, "")},
+}
+
+
+def _records(path: Path, kind: str, records: list) -> Iterator[tuple[str, dict]]:
+    """The records of one kind, each checked for its keys and a unique id, with the name
+    errors give it (``<json>: image id 7``)."""
+    seen: set[int] = set()
+    for i, record in enumerate(records):
+        where = f"{path}: {_record_name(kind, i, record)}"
+        _require(record, RECORD_KEYS[kind], where)
+        if record["id"] in seen:
+            raise UserError(f"{where}: duplicate {kind} id")
+        seen.add(record["id"])
+        yield where, record
+
+
 def _read_json(path: Path) -> dict:
     data = read_json(path, "COCO json file")
     if not isinstance(data, dict):
@@ -208,15 +232,7 @@ def _safe_file_name(name: str, where: str) -> str:
 def _parse_categories(path: Path, records: list) -> dict[int, Category]:
     categories: dict[int, Category] = {}
     ids_by_name: dict[str, int] = {}
-    for i, record in enumerate(records):
-        where = f"{path}: {_record_name('category', i, record)}"
-        _require(
-            record,
-            {"id": (_is_int, "an integer"), "name": (lambda v: isinstance(v, str), "a string")},
-            where,
-        )
-        if record["id"] in categories:
-            raise UserError(f"{where}: duplicate category id")
+    for where, record in _records(path, "category", records):
         # Classes are reported by name (classes.json, per-class statistics and metrics).
         if record["name"] in ids_by_name:
             raise UserError(
@@ -229,26 +245,9 @@ def _parse_categories(path: Path, records: list) -> dict[int, Category]:
 
 
 def _parse_images(path: Path, records: list) -> dict[int, Image]:
-    positive_int = (
-        lambda v: _is_int(v) and 0 < v <= MAX_IMAGE_SIDE,
-        f"a positive integer (at most {MAX_IMAGE_SIDE})",
-    )
     images: dict[int, Image] = {}
     names: set[str] = set()
-    for i, record in enumerate(records):
-        where = f"{path}: {_record_name('image', i, record)}"
-        _require(
-            record,
-            {
-                "id": (_is_int, "an integer"),
-                "file_name": (lambda v: isinstance(v, str), "a string"),
-                "width": positive_int,
-                "height": positive_int,
-            },
-            where,
-        )
-        if record["id"] in images:
-            raise UserError(f"{where}: duplicate image id")
+    for where, record in _records(path, "image", records):
         name = _safe_file_name(record["file_name"], where)
         if name in names:
             raise UserError(f"{where}: file_name {name!r} is listed twice")
@@ -286,22 +285,7 @@ def _parse_annotations(
     path: Path, records: list, images: dict[int, Image], categories: dict[int, Category]
 ) -> list[Annotation]:
     annotations: list[Annotation] = []
-    seen: set[int] = set()
-    for i, record in enumerate(records):
-        where = f"{path}: {_record_name('annotation', i, record)}"
-        _require(
-            record,
-            {
-                "id": (_is_int, "an integer"),
-                "image_id": (_is_int, "an integer"),
-                "category_id": (_is_int, "an integer"),
-                "bbox": (lambda v: True, ""),
-            },
-            where,
-        )
-        if record["id"] in seen:
-            raise UserError(f"{where}: duplicate annotation id")
-        seen.add(record["id"])
+    for where, record in _records(path, "annotation", records):
         image = images.get(record["image_id"])
         if image is None:
             raise UserError(f"{where}: image_id {record['image_id']} is not in 'images'")

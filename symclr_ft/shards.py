@@ -329,21 +329,20 @@ def make_shards(
     return stats
 
 
+DESCRIPTION = "Cut every annotated symbol of a COCO export into WebDataset shards."
+OPTIONS = [  # option, type, default (None: required), help
+    ("--coco", str, None, "Roboflow COCO export folder (train/ valid/ test/) or one COCO json file"),
+    ("--out", str, None, "output folder for the shards"),
+    ("--padding", float, 0.1, "box padding, as a fraction of its size"),
+    ("--shard-size", int, 1000, "samples per tar file"),
+]
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = ArgumentParser(
-        prog="make-shards",
-        description="Cut every annotated symbol of a COCO export into WebDataset shards.",
-    )
-    parser.add_argument(
-        "--coco",
-        required=True,
-        help="Roboflow COCO export folder (train/ valid/ test/) or one COCO json file",
-    )
-    parser.add_argument("--out", required=True, help="output folder for the shards")
-    parser.add_argument(
-        "--padding", type=float, default=0.1, help="box padding, as a fraction of its size"
-    )
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per tar file")
+    parser = ArgumentParser(prog="make-shards", description=DESCRIPTION)
+    for option, kind, default, help_text in OPTIONS:
+        required = default is None
+        parser.add_argument(option, type=kind, default=default, required=required, help=help_text)
     return parser.parse_args(argv)
 
 

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from symclr_ft.coco import ANNOTATIONS_FILE
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
-from symclr_ft.io import atomic_dir
+from symclr_ft.io import atomic_dir, read_json
 
 BACKGROUND = (16, 18, 26)
 SYMBOL_COLOURS = [
@@ -199,21 +199,14 @@ def _class_weights(classes: int) -> list[float]:
     return [0.55 * sum(tail) if tail else 1.0, *tail]
 
 
-def draw_drawing(
-    rng: random.Random,
-    designs: list[SymbolDesign],
-    labels: list[int],
-    image_size: tuple[int, int],
-) -> tuple[Image.Image, list[tuple[int, list[int]]]]:
-    """One drawing holding the symbols ``labels`` (those that fit, in order: earlier labels
-    are placed first, on an emptier sheet). Returns the image and ``(label, [x, y, w, h])``
-    for each placed symbol."""
+def _place_symbols(
+    rng: random.Random, designs: list[SymbolDesign], labels: list[int], image_size: tuple[int, int]
+) -> list[tuple[int, tuple[int, int, int, int], Image.Image]]:
+    """(label, tile box, rotated ink mask) of each symbol that fits without touching another
+    (in order: earlier labels are placed first, on an emptier sheet)."""
     width, height = image_size
-    image = Image.new("RGB", image_size, BACKGROUND)
-    draw = ImageDraw.Draw(image)
     margin, gap = 4, 8
-
-    placed: list[tuple[int, tuple[int, int, int, int], Image.Image]] = []  # label, tile box, mask
+    placed: list[tuple[int, tuple[int, int, int, int], Image.Image]] = []
     for label in labels:
         design = designs[label]
         size = round(design.base_size * rng.uniform(0.88, 1.15))
@@ -229,10 +222,14 @@ def draw_drawing(
         mask = draw_symbol(design, size)
         turn = _ROTATIONS[rng.randrange(4)]
         placed.append((label, box, mask.transpose(turn) if turn is not None else mask))
+    return placed
 
-    # Wires: L-shaped runs between consecutive symbols, plus a few long bus lines.
+
+def _draw_wires(draw: ImageDraw.ImageDraw, rng: random.Random, boxes: list, size: tuple[int, int]):
+    """L-shaped runs between consecutive symbols, plus a few long bus lines."""
+    width, height = size
     wire = rng.choice(WIRE_COLOURS)
-    centres = [((b[0] + b[2]) // 2, (b[1] + b[3]) // 2) for _, b, _ in placed]
+    centres = [((b[0] + b[2]) // 2, (b[1] + b[3]) // 2) for b in boxes]
     for (ax, ay), (bx, by) in zip(centres, centres[1:]):
         corner = (bx, ay) if rng.random() < 0.5 else (ax, by)
         draw.line([(ax, ay), corner, (bx, by)], fill=wire, width=1)
@@ -244,8 +241,12 @@ def draw_drawing(
             x = rng.randrange(width)
             draw.line([(x, 0), (x, height - 1)], fill=wire, width=1)
 
-    # Distractor text, kept clear of the symbols.
-    boxes = [b for _, b, _ in placed]
+
+def _draw_distractor_text(
+    draw: ImageDraw.ImageDraw, rng: random.Random, boxes: list, size: tuple[int, int]
+) -> None:
+    """Text that looks like the letters inside some symbols, kept clear of the symbols."""
+    width, height = size
     for _ in range(rng.randint(4, 10)):
         text = rng.choice(DISTRACTOR_TEXT)
         pos = (rng.randrange(width), rng.randrange(height))
@@ -255,6 +256,21 @@ def draw_drawing(
         if inside and not _overlaps(tb, boxes, 2):  # type: ignore[arg-type]
             draw.text(pos, text, fill=rng.choice(TEXT_COLOURS), font=font)
 
+
+def draw_drawing(
+    rng: random.Random,
+    designs: list[SymbolDesign],
+    labels: list[int],
+    image_size: tuple[int, int],
+) -> tuple[Image.Image, list[tuple[int, list[int]]]]:
+    """One drawing holding the symbols ``labels`` (those that fit). Returns the image and
+    ``(label, [x, y, w, h])`` for each placed symbol."""
+    image = Image.new("RGB", image_size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    placed = _place_symbols(rng, designs, labels, image_size)
+    boxes = [box for _, box, _ in placed]
+    _draw_wires(draw, rng, boxes, image_size)
+    _draw_distractor_text(draw, rng, boxes, image_size)
     # Symbols last, on a cleared tile, so wires end at their edge.
     annotations: list[tuple[int, list[int]]] = []
     for label, box, mask in placed:
@@ -287,19 +303,10 @@ def _split_labels(
     return per_drawing
 
 
-def write_synthetic_coco(
-    out_dir: str | Path,
-    classes: int = 12,
-    drawings_per_split: dict[str, int] | None = None,
-    image_size: tuple[int, int] = (512, 448),
-    symbols_per_drawing: tuple[int, int] = (10, 20),
-    seed: int = 0,
-    image_format: str = "jpg",
-) -> Path:
-    """Write a Roboflow-style COCO export of synthetic drawings into ``out_dir`` (created);
-    ``image_size`` is (width, height). The same arguments give the same files."""
-    if drawings_per_split is None:
-        drawings_per_split = {"train": 24, "valid": 8, "test": 8}
+def _check_arguments(
+    classes: int, drawings_per_split: dict[str, int], image_size: tuple[int, int],
+    symbols_per_drawing: tuple[int, int], image_format: str,
+) -> None:  # fmt: skip
     if classes < 1:
         raise ValueError(f"classes must be >= 1, got {classes}")
     if drawings_per_split.get("train", 0) < 1:
@@ -314,6 +321,48 @@ def write_synthetic_coco(
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image_format must be jpg or png, got {image_format!r}")
 
+
+def _write_split(
+    folder: Path, split: str, rng: random.Random, designs: list[SymbolDesign], drawings: int,
+    image_size: tuple[int, int], symbols_per_drawing: tuple[int, int], image_format: str,
+) -> tuple[list[dict], list[dict]]:  # fmt: skip
+    """Draw and save one split's drawings; returns its COCO ``images`` and ``annotations``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    all_labels = _split_labels(rng, len(designs), drawings, symbols_per_drawing, split == "train")
+    for image_id, labels in enumerate(all_labels):
+        image, boxes = draw_drawing(rng, designs, labels, image_size)
+        file_name = f"{split}-{image_id:04d}.{image_format}"
+        if image_format == "jpg":
+            image.save(folder / file_name, format="JPEG", quality=92)
+        else:
+            image.save(folder / file_name, format="PNG", compress_level=6)
+        images.append(
+            {"id": image_id, "license": 1, "file_name": file_name,
+             "height": image_size[1], "width": image_size[0]}
+        )  # fmt: skip
+        for label, bbox in boxes:
+            annotations.append(
+                {"id": len(annotations), "image_id": image_id, "category_id": label + 1,
+                 "bbox": bbox, "area": bbox[2] * bbox[3], "segmentation": [], "iscrowd": 0}
+            )  # fmt: skip
+    return images, annotations
+
+
+def write_synthetic_coco(
+    out_dir: str | Path,
+    classes: int = 12,
+    drawings_per_split: dict[str, int] | None = None,
+    image_size: tuple[int, int] = (512, 448),
+    symbols_per_drawing: tuple[int, int] = (10, 20),
+    seed: int = 0,
+    image_format: str = "jpg",
+) -> Path:
+    """Write a Roboflow-style COCO export of synthetic drawings into ``out_dir`` (created);
+    ``image_size`` is (width, height). The same arguments give the same files."""
+    if drawings_per_split is None:
+        drawings_per_split = {"train": 24, "valid": 8, "test": 8}
+    _check_arguments(classes, drawings_per_split, image_size, symbols_per_drawing, image_format)
     out_dir = Path(out_dir)
     designs = symbol_designs(classes)
     categories = [{"id": 0, "name": PARENT_CATEGORY, "supercategory": "none"}] + [
@@ -324,28 +373,12 @@ def write_synthetic_coco(
     for split_index, (split, drawings) in enumerate(drawings_per_split.items()):
         # One generator per split: changing the valid size does not change train.
         rng = random.Random(seed * 1_000_003 + split_index)
-        folder = out_dir / split
-        folder.mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        all_labels = _split_labels(rng, classes, drawings, symbols_per_drawing, split == "train")
-        for image_id, labels in enumerate(all_labels):
-            image, boxes = draw_drawing(rng, designs, labels, image_size)
-            file_name = f"{split}-{image_id:04d}.{image_format}"
-            if image_format == "jpg":
-                image.save(folder / file_name, format="JPEG", quality=92)
-            else:
-                image.save(folder / file_name, format="PNG", compress_level=6)
-            images.append(
-                {"id": image_id, "license": 1, "file_name": file_name,
-                 "height": image_size[1], "width": image_size[0]}
-            )  # fmt: skip
-            for label, bbox in boxes:
-                if split == "train":
-                    in_train.add(label)
-                annotations.append(
-                    {"id": len(annotations), "image_id": image_id, "category_id": label + 1,
-                     "bbox": bbox, "area": bbox[2] * bbox[3], "segmentation": [], "iscrowd": 0}
-                )  # fmt: skip
+        images, annotations = _write_split(
+            out_dir / split, split, rng, designs, drawings, image_size, symbols_per_drawing,
+            image_format,
+        )  # fmt: skip
+        if split == "train":
+            in_train.update(a["category_id"] - 1 for a in annotations)
         coco = {
             "info": {"description": "symclr_ft synthetic drawings", "version": "1", "seed": seed},
             "licenses": [{"id": 1, "name": "generated"}],
@@ -353,7 +386,7 @@ def write_synthetic_coco(
             "images": images,
             "annotations": annotations,
         }
-        (folder / ANNOTATIONS_FILE).write_text(json.dumps(coco, indent=1) + "\n")
+        (out_dir / split / ANNOTATIONS_FILE).write_text(json.dumps(coco, indent=1) + "\n")
     if len(in_train) < classes:  # only when the sheets are too small for every class
         raise ValueError(
             f"only {len(in_train)} of {classes} classes fit into the train drawings; "
@@ -408,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             raise UserError(f"{out}: {err}") from None
     counts = {
-        split: len(json.loads((out / split / ANNOTATIONS_FILE).read_text())["annotations"])
+        split: len(read_json(out / split / ANNOTATIONS_FILE)["annotations"])
         for split in settings["drawings_per_split"]
     }
     summary = ", ".join(f"{split} {n} boxes" for split, n in counts.items())
