@@ -126,7 +126,7 @@ def padded_crop_box(
     >>> padded_crop_box([10, 20, 30, 40], 100, 100, padding=0.1)
     (7, 16, 43, 64)
     """
-    if not (math.isfinite(padding) and padding >= 0):
+    if not is_padding(padding):
         raise ValueError(f"padding must be a finite number >= 0, got {padding!r}")
     x, y, w, h = (float(v) for v in bbox)
     # Rounding to 6 decimals first keeps 10 - 0.1 * 30 = 6.9999999 from becoming pixel 6.
@@ -145,8 +145,14 @@ def padded_crop_box(
 # --------------------------------------------------------------------------- json checks
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer from JSON or YAML, not a bool (``True`` is an ``int`` to Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_padding(value: Any) -> bool:
+    """The crop padding rule, shared by :func:`padded_crop_box` and make-shards' option."""
+    return (is_int(value) or isinstance(value, float)) and _is_finite(value) and value >= 0
 
 
 def _is_number(value: Any) -> bool:
@@ -162,7 +168,7 @@ def _is_finite(value: int | float) -> bool:
 
 def _record_name(kind: str, index: int, record: Any) -> str:
     """'annotation id 17' when the record has a usable id, else 'annotations[4]'."""
-    if isinstance(record, dict) and _is_int(record.get("id")):
+    if isinstance(record, dict) and is_int(record.get("id")):
         return f"{kind} id {record['id']}"
     return f"{kind}s[{index}]"
 
@@ -178,9 +184,9 @@ def _require(record: Any, keys: dict[str, tuple[Any, str]], where: str) -> None:
             raise UserError(f"{where}: '{key}' must be {expected}, got {record[key]!r}")
 
 
-INTEGER = (_is_int, "an integer")
+INTEGER = (is_int, "an integer")
 STRING = (lambda v: isinstance(v, str), "a string")
-SIDE = (lambda v: _is_int(v) and 0 < v <= MAX_IMAGE_SIDE, f"a positive integer (at most {MAX_IMAGE_SIDE})")
+SIDE = (lambda v: is_int(v) and 0 < v <= MAX_IMAGE_SIDE, f"a positive integer (at most {MAX_IMAGE_SIDE})")
 # The keys each kind of record must have, with the check of each value (bbox: _check_bbox).
 RECORD_KEYS = {
     "category": {"id": INTEGER, "name": STRING},

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from symclr_ft.coco import is_int
 from symclr_ft.errors import UserError
 from symclr_ft.io import read_json
 
@@ -117,7 +118,7 @@ def load_stats(shard_dir: str | Path) -> dict:
 
 
 def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value) and value >= 0
 
 
 def expected_size(shard_dir: str | Path, split: str) -> tuple[int, int | None]:

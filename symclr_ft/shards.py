@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import re
 import shutil
@@ -43,6 +42,7 @@ from symclr_ft.coco import (
     CocoSplit,
     Export,
     check_image_files,
+    is_padding,
     load_export,
     open_image,
     padded_crop_box,
@@ -282,7 +282,7 @@ def make_shards(
 ) -> dict[str, Any]:
     """Validate the export, write all shards + classes.json + stats.json atomically into
     ``out``; returns the stats (the content of stats.json)."""
-    if not (math.isfinite(padding) and padding >= 0):
+    if not is_padding(padding):
         raise UserError(f"--padding {padding}: must be a finite number >= 0")
     if shard_size < 1:
         raise UserError(f"--shard-size {shard_size}: must be at least 1")
