@@ -61,6 +61,11 @@ SUBSET_HINT = (
 )
 
 
+def shard_name(split: str, number: int) -> str:
+    """The file name of a split's shard number ``number`` (written by make-shards)."""
+    return f"{split}-{number:06d}.tar"
+
+
 def _shard_dir(shard_dir: str | Path) -> Path:
     shard_dir = Path(shard_dir)
     if not shard_dir.is_dir():
@@ -76,9 +81,9 @@ def shard_paths(shard_dir: str | Path, split: str, allow_subset: bool = False) -
     if not paths:
         raise UserError(f"{shard_dir}: no shards for split '{split}' ({split}-000000.tar ...)")
     for number, path in enumerate(paths):
-        if path.name != f"{split}-{number:06d}.tar" and not allow_subset:
+        if path.name != shard_name(split, number) and not allow_subset:
             raise UserError(
-                f"{shard_dir / f'{split}-{number:06d}.tar'}: shard missing from the set "
+                f"{shard_dir / shard_name(split, number)}: shard missing from the set "
                 f"({path.name} exists); {SUBSET_HINT}"
             )
     return paths
@@ -147,7 +152,7 @@ class SplitCheck:
         self.per_shard = {path: 0 for path in paths}
         shards = self.expected[1] if self.expected else None
         if shards is not None and shards != len(paths):
-            odd = Path(shard_dir) / f"{split}-{min(shards, len(paths)):06d}.tar"
+            odd = Path(shard_dir) / shard_name(split, min(shards, len(paths)))
             problem = "missing from the set" if shards > len(paths) else "not part of the set"
             raise UserError(
                 f"{odd}: shard {problem} (stats.json lists {shards} shards for split "

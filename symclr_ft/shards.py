@@ -8,7 +8,8 @@ evaluation never touch the drawings or the COCO json again.
 The output is byte-identical for the same input (fixed tar headers, sorted order, fixed PNG
 settings), so shards can be compared by checksum, and it appears atomically: everything is
 written into a temporary folder beside ``--out`` and moved in only when complete, so a run
-that fails halfway leaves the previous shards as they were.
+that fails halfway (or is interrupted, SIGTERM included) leaves the previous shards as they
+were. Only make-shards' own files in ``--out`` are ever replaced.
 
 Example::
 
@@ -47,6 +48,7 @@ from symclr_ft.coco import (
     open_image,
     padded_crop_box,
 )
+from symclr_ft.data import shard_name
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 
 CLASSES_FILE = "classes.json"
@@ -80,10 +82,6 @@ def sample_key(split: str, index: int) -> str:
     return f"{split}_{index:07d}"
 
 
-def shard_name(split: str, number: int) -> str:
-    return f"{split}-{number:06d}.tar"
-
-
 def encode_png(image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, **PNG_SETTINGS)
@@ -107,11 +105,12 @@ class ShardSequence:
         self._writer: wds.ShardWriter | None = None
         self._stream: BinaryIO | None = None
 
-    def _open(self, name: str) -> BinaryIO:
+    def _open(self, number: str) -> BinaryIO:
         # Our own opener: the file name is never read as a URL (webdataset would run
         # "pipe:..." names as shell commands), and we close what we opened.
-        self._stream = open(self.folder / name, "wb")
-        self.files.append(self.folder / name)
+        path = self.folder / shard_name(self.split, int(number))
+        self._stream = open(path, "wb")
+        self.files.append(path)
         return self._stream
 
     def _closed(self, _name: str) -> None:
@@ -122,7 +121,7 @@ class ShardSequence:
     def write(self, key: str, members: dict[str, bytes]) -> None:
         if self._writer is None:
             self._writer = wds.ShardWriter(
-                self.split.replace("%", "%%") + "-%06d.tar", maxcount=self.shard_size,
+                "%d", maxcount=self.shard_size,  # the opener gets the shard number
                 maxsize=float("inf"), verbose=0, opener=self._open, post=self._closed,
                 **TAR_HEADERS,
             )  # fmt: skip
