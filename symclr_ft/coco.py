@@ -340,10 +340,25 @@ def _check_categories_agree(splits: list[CocoSplit]) -> None:
                 )
 
 
+def usable_path(path: str | Path) -> Path:
+    """``path`` as a Path, once the system agrees to look it up: a name it refuses (longer
+    than the file system allows: ENAMETOOLONG; a loop of links) is a one-line UserError rather
+    than an OSError from the first ``exists()``. A path that is simply absent is fine here."""
+    path = Path(path)
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as err:
+        name = str(path) if len(str(path)) <= 200 else str(path)[:200] + "..."
+        raise UserError(f"{name}: cannot be looked up ({err.strerror or err})") from None
+    return path
+
+
 def load_export(source: str | Path) -> Export:
     """Read a Roboflow COCO export folder (train/valid/test subfolders, any of them) or a single
     COCO json file (one split named ``train``), validating every json."""
-    source = Path(source)
+    source = usable_path(source)
     if not source.exists():
         raise UserError(f"{source}: not found (expected a COCO export folder or a COCO json file)")
     if source.is_file():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from symclr_ft.coco import is_int
+from symclr_ft.coco import is_int, usable_path
 from symclr_ft.errors import UserError
 from symclr_ft.io import read_json
 
@@ -67,7 +67,7 @@ def shard_name(split: str, number: int) -> str:
 
 
 def _shard_dir(shard_dir: str | Path) -> Path:
-    shard_dir = Path(shard_dir)
+    shard_dir = usable_path(shard_dir)
     if not shard_dir.is_dir():
         raise UserError(f"{shard_dir}: shard folder not found (run make-shards first)")
     return shard_dir

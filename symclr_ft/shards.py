@@ -47,6 +47,7 @@ from symclr_ft.coco import (
     load_export,
     open_image,
     padded_crop_box,
+    usable_path,
 )
 from symclr_ft.data import shard_name
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
@@ -219,7 +220,7 @@ def _is_shard_output(path: Path) -> bool:
 
 def _check_output(out: Path) -> None:
     """Refuse an output we could not write before any image is read."""
-    if out.exists() and not out.is_dir():
+    if usable_path(out).exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from symclr_ft.coco import ANNOTATIONS_FILE
+from symclr_ft.coco import ANNOTATIONS_FILE, usable_path
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 from symclr_ft.io import atomic_dir, read_json
 
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.classes <= 200:
             raise UserError(f"--classes {args.classes}: must be between 1 and 200")
         settings["classes"] = args.classes
-    out = Path(args.out)
+    out = usable_path(args.out)
     # Replace only a folder this command wrote: --out pointing at real data must not wipe it.
     ours = out.is_dir() and (not any(out.iterdir()) or (out / MARKER_FILE).is_file())
     if out.exists() and not ours:

@@ -688,6 +688,23 @@ def test_split_without_shards_and_missing_folder(shard_copy, tmp_path):
     )
 
 
+def test_paths_too_long_for_the_file_system_are_one_line(synth_coco, tmp_path):
+    """ENAMETOOLONG from the first look at a path the user typed, in every command of ours."""
+    long = str(tmp_path / ("a" * 300))
+    for main, argv in [
+        (shards.main, ["--coco", long, "--out", str(tmp_path / "o")]),
+        (shards.main, ["--coco", str(synth_coco), "--out", long]),
+        (shards.main, ["--coco", str(synth_coco), "--out", long + "/shards"]),
+        (synth.main, ["--out", long]),
+    ]:
+        code, _, stderr = run_command(main, argv)
+        line = one_error_line(code, stderr, tmp_path)
+        assert line.endswith(": cannot be looked up (File name too long)"), line
+    with pytest.raises(UserError, match=r"\.\.\.: cannot be looked up \(File name too long\)$"):
+        load_split(long, "train", 16)
+    assert leftovers(tmp_path) == []
+
+
 # ============================================================================ damaged shard sets
 
 
