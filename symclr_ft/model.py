@@ -23,6 +23,7 @@ Supported ``model.init`` values:
 from __future__ import annotations
 
 import pickle
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -103,7 +104,9 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path}: refused to load: not a plain weights file ({first[:160]}); "
             "only tensors and plain containers are accepted (weights_only=True)"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError,
+            # the weights-only unpickler on a damaged or crafted stream (found by fuzzing)
+            IndexError, KeyError, TypeError, AttributeError, struct.error, MemoryError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
     if not isinstance(data, dict):
