@@ -177,6 +177,36 @@ def test_random_bytes_as_shard_members_load_or_say_one_line(data, synth_shards):
             assert len(crops) == len(load_split(synth_shards, "test", 16))
 
 
+@fuzz(40)
+@given(data=st.data())
+def test_random_stats_and_class_maps_load_or_say_one_line(data, synth_shards):
+    """stats.json (what the set is verified against) and classes.json set to random JSON,
+    one value replaced, or random bytes."""
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work)
+        for path in [synth_shards / "classes.json", *synth_shards.glob("test-*.tar")]:
+            shutil.copy(path, folder / path.name)
+        stats = json.loads((synth_shards / "stats.json").read_text())
+        name = data.draw(st.sampled_from(["stats.json", "classes.json"]), label="file")
+        kind = data.draw(st.sampled_from(["value", "whole", "bytes"]), label="kind")
+        if name == "classes.json":
+            classes = json.loads((folder / name).read_text())
+            classes["classes"][0]["index" if kind == "value" else "name"] = data.draw(VALUES)
+            (folder / name).write_text(json.dumps(classes))
+            (folder / "stats.json").write_text(json.dumps(stats))
+        elif kind == "value":
+            key = data.draw(st.sampled_from(["crops", "shards", "per_class"]), label="key")
+            stats["splits"]["test"][key] = data.draw(VALUES, label="value")
+            (folder / name).write_text(json.dumps(stats))
+        elif kind == "whole":
+            (folder / name).write_text(json.dumps(data.draw(VALUES, label="json")))
+        else:
+            (folder / name).write_bytes(data.draw(st.binary(max_size=64), label="bytes"))
+        crops = succeeds_or_one_line(lambda: load_split(folder, "test", 16))
+        if crops is not None:
+            assert len(crops) == len(load_split(synth_shards, "test", 16))
+
+
 # ============================================================================ images of an export
 
 
