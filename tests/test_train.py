@@ -251,3 +251,40 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(synth_shards, t
         assert not any("_orig_mod" in key for key in state["state_dict"]), list(state["state_dict"])[:3]
         load_model_file(tmp_path / name / "model.pt")
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-3)
+
+
+# A short fixed-seed run, recorded from the code before the training loop was restructured
+# (commit b4622cd): the refactor must not change what is computed. Per epoch: (epoch, global
+# step, mean loss, learning rate, 1-shot, 5-shot, full k-NN micro accuracy on valid).
+PINNED_HISTORY = [
+    (0, 13, 1.125975177838252, 3e-4, 0.23720930232558138, 0.33953488372093027, 0.3488372093023256),
+    (1, 26, 1.130778826200045, 3e-4, 0.26046511627906976, 0.3, 0.3953488372093023),
+    (2, 39, 0.9914331436157227, 1.5e-4, 0.23953488372093026, 0.27441860465116286, 0.37209302325581395),
+]
+PINNED_MACRO = {"one_shot": 0.24647435897435893, "five_shot": 0.24764957264957266, "full_knn": 0.3514957264957265}
+
+
+def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_path):
+    """Three epochs on one process in fp32, one held at the full learning rate and two
+    evaluated: losses, rates and accuracies equal the numbers recorded above."""
+    import symclr_ft.train as train_module
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the recorded numbers were computed with one thread
+    try:
+        args = tiny(synth_shards, tmp_path, "pinned", "train.epochs=3", "optim.warmup_epochs=2", "train.eval_every=1")
+        cfg = load_config(args[1], args[2:])
+        metrics = train_module.train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    rows = history(tmp_path / "pinned")
+    assert [(r["epoch"], r["step"]) for r in rows] == [p[:2] for p in PINNED_HISTORY]
+    for row, (_, _, loss, lr, one, five, full) in zip(rows, PINNED_HISTORY):
+        assert row["loss"] == pytest.approx(loss, rel=1e-6) and row["lr"] == pytest.approx(lr, rel=1e-9)
+        got = (row["one_shot"], row["five_shot"], row["full_knn"])
+        assert got == pytest.approx((one, five, full), rel=1e-6)
+    last = PINNED_HISTORY[-1]
+    for name, micro in zip(("one_shot", "five_shot", "full_knn"), last[4:]):
+        assert metrics[name]["micro_mean"] == pytest.approx(micro, rel=1e-6)
+        assert metrics[name]["macro_mean"] == pytest.approx(PINNED_MACRO[name], rel=1e-6)
+    assert metrics["train"]["epochs"] == 3 and metrics["train"]["num_processes"] == 1
