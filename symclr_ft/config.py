@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from symclr_ft.errors import ConfigError  # noqa: F401  (re-exported: raised by everything here)
+from symclr_ft.errors import ArgumentParser, ConfigError, report_user_errors  # ConfigError is re-exported
 
 
 @dataclass
@@ -83,7 +83,9 @@ class OptimConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: int = 10  # cosine steps only after this many epochs, as the seed does
+    # Epochs at the full learning rate before the cosine decay starts (the seed's "warm-up",
+    # which holds the rate constant rather than ramping it up).
+    hold_epochs: int = 10
     grad_clip: float = 0.0  # 0 = no clipping
     accumulate: int = 1  # gradient accumulation steps
 
@@ -136,33 +138,19 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# (section, key) -> predicate, message; checked after loading.
-_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
-    ("data", "image_size"): (lambda v: v >= 16, "must be at least 16"),
-    ("data", "batch_size"): (lambda v: v >= 2, "must be at least 2 (InfoNCE needs negatives)"),
-    ("data", "samples_per_class"): (lambda v: v >= 1, "must be at least 1"),
-    ("data", "num_workers"): (lambda v: v >= 0, "must be >= 0"),
-    ("data", "shuffle_buffer"): (lambda v: v >= 1, "must be >= 1"),
-    ("model", "out_dim"): (lambda v: v >= 1, "must be >= 1"),
-    ("views", "aug_strength"): (lambda v: v >= 0, "must be >= 0"),
-    ("views", "crop_scale_min"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    ("views", "color_jitter_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
-    ("views", "grayscale_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
-    ("loss", "temperature"): (lambda v: v > 0, "must be > 0"),
-    ("loss", "infonce_weight"): (lambda v: v >= 0, "must be >= 0"),
-    ("optim", "lr"): (lambda v: v > 0, "must be > 0"),
-    ("optim", "weight_decay"): (lambda v: v >= 0, "must be >= 0"),
-    ("optim", "warmup_epochs"): (lambda v: v >= 0, "must be >= 0"),
-    ("optim", "grad_clip"): (lambda v: v >= 0, "must be >= 0 (0 = off)"),
-    ("optim", "accumulate"): (lambda v: v >= 1, "must be >= 1"),
-    ("train", "epochs"): (lambda v: v >= 1, "must be >= 1"),
-    ("train", "eval_every"): (lambda v: v >= 0, "must be >= 0"),
-    ("train", "max_steps"): (lambda v: v >= 0, "must be >= 0"),
-    ("train", "save_every"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "episodes"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "batch_size"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "image_size"): (lambda v: v == 0 or v >= 16, "must be 0 (same as training) or >= 16"),
+# Ranges that types alone cannot express, checked after loading: smallest valid value by key.
+_AT_LEAST: dict[str, float] = {
+    "data.image_size": 16, "data.samples_per_class": 1, "data.num_workers": 0,
+    "data.shuffle_buffer": 1, "model.out_dim": 1, "views.aug_strength": 0,
+    "loss.infonce_weight": 0, "optim.weight_decay": 0, "optim.hold_epochs": 0,
+    "optim.grad_clip": 0, "optim.accumulate": 1, "train.epochs": 1, "train.eval_every": 0,
+    "train.max_steps": 0, "train.save_every": 1, "eval.episodes": 1, "eval.batch_size": 1,
 }
+_POSITIVE = ("loss.temperature", "optim.lr")
+_PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
+# Keys renamed since earlier versions: old dotted name -> new one.
+_RENAMED = {"optim.warmup_epochs": "optim.hold_epochs"}
+_INIT_KINDS = ("random", "simclr", "torchvision", "timm", "efficientnet_lite0")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -241,6 +229,9 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
                 f"got {type(values).__name__}"
             )
         types_ = _section_types(cls)
+        for key in values:
+            if f"{name}.{key}" in _RENAMED:
+                raise ConfigError(f"{source}: {name}.{key} is now called {_RENAMED[f'{name}.{key}']}")
         unknown = sorted(map(_key_name, set(values) - set(types_)))
         if unknown:
             raise ConfigError(
@@ -253,23 +244,71 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
     return cfg
 
 
-def validate(cfg: Config, source: str = "config") -> None:
-    """Range checks that types alone cannot express."""
-    for (section, key), (ok, message) in _RANGES.items():
-        value = getattr(getattr(cfg, section), key)
-        if not ok(value):
-            raise ConfigError(f"{source}: {section}.{key}={value!r} {message}")
-    init = cfg.model.init
+def _range_problem(key: str, value: Any) -> str | None:
+    if key in _AT_LEAST and value < _AT_LEAST[key]:
+        return f"must be >= {_AT_LEAST[key]}"
+    if key in _POSITIVE and not value > 0:
+        return "must be > 0"
+    if key in _PROBABILITIES and not 0 <= value <= 1:
+        return "must be a probability in [0, 1]"
+    return None
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    for key in (*_AT_LEAST, *_POSITIVE, *_PROBABILITIES):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        problem = _range_problem(key, value)
+        if problem:
+            raise ConfigError(f"{source}: {key}={value!r} {problem}")
+    if cfg.data.batch_size < 2:
+        raise ConfigError(f"{source}: data.batch_size={cfg.data.batch_size} must be at least 2 (InfoNCE needs negatives)")
+    if not 0 < cfg.views.crop_scale_min <= 1:
+        raise ConfigError(f"{source}: views.crop_scale_min={cfg.views.crop_scale_min!r} must be in (0, 1]")
+    if cfg.eval.image_size != 0 and cfg.eval.image_size < 16:
+        raise ConfigError(f"{source}: eval.image_size={cfg.eval.image_size} must be 0 (same as training) or >= 16")
+
+
+def _check_init(init: str, source: str) -> None:
     kind = init.split(":", 1)[0]
-    if kind not in ("random", "simclr", "torchvision", "timm", "efficientnet_lite0"):
+    if kind not in _INIT_KINDS:
         raise ConfigError(
             f"{source}: model.init={init!r} must be random, efficientnet_lite0 or KIND:PATH "
             "with KIND one of simclr, torchvision, timm, efficientnet_lite0"
         )
     if kind not in ("random", "efficientnet_lite0") and ":" not in init:
         raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
+
+
+def _check_run_name(name: str, source: str) -> None:
+    """The run folder is ``run.out_dir/run.name`` and --overwrite replaces it: a name that is
+    empty, ``.``, ``..`` or a path would make that folder the output folder itself or
+    somewhere else entirely."""
+    if name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(
+            f"{source}: run.name={name!r} must be a plain folder name (not empty, '.', '..', "
+            "a path or padded with spaces)"
+        )
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """Every check a config can get without reading data: ranges, combinations of settings,
+    the run name. Runs at load time, so a mistake costs no training."""
+    _check_ranges(cfg, source)
+    _check_init(cfg.model.init, source)
+    _check_run_name(cfg.run.name, source)
     if cfg.loss.infonce_weight and cfg.loss.name != "supcon":
         raise ConfigError(f"{source}: loss.infonce_weight applies to loss.name=supcon only")
+    if cfg.eval.split == cfg.data.train_split:
+        raise ConfigError(
+            f"{source}: eval.split={cfg.eval.split} is the training split (data.train_split); "
+            "evaluate on valid or test, or none"
+        )
+    if cfg.data.streaming and not (cfg.loss.mask_same_class or cfg.loss.name == "supcon"):
+        raise ConfigError(
+            f"{source}: data.streaming=true: classes are unique only within each process's "
+            "batch; set loss.mask_same_class=true (or loss.name=supcon)"
+        )
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -296,12 +335,17 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _merge(base: dict, extra: dict) -> dict:
+    """``extra``'s sections over ``base``'s, key by key. A section that is not a mapping is
+    kept as it is, for config_from_dict to report."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in extra.items():
         current = out.get(section)
         if current is not None and not isinstance(current, dict):
             continue  # a broken section of the file: config_from_dict reports it
-        out[section] = {**(current or {}), **values}
+        if isinstance(values, dict):
+            out[section] = {**(current or {}), **values}
+        elif values is not None:  # "eval:" with nothing under it changes nothing
+            out[section] = values
     return out
 
 
@@ -327,9 +371,28 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
 
 
+def _with_base(raw: Any, path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """A config may start from another: ``base: baseline.yaml`` (relative to the file that
+    says it) gives every value of that file, and this file's sections override key by key."""
+    if not isinstance(raw, dict) or "base" not in raw:
+        return raw
+    raw = dict(raw)
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{path}: base: {base} leads back to itself")
+    base_raw = _with_base(read_yaml(base_path), base_path, (*seen, base_path))
+    if base_raw is not None and not isinstance(base_raw, dict):
+        raise ConfigError(f"{base_path}: expected a mapping of sections, got {type(base_raw).__name__}")
+    return _merge(base_raw or {}, raw)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``section.key=value`` overrides, validate."""
-    raw = read_yaml(path) if path else {}
+    """Read a YAML config (and the ``base:`` it names), apply ``section.key=value`` overrides,
+    validate."""
+    raw = _with_base(read_yaml(path), Path(path).resolve(), (Path(path).resolve(),)) if path else {}
     source = str(path) if path else "config"
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
@@ -349,8 +412,6 @@ def dump_config(cfg: Config) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m symclr_ft.config --config F [--get section.key ...] [overrides]``: print the
     resolved config, or just the requested values on one line (for shell scripts)."""
-    from symclr_ft.errors import ArgumentParser, report_user_errors
-
     @report_user_errors
     def run() -> None:
         parser = ArgumentParser(prog="python -m symclr_ft.config", description=main.__doc__)

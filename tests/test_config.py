@@ -24,7 +24,7 @@ def test_seed_experiments_have_the_seeds_values(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert (cfg.loss.temperature, cfg.optim.weight_decay, cfg.views.aug_strength, cfg.optim.scheduler) == SEED_EXPERIMENTS[name]
     assert (cfg.model.arch, cfg.data.image_size, cfg.data.batch_size, cfg.train.epochs) == ("resnet18", 224, 32, 50)
-    assert (cfg.model.out_dim, cfg.optim.lr, cfg.optim.warmup_epochs) == (128, 3e-4, 10)
+    assert (cfg.model.out_dim, cfg.optim.lr, cfg.optim.hold_epochs) == (128, 3e-4, 10)
     assert cfg.run.name == name
 
 

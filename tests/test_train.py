@@ -28,7 +28,7 @@ def tiny(shards: Path, out: Path, name: str, *extra: str) -> list[str]:
     return [
         "--config", str(ROOT / "configs/baseline.yaml"),
         f"data.shards={shards}", "data.image_size=32", "data.batch_size=8",
-        "train.epochs=2", "optim.warmup_epochs=1", "train.mixed_precision=no",
+        "train.epochs=2", "optim.hold_epochs=1", "train.mixed_precision=no",
         "eval.episodes=10", "eval.batch_size=64", "eval.split=valid", "train.eval_every=0",
         f"run.out_dir={out}", f"run.name={name}", "run.tracking=none", *extra,
     ]
@@ -272,7 +272,7 @@ def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_pa
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the recorded numbers were computed with one thread
     try:
-        args = tiny(synth_shards, tmp_path, "pinned", "train.epochs=3", "optim.warmup_epochs=2", "train.eval_every=1")
+        args = tiny(synth_shards, tmp_path, "pinned", "train.epochs=3", "optim.hold_epochs=2", "train.eval_every=1")
         cfg = load_config(args[1], args[2:])
         metrics = train_module.train(cfg)
     finally:
