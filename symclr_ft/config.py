@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from symclr_ft.errors import ArgumentParser, ConfigError, report_user_errors  # ConfigError is re-exported
+from symclr_ft.errors import ArgumentParser, ConfigError, library_message, report_user_errors  # ConfigError is re-exported
 
 
 @dataclass
@@ -148,9 +148,35 @@ _AT_LEAST: dict[str, float] = {
 }
 _POSITIVE = ("loss.temperature", "optim.lr")
 _PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
-# Keys renamed since earlier versions: old dotted name -> new one.
+# Keys renamed since earlier versions, still read as aliases: old dotted name -> new one.
 _RENAMED = {"optim.warmup_epochs": "optim.hold_epochs"}
 _INIT_KINDS = ("random", "simclr", "torchvision", "timm", "efficientnet_lite0")
+
+
+# annotation -> (accepts the YAML value, what it expects); floats have their own rules below.
+_PLAIN_TYPES: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _coerce_float(value: Any, where: str) -> float:
+    if isinstance(value, str):
+        # YAML 1.1 reads 1e-3 (no dot) as a string; users should not have to know that.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise ConfigError(f"{where}: expected a finite number, got a huge integer") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -165,34 +191,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if annotation in _PLAIN_TYPES:
+        accepts, expected = _PLAIN_TYPES[annotation]
+        if not accepts(value):
+            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; users should not have to know that.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond the float range
-            raise ConfigError(f"{where}: expected a finite number, got a huge integer") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return number
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+        return _coerce_float(value, where)
     raise TypeError(f"unsupported annotation {annotation!r} at {where}")  # a bug, not user input
 
 
@@ -204,6 +209,28 @@ def _key_name(key: Any) -> str:
 def _section_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _renamed_keys(values: dict, section: str, source: str) -> dict:
+    """Old key names still read (run folders written before a rename hold them): the value
+    moves to the new name; both names at once is ambiguous and refused."""
+    out = dict(values)
+    for key in list(out):
+        new = _RENAMED.get(f"{section}.{key}") if isinstance(key, str) else None
+        if new is None:
+            continue
+        new_key = new.split(".", 1)[1]
+        if new_key in out:
+            raise ConfigError(f"{source}: {section}.{key} is the old name of {new}; give only {new}")
+        out[new_key] = out.pop(key)
+    return out
+
+
+def _renamed_sections(raw: Any, source: str) -> Any:
+    """:func:`_renamed_keys` for every section of one file (or of the overrides)."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: _renamed_keys(v, k, source) if isinstance(v, dict) else v for k, v in raw.items()}
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
@@ -229,9 +256,7 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
                 f"got {type(values).__name__}"
             )
         types_ = _section_types(cls)
-        for key in values:
-            if f"{name}.{key}" in _RENAMED:
-                raise ConfigError(f"{source}: {name}.{key} is now called {_RENAMED[f'{name}.{key}']}")
+        values = _renamed_keys(values, name, source)
         unknown = sorted(map(_key_name, set(values) - set(types_)))
         if unknown:
             raise ConfigError(
@@ -368,15 +393,15 @@ def read_yaml(path: str | Path) -> Any:
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({library_message(err)})") from None
 
 
 def _with_base(raw: Any, path: Path, seen: tuple[Path, ...] = ()) -> Any:
     """A config may start from another: ``base: baseline.yaml`` (relative to the file that
     says it) gives every value of that file, and this file's sections override key by key."""
     if not isinstance(raw, dict) or "base" not in raw:
-        return raw
-    raw = dict(raw)
+        return _renamed_sections(raw, str(path))
+    raw = _renamed_sections(dict(raw), str(path))
     base = raw.pop("base")
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
@@ -396,7 +421,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     source = str(path) if path else "config"
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
-    raw = _merge(raw or {}, parse_overrides(overrides or []))
+    raw = _merge(raw or {}, _renamed_sections(parse_overrides(overrides or []), "override"))
     return config_from_dict(raw, source)
 
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from symclr_ft.errors import UserError
+from symclr_ft.errors import UserError, library_message
 
 
 def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "") -> Any:
@@ -29,7 +29,7 @@ def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "")
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, expected a {what}") from None
     except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+        raise UserError(f"{path}: cannot read {what} ({err.strerror or library_message(err)})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -39,7 +39,7 @@ def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "")
     except UnicodeDecodeError:
         raise UserError(f"{path}: {what} is not valid JSON (not UTF-8 text)") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise UserError(f"{path}: {what} is not valid JSON ({err})") from None
+        raise UserError(f"{path}: {what} is not valid JSON ({library_message(err)})") from None
     except RecursionError:
         raise UserError(f"{path}: {what} is not valid JSON (nested too deeply)") from None
 

@@ -31,6 +31,7 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
     import os
     import signal
     import time
+    import warnings
     from dataclasses import asdict, dataclass, field
 
     import numpy as np
@@ -249,7 +250,9 @@ def finish_epoch(t: Trainer, epoch: int, evaluation: tuple | None, classes: list
     row = {"epoch": epoch, "step": p.global_step, "loss": p.loss_sum / max(p.loss_count, 1),
            "lr": t.scheduler.get_last_lr()[0], "seconds": p.seconds,
            "images_per_s": p.crops / max(p.seconds, 1e-9)}
-    t.scheduler.step()
+    with warnings.catch_warnings():  # a resumed epoch may end without an optimiser step here
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+        t.scheduler.step()
     last = epoch + 1 == cfg.train.epochs or t.budget_spent()
     due = cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0
     metrics = None
