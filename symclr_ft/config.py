@@ -99,9 +99,8 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke tests
     save_every: int = 1  # save resumable state every N epochs
     log_batches: bool = False  # write each process's crop indices per step (batches-rankN.jsonl)
-    # torch.compile (inductor) through Accelerate's dynamo_backend. Off by default: on the
-    # 2-core CPU it costs ~40 s of compiling and its steps are ~7% slower (docs/RESULTS.md);
-    # meant for GPUs.
+    # torch.compile (inductor) through Accelerate's dynamo_backend. Off by default: on a CPU
+    # the compile time is not won back and steps are no faster (docs/RESULTS.md); for GPUs.
     compile: bool = False
 
 
