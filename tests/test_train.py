@@ -514,3 +514,28 @@ def test_ctrl_c_while_the_command_imports_torch_is_one_line(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert (proc.returncode, stderr) == (130, "interrupted\n")
+
+
+@pytest.mark.parametrize("hold", [0, 1, 2, 5])
+@pytest.mark.parametrize("scheduler", ["cosine", "none"])
+def test_the_hold_lives_in_the_schedule(hold, scheduler):
+    """Stepped every epoch, the schedule gives the rates the seed's loop gave by not stepping
+    a cosine schedule during its warm-up epochs."""
+    import math
+
+    from symclr_ft.train import hold_then_cosine
+
+    cfg = load_config(None, [f"optim.hold_epochs={hold}", f"optim.scheduler={scheduler}", "train.epochs=6"])
+    net = torch.nn.Linear(1, 1)
+    ours = hold_then_cosine(torch.optim.SGD(net.parameters(), lr=1.0), cfg)
+    decay = max(1, 6 - hold + 1)
+    seed_steps, rates = 0, []
+    for epoch in range(6):
+        cosine = 0.5 * (1 + math.cos(math.pi * min(seed_steps, decay) / decay))
+        rates.append((ours.get_last_lr()[0], cosine if scheduler == "cosine" else 1.0))
+        ours.optimizer.step()
+        ours.step()
+        if epoch + 1 >= hold:  # the seed's loop stepped its schedule only from here on
+            seed_steps += 1
+    assert [a for a, _ in rates] == pytest.approx([b for _, b in rates], rel=1e-12)
+    assert rates[0][0] == 1.0
