@@ -113,17 +113,19 @@ class RunFiles:
     def check_start(self, resume: bool, overwrite: bool) -> str:
         """How this run may start, decided before any input is read and before anything is
         deleted: ``resume``, ``replace`` (after the new run's inputs have been checked) or
-        ``new``. Refuses the cases that would lose work, and a folder that cannot be made."""
+        ``new``; ``restart`` for a folder whose earlier start never trained (replaced without
+        --overwrite). Refuses the cases that would lose work, and a folder that cannot be made."""
         if self.dir.exists() and not self.dir.is_dir():
             raise UserError(f"{self.dir}: exists and is not a run folder")
         ensure_writable_dir(self.dir.parent)
         if resume:
             if not self.state_dir.is_dir():
-                hint = "" if self.has_training() else " (nothing was trained here yet)"
+                started = self.own_entries() and not self.has_training()
+                hint = " (nothing was trained here yet)" if started else ""
                 raise UserError(f"{self.dir}: nothing to resume (no saved state){hint}; start without --resume")
             return "resume"
         if not self.has_training():
-            return "replace" if self.own_entries() else "new"
+            return "restart" if self.own_entries() else "new"
         if not overwrite:
             raise UserError(
                 f"{self.dir}: run folder exists; use --resume to continue it, --overwrite to "
@@ -132,9 +134,12 @@ class RunFiles:
         return "replace"
 
     def start(self, how: str) -> None:
-        """Create the folder; for ``replace``, first delete what the earlier run wrote (only
-        the entries the project names: anything else in the folder stays)."""
-        if how == "replace":
+        """Create the folder; for ``replace`` and ``restart``, first delete what the earlier
+        run wrote (only the entries the project names: anything else in the folder stays)."""
+        if how == "restart":
+            print(f"note: {self.dir}: an earlier start never reached its first step; starting again",
+                  file=sys.stderr)
+        if how in ("replace", "restart"):
             try:
                 for path in self.own_entries():
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
