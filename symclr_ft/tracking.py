@@ -261,7 +261,7 @@ def wandb_settings(cfg: Config, run_dir: Path) -> tuple[str | None, dict]:
     if mode == "disabled":
         return None, {}
     try:
-        import wandb  # noqa: F401
+        import wandb  # noqa: F401  (only whether it can be imported)
     except ImportError:
         warnings.warn("wandb is not installed: logging to local files only", stacklevel=2)
         return None, {}

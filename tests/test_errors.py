@@ -1,8 +1,5 @@
 """One-line errors: library messages quoted without colour codes or a cut mid-word."""
 
-import subprocess
-import sys
-
 from symclr_ft.errors import library_message
 
 

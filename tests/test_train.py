@@ -461,24 +461,26 @@ def test_out_dir_under_a_file_is_one_line(synth_shards, tmp_path, capsys):
 def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(synth_shards, tmp_path, monkeypatch, capsys):
     args = tiny(synth_shards, tmp_path, "full", "train.epochs=2", "train.max_steps=15", "eval.split=none")
     real_save = torch.save
-    full = {"after": None}
+    full = {"after": None, "spare": 0}  # fail writes to paths containing "after", after "spare" of them
 
     def save(obj, f, *a, **k):
         if full["after"] and full["after"] in str(f):
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
-                               "writing file data/0: file write failed")
+            full["spare"] -= 1
+            if full["spare"] < 0:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                                   "writing file data/0: file write failed")
         return real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(torch, "save", save)
-    full["after"] = "state.tmp"  # the model file is written, the state is not
+    full["after"] = "state.tmp"  # the first epoch's model file is written, its state is not
     code, err = main_exit(args, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "state: cannot save the training state (" in err and "the previous state is kept" in err
     assert not (tmp_path / "full" / "state").exists() and not (tmp_path / "full" / "state.tmp").exists()
-    full["after"] = ".model.pt."  # now the model file: the one before stays
-    before = weights(tmp_path / "full")
+    full["after"], full["spare"] = ".model.pt.", 1  # now the second epoch's model file: the first stays
     code, err = main_exit(args + ["--overwrite"], capsys)
-    assert code == 2 and "model.pt: cannot write the model file (" in err
+    assert code == 2 and "model.pt: cannot write the model file (" in err and "\x1b" not in err
+    assert read_checkpoint(tmp_path / "full" / "model.pt")["epoch"] == 1
     assert [p.name for p in (tmp_path / "full").iterdir() if p.name.endswith(".tmp")] == []
 
 
