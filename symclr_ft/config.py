@@ -1,9 +1,11 @@
 """Every setting of a run, as plain dataclasses loaded from YAML.
 
 A config file maps section by section onto :class:`Config`; command-line overrides use
-the same dotted names (``optim.lr=1e-3`` or ``--optim.lr=1e-3``). Unknown keys and values
-of the wrong type or range are refused with one line that names the file, the key and
-the valid choices, before any work starts: a typo must never silently train the default.
+the same dotted names (``optim.lr=1e-3`` or ``--optim.lr=1e-3``). A file may start from another
+with ``base: other.yaml`` (relative to the file) and state only what differs, so that a variant
+says what it varies. Unknown keys and values of the wrong type or range are refused with one
+line that names the file, the key and the valid choices, before any work starts: a typo must
+never silently train the default. Every check that needs no data is in :func:`validate`.
 
 Example::
 
