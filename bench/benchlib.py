@@ -3,7 +3,7 @@ batches both paths see, A/B alternation, and the markdown report.
 
 The default path is ``symclr_ft.train``'s loop body on one process, built from the package's
 own functions: uint8 crops in memory (``load_split``), both views made batched on tensors
-(``train.views_for`` = ``sample_view_params`` + ``apply_views``), channels_last, bf16 autocast
+(``batches.views_for`` = ``sample_view_params`` + ``apply_views``), channels_last, bf16 autocast
 through ``Accelerator(mixed_precision="bf16")`` and ``accelerator.prepare(model, optimizer)``,
 InfoNCE, Adam. Its switches (precision, memory format) exist only to measure what each one
 contributes.
@@ -41,7 +41,7 @@ from symclr_ft.config import Config  # noqa: E402
 from symclr_ft.data import class_unique_batches  # noqa: E402
 from symclr_ft.losses import contrastive_loss  # noqa: E402
 from symclr_ft.model import build_model  # noqa: E402
-from symclr_ft.train import LocalBatch, views_for  # noqa: E402
+from symclr_ft.batches import LocalBatch, views_for  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

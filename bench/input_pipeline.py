@@ -7,7 +7,7 @@ One command::
 
 Per image size and repetition, in turn:
 
-* ``default views``: uint8 crops in memory -> ``train.views_for`` (batched ``sample_view_params``
+* ``default views``: uint8 crops in memory -> ``batches.views_for`` (batched ``sample_view_params``
   + ``apply_views``) -> channels_last, on the training device, in the training process;
 * ``seed views, N workers``: the seed's per-sample PIL transforms in a DataLoader with 0, 1, 2
   workers (decoded PIL crops from the shards -> collated (2B, 3, S, S) float tensor);

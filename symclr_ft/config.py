@@ -1,9 +1,11 @@
 """Every setting of a run, as plain dataclasses loaded from YAML.
 
 A config file maps section by section onto :class:`Config`; command-line overrides use
-the same dotted names (``optim.lr=1e-3`` or ``--optim.lr=1e-3``). Unknown keys and values
-of the wrong type or range are refused with one line that names the file, the key and
-the valid choices, before any work starts: a typo must never silently train the default.
+the same dotted names (``optim.lr=1e-3`` or ``--optim.lr=1e-3``). A file may start from another
+with ``base: other.yaml`` (relative to the file) and state only what differs, so that a variant
+says what it varies. Unknown keys and values of the wrong type or range are refused with one
+line that names the file, the key and the valid choices, before any work starts: a typo must
+never silently train the default. Every check that needs no data is in :func:`validate`.
 
 Example::
 
@@ -22,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from symclr_ft.errors import ConfigError  # noqa: F401  (re-exported: raised by everything here)
+from symclr_ft.errors import ArgumentParser, ConfigError, library_message, report_user_errors  # ConfigError is re-exported
 
 
 @dataclass
@@ -84,7 +86,9 @@ class OptimConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: int = 10  # cosine steps only after this many epochs, as the seed does
+    # Epochs at the full learning rate before the cosine decay starts (the seed's "warm-up",
+    # which holds the rate constant rather than ramping it up).
+    hold_epochs: int = 10
     grad_clip: float = 0.0  # 0 = no clipping
     accumulate: int = 1  # gradient accumulation steps
 
@@ -98,9 +102,8 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke tests
     save_every: int = 1  # save resumable state every N epochs
     log_batches: bool = False  # write each process's crop indices per step (batches-rankN.jsonl)
-    # torch.compile (inductor) through Accelerate's dynamo_backend. Off by default: on the
-    # 2-core CPU it costs ~40 s of compiling and its steps are ~7% slower (docs/RESULTS.md);
-    # meant for GPUs.
+    # torch.compile (inductor) through Accelerate's dynamo_backend. Off by default: on a CPU
+    # the compile time is not won back and steps are no faster (docs/RESULTS.md); for GPUs.
     compile: bool = False
 
 
@@ -137,33 +140,45 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# (section, key) -> predicate, message; checked after loading.
-_RANGES: dict[tuple[str, str], tuple[Any, str]] = {
-    ("data", "image_size"): (lambda v: v >= 16, "must be at least 16"),
-    ("data", "batch_size"): (lambda v: v >= 2, "must be at least 2 (InfoNCE needs negatives)"),
-    ("data", "samples_per_class"): (lambda v: v >= 1, "must be at least 1"),
-    ("data", "num_workers"): (lambda v: v >= 0, "must be >= 0"),
-    ("data", "shuffle_buffer"): (lambda v: v >= 1, "must be >= 1"),
-    ("model", "out_dim"): (lambda v: v >= 1, "must be >= 1"),
-    ("views", "aug_strength"): (lambda v: v >= 0, "must be >= 0"),
-    ("views", "crop_scale_min"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    ("views", "color_jitter_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
-    ("views", "grayscale_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),
-    ("loss", "temperature"): (lambda v: v > 0, "must be > 0"),
-    ("loss", "infonce_weight"): (lambda v: v >= 0, "must be >= 0"),
-    ("optim", "lr"): (lambda v: v > 0, "must be > 0"),
-    ("optim", "weight_decay"): (lambda v: v >= 0, "must be >= 0"),
-    ("optim", "warmup_epochs"): (lambda v: v >= 0, "must be >= 0"),
-    ("optim", "grad_clip"): (lambda v: v >= 0, "must be >= 0 (0 = off)"),
-    ("optim", "accumulate"): (lambda v: v >= 1, "must be >= 1"),
-    ("train", "epochs"): (lambda v: v >= 1, "must be >= 1"),
-    ("train", "eval_every"): (lambda v: v >= 0, "must be >= 0"),
-    ("train", "max_steps"): (lambda v: v >= 0, "must be >= 0"),
-    ("train", "save_every"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "episodes"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "batch_size"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "image_size"): (lambda v: v == 0 or v >= 16, "must be 0 (same as training) or >= 16"),
+# Ranges that types alone cannot express, checked after loading: smallest valid value by key.
+_AT_LEAST: dict[str, float] = {
+    "data.image_size": 16, "data.samples_per_class": 1, "data.num_workers": 0,
+    "data.shuffle_buffer": 1, "model.out_dim": 1, "views.aug_strength": 0,
+    "loss.infonce_weight": 0, "optim.weight_decay": 0, "optim.hold_epochs": 0,
+    "optim.grad_clip": 0, "optim.accumulate": 1, "train.epochs": 1, "train.eval_every": 0,
+    "train.max_steps": 0, "train.save_every": 1, "eval.episodes": 1, "eval.batch_size": 1,
 }
+_POSITIVE = ("loss.temperature", "optim.lr")
+_PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
+# Keys renamed since earlier versions, still read as aliases: old dotted name -> new one.
+_RENAMED = {"optim.warmup_epochs": "optim.hold_epochs"}
+_INIT_KINDS = ("random", "simclr", "torchvision", "timm", "efficientnet_lite0")
+
+
+# annotation -> (accepts the YAML value, what it expects); floats have their own rules below.
+_PLAIN_TYPES: dict[Any, tuple[Any, str]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _coerce_float(value: Any, where: str) -> float:
+    if isinstance(value, str):
+        # YAML 1.1 reads 1e-3 (no dot) as a string; users should not have to know that.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        raise ConfigError(f"{where}: expected a finite number, got a huge integer") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -178,34 +193,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if annotation in _PLAIN_TYPES:
+        accepts, expected = _PLAIN_TYPES[annotation]
+        if not accepts(value):
+            raise ConfigError(f"{where}: expected {expected}, got {value!r}")
         return value
     if annotation is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads 1e-3 (no dot) as a string; users should not have to know that.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond the float range
-            raise ConfigError(f"{where}: expected a finite number, got a huge integer") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
-        return number
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+        return _coerce_float(value, where)
     raise TypeError(f"unsupported annotation {annotation!r} at {where}")  # a bug, not user input
 
 
@@ -217,6 +211,28 @@ def _key_name(key: Any) -> str:
 def _section_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _renamed_keys(values: dict, section: str, source: str) -> dict:
+    """Old key names still read (run folders written before a rename hold them): the value
+    moves to the new name; both names at once is ambiguous and refused."""
+    out = dict(values)
+    for key in list(out):
+        new = _RENAMED.get(f"{section}.{key}") if isinstance(key, str) else None
+        if new is None:
+            continue
+        new_key = new.split(".", 1)[1]
+        if new_key in out:
+            raise ConfigError(f"{source}: {section}.{key} is the old name of {new}; give only {new}")
+        out[new_key] = out.pop(key)
+    return out
+
+
+def _renamed_sections(raw: Any, source: str) -> Any:
+    """:func:`_renamed_keys` for every section of one file (or of the overrides)."""
+    if not isinstance(raw, dict):
+        return raw
+    return {k: _renamed_keys(v, k, source) if isinstance(v, dict) else v for k, v in raw.items()}
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
@@ -242,6 +258,7 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
                 f"got {type(values).__name__}"
             )
         types_ = _section_types(cls)
+        values = _renamed_keys(values, name, source)
         unknown = sorted(map(_key_name, set(values) - set(types_)))
         if unknown:
             raise ConfigError(
@@ -254,23 +271,71 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
     return cfg
 
 
-def validate(cfg: Config, source: str = "config") -> None:
-    """Range checks that types alone cannot express."""
-    for (section, key), (ok, message) in _RANGES.items():
-        value = getattr(getattr(cfg, section), key)
-        if not ok(value):
-            raise ConfigError(f"{source}: {section}.{key}={value!r} {message}")
-    init = cfg.model.init
+def _range_problem(key: str, value: Any) -> str | None:
+    if key in _AT_LEAST and value < _AT_LEAST[key]:
+        return f"must be >= {_AT_LEAST[key]}"
+    if key in _POSITIVE and not value > 0:
+        return "must be > 0"
+    if key in _PROBABILITIES and not 0 <= value <= 1:
+        return "must be a probability in [0, 1]"
+    return None
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    for key in (*_AT_LEAST, *_POSITIVE, *_PROBABILITIES):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        problem = _range_problem(key, value)
+        if problem:
+            raise ConfigError(f"{source}: {key}={value!r} {problem}")
+    if cfg.data.batch_size < 2:
+        raise ConfigError(f"{source}: data.batch_size={cfg.data.batch_size} must be at least 2 (InfoNCE needs negatives)")
+    if not 0 < cfg.views.crop_scale_min <= 1:
+        raise ConfigError(f"{source}: views.crop_scale_min={cfg.views.crop_scale_min!r} must be in (0, 1]")
+    if cfg.eval.image_size != 0 and cfg.eval.image_size < 16:
+        raise ConfigError(f"{source}: eval.image_size={cfg.eval.image_size} must be 0 (same as training) or >= 16")
+
+
+def _check_init(init: str, source: str) -> None:
     kind = init.split(":", 1)[0]
-    if kind not in ("random", "simclr", "torchvision", "timm", "efficientnet_lite0"):
+    if kind not in _INIT_KINDS:
         raise ConfigError(
             f"{source}: model.init={init!r} must be random, efficientnet_lite0 or KIND:PATH "
             "with KIND one of simclr, torchvision, timm, efficientnet_lite0"
         )
     if kind not in ("random", "efficientnet_lite0") and ":" not in init:
         raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
+
+
+def _check_run_name(name: str, source: str) -> None:
+    """The run folder is ``run.out_dir/run.name`` and --overwrite replaces it: a name that is
+    empty, ``.``, ``..`` or a path would make that folder the output folder itself or
+    somewhere else entirely."""
+    if name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(
+            f"{source}: run.name={name!r} must be a plain folder name (not empty, '.', '..', "
+            "a path or padded with spaces)"
+        )
+
+
+def validate(cfg: Config, source: str = "config") -> None:
+    """Every check a config can get without reading data: ranges, combinations of settings,
+    the run name. Runs at load time, so a mistake costs no training."""
+    _check_ranges(cfg, source)
+    _check_init(cfg.model.init, source)
+    _check_run_name(cfg.run.name, source)
     if cfg.loss.infonce_weight and cfg.loss.name != "supcon":
         raise ConfigError(f"{source}: loss.infonce_weight applies to loss.name=supcon only")
+    if cfg.eval.split == cfg.data.train_split:
+        raise ConfigError(
+            f"{source}: eval.split={cfg.eval.split} is the training split (data.train_split); "
+            "evaluate on valid or test, or none"
+        )
+    if cfg.data.streaming and not (cfg.loss.mask_same_class or cfg.loss.name == "supcon"):
+        raise ConfigError(
+            f"{source}: data.streaming=true: classes are unique only within each process's "
+            "batch; set loss.mask_same_class=true (or loss.name=supcon)"
+        )
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -297,12 +362,17 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _merge(base: dict, extra: dict) -> dict:
+    """``extra``'s sections over ``base``'s, key by key. A section that is not a mapping is
+    kept as it is, for config_from_dict to report."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for section, values in extra.items():
         current = out.get(section)
         if current is not None and not isinstance(current, dict):
             continue  # a broken section of the file: config_from_dict reports it
-        out[section] = {**(current or {}), **values}
+        if isinstance(values, dict):
+            out[section] = {**(current or {}), **values}
+        elif values is not None:  # "eval:" with nothing under it changes nothing
+            out[section] = values
     return out
 
 
@@ -325,16 +395,35 @@ def read_yaml(path: str | Path) -> Any:
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML (nested too deeply)") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({library_message(err)})") from None
+
+
+def _with_base(raw: Any, path: Path, seen: tuple[Path, ...] = ()) -> Any:
+    """A config may start from another: ``base: baseline.yaml`` (relative to the file that
+    says it) gives every value of that file, and this file's sections override key by key."""
+    if not isinstance(raw, dict) or "base" not in raw:
+        return _renamed_sections(raw, str(path))
+    raw = _renamed_sections(dict(raw), str(path))
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in seen:
+        raise ConfigError(f"{path}: base: {base} leads back to itself")
+    base_raw = _with_base(read_yaml(base_path), base_path, (*seen, base_path))
+    if base_raw is not None and not isinstance(base_raw, dict):
+        raise ConfigError(f"{base_path}: expected a mapping of sections, got {type(base_raw).__name__}")
+    return _merge(base_raw or {}, raw)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``section.key=value`` overrides, validate."""
-    raw = read_yaml(path) if path else {}
+    """Read a YAML config (and the ``base:`` it names), apply ``section.key=value`` overrides,
+    validate."""
+    raw = _with_base(read_yaml(path), Path(path).resolve(), (Path(path).resolve(),)) if path else {}
     source = str(path) if path else "config"
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
-    raw = _merge(raw or {}, parse_overrides(overrides or []))
+    raw = _merge(raw or {}, _renamed_sections(parse_overrides(overrides or []), "override"))
     return config_from_dict(raw, source)
 
 
@@ -350,8 +439,6 @@ def dump_config(cfg: Config) -> str:
 def main(argv: list[str] | None = None) -> None:
     """``python -m symclr_ft.config --config F [--get section.key ...] [overrides]``: print the
     resolved config, or just the requested values on one line (for shell scripts)."""
-    from symclr_ft.errors import ArgumentParser, report_user_errors
-
     @report_user_errors
     def run() -> None:
         parser = ArgumentParser(prog="python -m symclr_ft.config", description=main.__doc__)

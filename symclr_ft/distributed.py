@@ -9,9 +9,12 @@ GPUs only, so CPU processes (gloo) use :class:`GlobalBatchNorm2d`.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+from accelerate import Accelerator
 from torch import nn
 
 
@@ -90,17 +93,13 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def make_accelerator(**kwargs):
+def make_accelerator(**kwargs) -> Accelerator:
     """An ``Accelerator`` that also forms a process group of CPU processes.
 
     Accelerate only chooses its multi-CPU (gloo) mode when told to use the CPU; started by
     ``torchrun`` on a machine without CUDA it would otherwise run every process as if it were
     alone. So: several processes and no CUDA means ``cpu=True``.
     """
-    import os
-
-    from accelerate import Accelerator
-
     several = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if several and not torch.cuda.is_available():
         kwargs.setdefault("cpu", True)

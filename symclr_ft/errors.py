@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import re
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., int | None])
 
@@ -29,20 +31,46 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def library_message(err: BaseException, limit: int = 200) -> str:
+    """What a library's exception says, fit to quote inside a one-line error: terminal colour
+    codes removed (torch prints some), white space folded, and when it is long, cut after its
+    first sentence (or at a word, with "...") rather than mid-word."""
+    text = " ".join(_ANSI.sub("", str(err)).split()) or type(err).__name__
+    if len(text) <= limit:
+        return text
+    ends = [m.end() for m in re.finditer(r"[.;!?](?=\s)", text[: limit + 1])]
+    if ends and ends[-1] >= 20:
+        return text[: ends[-1]]
+    space = text.rfind(" ", 0, limit)
+    return text[: space if space > 0 else limit].rstrip(" ,;:") + "..."
+
+
+@contextlib.contextmanager
+def interrupt_exits_130() -> Iterator[None]:
+    """Ctrl-C inside the block prints ``interrupted`` and exits 130, without a traceback. For
+    the seconds a command spends importing torch, before its ``main`` can catch anything."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 def report_user_errors(main: F) -> F:
     """Wrap a command's ``main`` so that a :class:`UserError` becomes one line on stderr and
     exit status 2, and Ctrl-C exits 130 without a traceback."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
-        try:
-            return main(*args, **kwargs)
-        except UserError as err:
-            message = " ".join(str(err).split())  # always one line
-            print(f"error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            raise SystemExit(130) from None
+        with interrupt_exits_130():
+            try:
+                return main(*args, **kwargs)
+            except UserError as err:
+                message = " ".join(str(err).split())  # always one line
+                print(f"error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -5,6 +5,7 @@ an interrupted or failed command leaves no half-written file or folder behind)."
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from symclr_ft.errors import UserError
+from symclr_ft.errors import UserError, library_message
 
 
 def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "") -> Any:
@@ -28,7 +29,7 @@ def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "")
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, expected a {what}") from None
     except OSError as err:
-        raise UserError(f"{path}: cannot read {what} ({err.strerror or err})") from None
+        raise UserError(f"{path}: cannot read {what} ({err.strerror or library_message(err)})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -38,12 +39,15 @@ def read_json(path: str | Path, what: str = "JSON file", missing_hint: str = "")
     except UnicodeDecodeError:
         raise UserError(f"{path}: {what} is not valid JSON (not UTF-8 text)") from None
     except ValueError as err:  # e.g. an integer of more than 4300 digits
-        raise UserError(f"{path}: {what} is not valid JSON ({err})") from None
+        raise UserError(f"{path}: {what} is not valid JSON ({library_message(err)})") from None
     except RecursionError:
         raise UserError(f"{path}: {what} is not valid JSON (nested too deeply)") from None
 
 
-def _check_writable_dir(directory: Path) -> None:
+def ensure_writable_dir(directory: str | Path) -> None:
+    """Create ``directory`` (and its parents) if needed; one line when that is impossible
+    (a file in the way, no permission) or the folder cannot be written."""
+    directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -62,7 +66,7 @@ def _umask() -> int:
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success."""
     target = Path(target)
-    _check_writable_dir(target.parent)
+    ensure_writable_dir(target.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as err:
@@ -98,7 +102,7 @@ def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; on success it replaces ``target``
     (the old folder is removed only after the new one is complete)."""
     target = Path(target)
-    _check_writable_dir(target.parent)
+    ensure_writable_dir(target.parent)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as err:
@@ -109,25 +113,57 @@ def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
         if target.exists() and not replace:
             raise UserError(f"{target}: already exists")
         try:
-            _swap_in(tmp, target)
+            replace_dir(tmp, target)
         except OSError as err:
             raise UserError(f"{target}: cannot replace it ({err.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _swap_in(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an existing ``target`` is moved aside first and put
-    back if the rename fails or is interrupted."""
+def _renames_or_none(moves: list[tuple[Path, Path]]) -> None:
+    """``os.replace`` each (source, destination) in order; if one fails or is interrupted
+    (Ctrl-C included), undo those already done, in reverse order, and re-raise."""
+    done: list[tuple[Path, Path]] = []
+    try:
+        for source, destination in moves:
+            os.replace(source, destination)
+            done.append((source, destination))
+    except BaseException:
+        for source, destination in reversed(done):
+            os.replace(destination, source)
+        raise
+
+
+def replace_dir(new: str | Path, target: str | Path) -> None:
+    """Rename the complete folder ``new`` onto ``target`` (same file system). An existing
+    ``target`` is moved aside first, put back if the rename fails or is interrupted, and
+    deleted only once ``new`` is in place. Raises ``OSError``; callers word the message."""
+    new, target = Path(new), Path(target)
     if not target.exists():
         os.replace(new, target)
         return
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(target, old)
+    aside = target.with_name(f".{target.name}.old")
+    shutil.rmtree(aside, ignore_errors=True)
+    _renames_or_none([(target, aside), (new, target)])
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def replace_files(new_dir: str | Path, target_dir: str | Path, old: list[Path]) -> None:
+    """Move every entry of ``new_dir`` into ``target_dir``, replacing the entries ``old``
+    (those of ``target_dir`` that the caller wrote and can name); everything else in
+    ``target_dir`` stays. ``old`` is moved aside first and put back if any move fails or is
+    interrupted; an entry of ``new_dir`` whose name is taken by a file not in ``old`` is refused
+    (``FileExistsError``) before anything moves. Raises ``OSError``; callers word the message."""
+    new_dir, target_dir = Path(new_dir), Path(target_dir)
+    names = {Path(p).name for p in old}
+    incoming = sorted(new_dir.iterdir())
+    taken = [p.name for p in incoming if (target_dir / p.name).exists() and p.name not in names]
+    if taken:
+        raise FileExistsError(errno.EEXIST, "would replace a file it did not write", str(target_dir / taken[0]))
+    backup = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.old-", dir=target_dir.parent))
     try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+        moves = [(target_dir / name, backup / name) for name in sorted(names) if (target_dir / name).exists()]
+        moves += [(path, target_dir / path.name) for path in incoming]
+        _renames_or_none(moves)
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)

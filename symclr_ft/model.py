@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from symclr_ft.config import ModelConfig
-from symclr_ft.errors import UserError
+from symclr_ft.errors import UserError, library_message
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,16 +100,14 @@ def read_checkpoint(path: str | Path) -> dict:
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
         raise UserError(
-            f"{path}: refused to load: not a plain weights file ({first[:160]}); "
+            f"{path}: refused to load: not a plain weights file ({library_message(err)}); "
             "only tensors and plain containers are accepted (weights_only=True)"
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError,
             # the weights-only unpickler on a damaged or crafted stream (found by fuzzing)
             IndexError, KeyError, TypeError, AttributeError, struct.error, MemoryError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({library_message(err)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a dict of weights, got {type(data).__name__}")
     return data
@@ -192,6 +191,12 @@ def load_init(net: SimCLRNet, init: str, cfg: ModelConfig) -> None:
             if k in state and k.startswith(f"backbone.{head_prefix}")
         )
         ignore = () if head_shape_ok else (f"backbone.{head_prefix}",)
+        if not head_shape_ok:
+            print(
+                f"note: {path}: its projection head does not fit model.out_dim={cfg.out_dim}; "
+                "loading the backbone only, the head starts from random weights",
+                file=sys.stderr,
+            )
         _load_into(net, state, path, f"a SimCLR {cfg.arch} (out_dim {cfg.out_dim})", ignore)
     elif kind in ("torchvision", "timm"):
         state = _strip_prefix(_state_dict_of(data, path), "module.")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import warnings
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from symclr_ft.config import Config, dump_config
-from symclr_ft.errors import UserError
-from symclr_ft.io import write_json, write_text
+from symclr_ft.errors import UserError, library_message
+from symclr_ft.io import ensure_writable_dir, read_json, replace_dir, write_json, write_text
+from symclr_ft.model import save_model_file
 
+PROGRESS_FILE = "progress.json"  # in state/: where training stands, as JSON (never a pickle)
 PACKAGES = ("torch", "torchvision", "accelerate", "timm", "webdataset", "scikit-learn", "wandb", "numpy")
 
 
@@ -59,8 +62,17 @@ def environment(num_processes: int, device: str, mixed_precision: str) -> dict[s
     }
 
 
+# Everything a run writes into its folder, by name: --overwrite deletes these and nothing else.
+RUN_ENTRIES = (
+    "config.yaml", "env.json", "history.jsonl", "metrics.json", "model.pt", "loss.png", "lr.png",
+    "accuracy.png", "eval", "state", "state.tmp", ".state.old", "wandb",
+)
+RUN_PATTERNS = ("batches-rank*.jsonl", ".*.tmp")  # batch logs; io's temporary files
+
+
 class RunFiles:
-    """The files of one run folder."""
+    """The files of one run folder ``run.out_dir/run.name``: what is there, starting, replacing
+    and resuming it, and saving everything a run writes (only the main process writes)."""
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
@@ -77,6 +89,69 @@ class RunFiles:
     def state_dir(self) -> Path:
         return self.dir / "state"
 
+    @property
+    def progress_path(self) -> Path:
+        return self.state_dir / PROGRESS_FILE
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def own_entries(self) -> list[Path]:
+        """The entries of the folder that a run wrote (names it can give in advance)."""
+        if not self.dir.is_dir():
+            return []
+        found = [self.dir / name for name in RUN_ENTRIES if os.path.lexists(self.dir / name)]
+        for pattern in RUN_PATTERNS:
+            found += [p for p in self.dir.glob(pattern) if p not in found]
+        return sorted(found)
+
+    def has_training(self) -> bool:
+        """Whether anything trained was kept here (a saved state, history, model or metrics);
+        a folder holding only the config and environment of a start that never reached its
+        first step has none, and is simply started again."""
+        return any((self.dir / n).exists() for n in ("state", "history.jsonl", "model.pt", "metrics.json"))
+
+    def check_start(self, resume: bool, overwrite: bool) -> str:
+        """How this run may start, decided before any input is read and before anything is
+        deleted: ``resume``, ``replace`` (after the new run's inputs have been checked) or
+        ``new``; ``restart`` for a folder whose earlier start never trained (replaced without
+        --overwrite). Refuses the cases that would lose work, and a folder that cannot be made."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"{self.dir}: exists and is not a run folder")
+        ensure_writable_dir(self.dir.parent)
+        if resume:
+            if not self.state_dir.is_dir():
+                started = self.own_entries() and not self.has_training()
+                hint = " (nothing was trained here yet)" if started else ""
+                raise UserError(f"{self.dir}: nothing to resume (no saved state){hint}; start without --resume")
+            return "resume"
+        if not self.has_training():
+            return "restart" if self.own_entries() else "new"
+        if not overwrite:
+            raise UserError(
+                f"{self.dir}: run folder exists; use --resume to continue it, --overwrite to "
+                "replace it, or another run.name"
+            )
+        return "replace"
+
+    def start(self, how: str) -> None:
+        """Create the folder; for ``replace`` and ``restart``, first delete what the earlier
+        run wrote (only the entries the project names: anything else in the folder stays)."""
+        if how == "restart":
+            print(f"note: {self.dir}: an earlier start never reached its first step; starting again",
+                  file=sys.stderr)
+        if how in ("replace", "restart"):
+            try:
+                for path in self.own_entries():
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            except OSError as err:
+                raise UserError(f"{self.dir}: cannot replace the earlier run ({err.strerror})") from None
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{self.dir}: cannot create the run folder ({err.strerror})") from None
+
+    # -- run files ------------------------------------------------------------------------------
+
     def write_config(self, cfg: Config) -> None:
         write_text(self.dir / "config.yaml", dump_config(cfg))
 
@@ -86,14 +161,20 @@ class RunFiles:
     def read_history(self) -> list[dict]:
         if not self.history_path.exists():
             return []
+        try:
+            lines = self.history_path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{self.history_path}: cannot read the history ({library_message(err)})") from None
         rows = []
-        for number, line in enumerate(self.history_path.read_text().splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                int(row["epoch"])
-            except (ValueError, KeyError, TypeError, RecursionError):
+            except (ValueError, RecursionError):
+                row = None
+            epoch = row.get("epoch") if isinstance(row, dict) else None
+            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
                 raise UserError(f"{self.history_path}: line {number} is not a history record") from None
             rows.append(row)
         return rows
@@ -105,6 +186,67 @@ class RunFiles:
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.dir / "metrics.json", metrics)
+
+    def read_metrics(self) -> dict:
+        path = self.dir / "metrics.json"
+        return read_json(path, "metrics file") if path.exists() else {}
+
+    def save_model(self, net, epoch: int) -> None:
+        """The portable model file; a failed write (disk full) keeps the previous one."""
+        try:
+            save_model_file(net, self.model_path, epoch)
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as RuntimeError
+            raise UserError(f"{self.model_path}: cannot write the model file ({library_message(err)})") from None
+
+    def log_batch(self, rank: int, row: dict) -> None:
+        """Append one step's crops of one process (``train.log_batches``)."""
+        with open(self.dir / f"batches-rank{rank}.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    # -- resumable state ------------------------------------------------------------------------
+
+    def save_state(self, accelerator, progress: dict) -> None:
+        """Accelerate's state (weights, optimiser, random generators) plus ``progress`` as
+        JSON, written into ``state.tmp/`` and swapped in only when complete: a failure or an
+        interruption during the save keeps the previous state."""
+        tmp = self.dir / "state.tmp"
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        try:
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()  # every process's files are in state.tmp/
+            if accelerator.is_main_process:
+                write_json(tmp / PROGRESS_FILE, progress)
+                replace_dir(tmp, self.state_dir)
+        except (OSError, RuntimeError, UserError) as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UserError(
+                f"{self.state_dir}: cannot save the training state ({library_message(err)}); "
+                "the previous state is kept"
+            ) from None
+        accelerator.wait_for_everyone()
+
+    def load_state(self, accelerator) -> dict:
+        """Load a saved state; returns the ``progress`` saved with it. Nothing here is ever
+        unpickled beyond plain tensors and containers (Accelerate reads its files weights-only),
+        so a run folder copied from someone else cannot run code."""
+        pickled = sorted(self.state_dir.glob("custom_checkpoint_*.pkl"))
+        if pickled:
+            raise UserError(
+                f"{pickled[0]}: refused: resuming never unpickles objects (a crafted file could run "
+                "code); this state was written by an older symclr_ft, start again with --overwrite"
+            )
+        progress = read_json(self.progress_path, "training progress file", "the state is incomplete")
+        try:
+            accelerator.load_state(str(self.state_dir))
+        except Exception as err:  # noqa: BLE001  safetensors, torch and pickle each raise their own
+            raise UserError(
+                f"{self.state_dir}: saved state cannot be loaded ({library_message(err)})"
+            ) from None
+        if not isinstance(progress, dict):
+            raise UserError(f"{self.progress_path}: not a training progress record")
+        return progress
 
 
 def wandb_settings(cfg: Config, run_dir: Path) -> tuple[str | None, dict]:
@@ -119,7 +261,7 @@ def wandb_settings(cfg: Config, run_dir: Path) -> tuple[str | None, dict]:
     if mode == "disabled":
         return None, {}
     try:
-        import wandb  # noqa: F401
+        import wandb  # noqa: F401  (only whether it can be imported)
     except ImportError:
         warnings.warn("wandb is not installed: logging to local files only", stacklevel=2)
         return None, {}

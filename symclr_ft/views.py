@@ -20,8 +20,9 @@ square crop.
 
 Example::
 
-    params = sample_view_params(cfg, batch_size=64, generator=torch.Generator().manual_seed(0))
-    views = apply_views(images_uint8, params, cfg)  # float (64, 3, S, S) in [0, 1]
+    g = view_generator(seed=0, epoch=0, step=0, view=0)
+    params = sample_view_params(cfg.views, batch_size=64, generator=g)
+    views = apply_views(images_uint8, params)  # images (64, 3, S, S) uint8 -> float in [0, 1]
 """
 
 from __future__ import annotations
@@ -208,9 +209,9 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.where(no_blur, x, y)
 
 
-def apply_views(images: torch.Tensor, p: ViewParams, out_size: int | None = None) -> torch.Tensor:
-    """Augment a uint8 batch (B, 3, S, S) with the given parameters -> float in [0, 1]."""
-    size = out_size or images.shape[-1]
+def apply_views(images: torch.Tensor, p: ViewParams) -> torch.Tensor:
+    """Augment a uint8 batch (B, 3, S, S) with the given parameters -> float in [0, 1], same size."""
+    size = images.shape[-1]
     x = images.float().div_(255)
     theta = _affine(p).to(x.device)
     grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)

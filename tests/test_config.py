@@ -24,7 +24,7 @@ def test_seed_experiments_have_the_seeds_values(name):
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert (cfg.loss.temperature, cfg.optim.weight_decay, cfg.views.aug_strength, cfg.optim.scheduler) == SEED_EXPERIMENTS[name]
     assert (cfg.model.arch, cfg.data.image_size, cfg.data.batch_size, cfg.train.epochs) == ("resnet18", 224, 32, 50)
-    assert (cfg.model.out_dim, cfg.optim.lr, cfg.optim.warmup_epochs) == (128, 3e-4, 10)
+    assert (cfg.model.out_dim, cfg.optim.lr, cfg.optim.hold_epochs) == (128, 3e-4, 10)
     assert cfg.run.name == name
 
 
@@ -88,3 +88,64 @@ def test_exponent_without_a_dot_is_a_number(tmp_path):
     path.write_text("optim:\n  lr: 1e-3\nrun:\n  name: nan\n")
     cfg = load_config(path)
     assert cfg.optim.lr == 1e-3 and cfg.run.name == "nan"
+
+
+def test_a_seed_variant_states_only_what_differs_from_its_base(tmp_path):
+    variant = load_config(CONFIGS / "high_temp.yaml")
+    base = load_config(CONFIGS / "baseline.yaml", ["loss.temperature=0.5", "run.name=high_temp"])
+    assert variant == base
+    assert "base:" in (CONFIGS / "high_temp.yaml").read_text()
+
+
+def test_base_is_resolved_relative_to_the_file_and_the_resolved_config_is_written(tmp_path):
+    from symclr_ft.config import dump_config
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "parent.yaml").write_text("optim:\n  lr: 0.01\n  weight_decay: 0.5\n")
+    (tmp_path / "child.yaml").write_text("base: sub/parent.yaml\noptim:\n  lr: 0.02\n")
+    cfg = load_config(tmp_path / "child.yaml", ["train.epochs=3"])
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.train.epochs) == (0.02, 0.5, 3)
+    assert "base" not in dump_config(cfg) and "weight_decay: 0.5" in dump_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("base: nowhere.yaml\n", "nowhere.yaml: config file not found"),
+        ("base: 3\n", "base: expected the path of another config file"),
+        ("base: loop.yaml\n", "leads back to itself"),
+    ],
+)
+def test_bad_base_is_one_line(tmp_path, text, fragment):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "loop.yaml")
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_old_name_of_hold_epochs_is_still_read(tmp_path):
+    """Run folders written before the rename hold optim.warmup_epochs in their config.yaml."""
+    assert load_config(CONFIGS / "baseline.yaml", ["optim.warmup_epochs=3"]).optim.hold_epochs == 3
+    (tmp_path / "both.yaml").write_text("optim:\n  warmup_epochs: 1\n  hold_epochs: 2\n")
+    with pytest.raises(ConfigError, match="optim.warmup_epochs is the old name of optim.hold_epochs; give only"):
+        load_config(tmp_path / "both.yaml")
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("run.name=", "must be a plain folder name"),
+        ("run.name=..", "must be a plain folder name"),
+        ("run.name=a/b", "must be a plain folder name"),
+        ("eval.split=train", "eval.split=train is the training split"),
+        ("data.streaming=true", "set loss.mask_same_class=true"),
+        ("views.crop_scale_min=0", "must be in (0, 1]"),
+        ("views.grayscale_p=2", "must be a probability in [0, 1]"),
+        ("eval.image_size=8", "must be 0 (same as training) or >= 16"),
+        ("data.batch_size=1", "must be at least 2"),
+    ],
+)
+def test_every_check_happens_at_load_time(override, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(CONFIGS / "baseline.yaml", [override])
+    assert fragment in str(err.value)

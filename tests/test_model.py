@@ -52,6 +52,19 @@ def test_simclr_backbone_loads_into_another_out_dim(simclr_file):
     assert torch.allclose(net.backbone.conv1.weight, reference.backbone.conv1.weight)
 
 
+def test_a_head_of_another_out_dim_is_dropped_with_a_note(simclr_file, capsys):
+    """Before: the mis-shaped head was dropped without a word."""
+    path, _ = simclr_file
+    build_model(ModelConfig(out_dim=64, init=f"simclr:{path}"))
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"note: {path}: its projection head does not fit model.out_dim=64; loading the backbone "
+        "only, the head starts from random weights"
+    ]
+    build_model(ModelConfig(init=f"simclr:{path}"))
+    assert capsys.readouterr().err == ""
+
+
 def test_torchvision_state_dict(tmp_path):
     tv = torchvision.models.resnet18(weights=None).eval()
     torch.save(tv.state_dict(), tmp_path / "tv.pth")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def tiny(shards: Path, out: Path, name: str, *extra: str) -> list[str]:
     return [
         "--config", str(ROOT / "configs/baseline.yaml"),
         f"data.shards={shards}", "data.image_size=32", "data.batch_size=8",
-        "train.epochs=2", "optim.warmup_epochs=1", "train.mixed_precision=no",
+        "train.epochs=2", "optim.hold_epochs=1", "train.mixed_precision=no",
         "eval.episodes=10", "eval.batch_size=64", "eval.split=valid", "train.eval_every=0",
         f"run.out_dir={out}", f"run.name={name}", "run.tracking=none", *extra,
     ]
@@ -251,3 +252,293 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(synth_shards, t
         assert not any("_orig_mod" in key for key in state["state_dict"]), list(state["state_dict"])[:3]
         load_model_file(tmp_path / name / "model.pt")
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-3)
+
+
+# A short fixed-seed run, recorded from the code before the training loop was restructured
+# (commit b4622cd): the refactor must not change what is computed. Per epoch: (epoch, global
+# step, mean loss, learning rate, 1-shot, 5-shot, full k-NN micro accuracy on valid).
+PINNED_HISTORY = [
+    (0, 13, 1.125975177838252, 3e-4, 0.23720930232558138, 0.33953488372093027, 0.3488372093023256),
+    (1, 26, 1.130778826200045, 3e-4, 0.26046511627906976, 0.3, 0.3953488372093023),
+    (2, 39, 0.9914331436157227, 1.5e-4, 0.23953488372093026, 0.27441860465116286, 0.37209302325581395),
+]
+PINNED_MACRO = {"one_shot": 0.24647435897435893, "five_shot": 0.24764957264957266, "full_knn": 0.3514957264957265}
+
+
+def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_path):
+    """Three epochs on one process in fp32, one held at the full learning rate and two
+    evaluated: losses, rates and accuracies equal the numbers recorded above."""
+    import symclr_ft.train as train_module
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the recorded numbers were computed with one thread
+    try:
+        args = tiny(synth_shards, tmp_path, "pinned", "train.epochs=3", "optim.hold_epochs=2", "train.eval_every=1")
+        cfg = load_config(args[1], args[2:])
+        metrics = train_module.train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    rows = history(tmp_path / "pinned")
+    assert [(r["epoch"], r["step"]) for r in rows] == [p[:2] for p in PINNED_HISTORY]
+    for row, (_, _, loss, lr, one, five, full) in zip(rows, PINNED_HISTORY):
+        assert row["loss"] == pytest.approx(loss, rel=1e-6) and row["lr"] == pytest.approx(lr, rel=1e-9)
+        got = (row["one_shot"], row["five_shot"], row["full_knn"])
+        assert got == pytest.approx((one, five, full), rel=1e-6)
+    last = PINNED_HISTORY[-1]
+    for name, micro in zip(("one_shot", "five_shot", "full_knn"), last[4:]):
+        assert metrics[name]["micro_mean"] == pytest.approx(micro, rel=1e-6)
+        assert metrics[name]["macro_mean"] == pytest.approx(PINNED_MACRO[name], rel=1e-6)
+    assert metrics["train"]["epochs"] == 3 and metrics["train"]["num_processes"] == 1
+
+
+# -- resume, replace and refuse (issue 14) ---------------------------------------------------------
+
+
+def weights(run_dir: Path) -> dict:
+    return read_checkpoint(run_dir / "model.pt")["state_dict"]
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = weights(a), weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def interrupt_at_step(monkeypatch, number: int) -> None:
+    """SIGTERM, as `kill` would send it, while the loss of global step ``number`` (from 1) is
+    computed: the run stops at the end of that step."""
+    import symclr_ft.train as train_module
+
+    calls = {"n": 0}
+    real_loss = train_module.contrastive_loss
+
+    def loss_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == number:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "contrastive_loss", loss_then_signal)
+
+
+def main_exit(args: list[str], capsys) -> tuple[int, str]:
+    """(exit status, stderr) of symclr-train run in this process."""
+    import symclr_ft.train as train_module
+
+    try:
+        code = train_module.main(args)
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+STEPS_PER_EPOCH = 13  # the synthetic train split at data.batch_size=8 (see PINNED_HISTORY)
+
+
+def test_interrupted_on_the_last_step_of_an_epoch_resumes_exactly(synth_shards, tmp_path, monkeypatch, capsys):
+    """Before: --resume raised UnboundLocalError (limit) on every retry."""
+    quick = ("train.epochs=2", "eval.split=none")
+    assert main_exit(tiny(synth_shards, tmp_path, "whole", *quick), capsys)[0] == 0
+    with monkeypatch.context() as patch:
+        interrupt_at_step(patch, STEPS_PER_EPOCH)
+        code, err = main_exit(tiny(synth_shards, tmp_path, "cut", *quick), capsys)
+    assert code == 3 and f"interrupted at epoch 1, step {STEPS_PER_EPOCH}" in err
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut_shorter")
+    assert main_exit(tiny(synth_shards, tmp_path, "cut", *quick) + ["--resume"], capsys)[0] == 0
+    assert same_weights(tmp_path / "whole", tmp_path / "cut")
+    assert history(tmp_path / "whole") == [dict(r, seconds=w["seconds"], images_per_s=w["images_per_s"])
+                                           for r, w in zip(history(tmp_path / "cut"), history(tmp_path / "whole"))]
+    # resumed with a shorter epoch (a larger batch): the position is past its end, the epoch ends
+    shorter = tiny(synth_shards, tmp_path, "cut_shorter", *quick, "data.batch_size=12")
+    assert main_exit(shorter + ["--resume"], capsys)[0] == 0
+    assert [r["epoch"] for r in history(tmp_path / "cut_shorter")] == [0, 1]
+
+
+def test_resume_at_max_steps_trains_no_extra_step(synth_shards, tmp_path, monkeypatch, capsys):
+    """Before: interrupted on the max_steps step, the resumed run trained one step more; a run
+    that had ended on max_steps trained further when resumed."""
+    quick = ("train.epochs=2", "eval.split=none", "train.max_steps=5")
+    assert main_exit(tiny(synth_shards, tmp_path, "whole", *quick), capsys)[0] == 0
+    with monkeypatch.context() as patch:
+        interrupt_at_step(patch, 5)
+        assert main_exit(tiny(synth_shards, tmp_path, "cut", *quick), capsys)[0] == 3
+    assert main_exit(tiny(synth_shards, tmp_path, "cut", *quick) + ["--resume"], capsys)[0] == 0
+    assert same_weights(tmp_path / "whole", tmp_path / "cut")
+    assert [r["step"] for r in history(tmp_path / "cut")] == [5]
+
+    before = (tmp_path / "whole" / "model.pt").read_bytes()
+    code, err = main_exit(tiny(synth_shards, tmp_path, "whole", *quick) + ["--resume"], capsys)
+    assert code == 0 and (tmp_path / "whole" / "model.pt").read_bytes() == before
+    assert [r["step"] for r in history(tmp_path / "whole")] == [5]
+
+
+def test_resume_never_unpickles_what_is_in_the_state_folder(synth_shards, tmp_path, capsys):
+    """Before: Accelerate's load_state unpickled state/custom_checkpoint_*.pkl without
+    weights_only: a crafted file there ran code and the resume exited 0."""
+    quick = ("train.epochs=2", "eval.split=none", "train.max_steps=2")
+    assert main_exit(tiny(synth_shards, tmp_path, "run", *quick), capsys)[0] == 0
+    marker = tmp_path / "pwned"
+    torch.save(MakesAFile(str(marker)), tmp_path / "run" / "state" / "custom_checkpoint_0.pkl")
+    code, err = main_exit(tiny(synth_shards, tmp_path, "run", "train.epochs=2", "eval.split=none", "train.max_steps=3")
+                          + ["--resume"], capsys)
+    assert not marker.exists()
+    assert code == 2 and "custom_checkpoint_0.pkl: refused: resuming never unpickles" in err
+    assert len(err.strip().splitlines()) == 1
+    # the same file in place of Accelerate's random-generator states is read weights-only: refused too
+    (tmp_path / "run" / "state" / "custom_checkpoint_0.pkl").rename(tmp_path / "run" / "state" / "random_states_0.pkl")
+    main_exit(tiny(synth_shards, tmp_path, "run", "train.epochs=2", "eval.split=none", "train.max_steps=3")
+              + ["--resume"], capsys)
+    assert not marker.exists()
+
+
+class MakesAFile:
+    """Unpickling this creates a file: what a crafted checkpoint could do."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def fake_run(run_dir: Path) -> dict[str, bytes]:
+    """A finished run's files plus a file of the user's; returns their bytes."""
+    run_dir.mkdir(parents=True)
+    files = {"history.jsonl": b'{"epoch": 0}\n', "model.pt": b"weights", "metrics.json": b"{}",
+             "notes.txt": b"the user's own notes"}
+    for name, data in files.items():
+        (run_dir / name).write_bytes(data)
+    return files
+
+
+def test_overwrite_deletes_nothing_until_the_new_run_has_checked_its_inputs(synth_shards, tmp_path, capsys):
+    """Before: --overwrite removed the old run, then failed on the missing shard folder."""
+    files = fake_run(tmp_path / "old")
+    args = tiny(synth_shards, tmp_path, "old", "data.shards=/no/such/folder") + ["--overwrite"]
+    code, err = main_exit(args, capsys)
+    assert code == 2 and "/no/such/folder" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == files
+
+
+def test_overwrite_replaces_only_what_a_run_wrote(synth_shards, tmp_path, capsys):
+    fake_run(tmp_path / "old")
+    args = tiny(synth_shards, tmp_path, "old", "train.max_steps=1", "eval.split=none") + ["--overwrite"]
+    assert main_exit(args, capsys)[0] == 0
+    assert (tmp_path / "old" / "notes.txt").read_bytes() == b"the user's own notes"
+    assert [r["step"] for r in history(tmp_path / "old")] == [1]
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../x"])
+def test_a_run_name_that_is_not_a_folder_name_is_refused(synth_shards, tmp_path, capsys, name):
+    """Before: run.name='' with --overwrite deleted the whole run.out_dir."""
+    files = fake_run(tmp_path / "other_run")
+    code, err = main_exit(tiny(synth_shards, tmp_path, name) + ["--overwrite"], capsys)
+    assert code == 2 and "run.name=" in err and "must be a plain folder name" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "other_run").iterdir()} == files
+
+
+def test_a_start_that_never_reached_its_first_step_is_simply_started_again(synth_shards, tmp_path, capsys):
+    """Before: SIGTERM between writing config.yaml and the first step left a folder that
+    blocked both a re-run and --resume."""
+    run_dir = tmp_path / "early"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("data: {}\n")
+    (run_dir / "env.json").write_text("{}\n")
+    args = tiny(synth_shards, tmp_path, "early", "train.max_steps=1", "eval.split=none")
+    code, err = main_exit(args + ["--resume"], capsys)
+    assert code == 2 and "nothing to resume (no saved state) (nothing was trained here yet)" in err
+    code, err = main_exit(args, capsys)
+    assert code == 0 and f"note: {run_dir}: an earlier start never reached its first step; starting again" in err
+    assert [r["step"] for r in history(run_dir)] == [1]
+
+
+def test_out_dir_under_a_file_is_one_line(synth_shards, tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, err = main_exit(tiny(synth_shards, tmp_path / "file", "r"), capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: {tmp_path / 'file'}: cannot create output folder (File exists)"]
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_files(synth_shards, tmp_path, monkeypatch, capsys):
+    args = tiny(synth_shards, tmp_path, "full", "train.epochs=2", "train.max_steps=15", "eval.split=none")
+    real_save = torch.save
+    full = {"after": None, "spare": 0}  # fail writes to paths containing "after", after "spare" of them
+
+    def save(obj, f, *a, **k):
+        if full["after"] and full["after"] in str(f):
+            full["spare"] -= 1
+            if full["spare"] < 0:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed "
+                                   "writing file data/0: file write failed")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    full["after"] = "state.tmp"  # the first epoch's model file is written, its state is not
+    code, err = main_exit(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "state: cannot save the training state (" in err and "the previous state is kept" in err
+    assert not (tmp_path / "full" / "state").exists() and not (tmp_path / "full" / "state.tmp").exists()
+    full["after"], full["spare"] = ".model.pt.", 1  # now the second epoch's model file: the first stays
+    code, err = main_exit(args + ["--overwrite"], capsys)
+    assert code == 2 and "model.pt: cannot write the model file (" in err and "\x1b" not in err
+    assert read_checkpoint(tmp_path / "full" / "model.pt")["epoch"] == 1
+    assert [p.name for p in (tmp_path / "full").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_damaged_saved_state_is_one_line(synth_shards, tmp_path, capsys):
+    args = tiny(synth_shards, tmp_path, "damaged", "train.epochs=2", "train.max_steps=2", "eval.split=none")
+    assert main_exit(args, capsys)[0] == 0
+    resume = tiny(synth_shards, tmp_path, "damaged", "train.epochs=2", "train.max_steps=4", "eval.split=none")
+    model = tmp_path / "damaged" / "state" / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:1000])
+    code, err = main_exit(resume + ["--resume"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {tmp_path / 'damaged' / 'state'}: saved state cannot be loaded (")
+
+
+def test_history_whose_epoch_is_not_a_number_is_one_line(tmp_path):
+    from symclr_ft.errors import UserError
+    from symclr_ft.tracking import RunFiles
+
+    files = RunFiles(tmp_path)
+    files.history_path.write_text('{"epoch": "0", "loss": 1.0}\n')
+    with pytest.raises(UserError, match=r"history.jsonl: line 1 is not a history record"):
+        files.read_history()
+
+
+def test_ctrl_c_while_the_command_imports_torch_is_one_line(tmp_path):
+    """Before: a KeyboardInterrupt traceback from inside `import torch`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "symclr_ft.train", "--help"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    deadline = time.time() + 60
+    while proc.poll() is None and time.time() < deadline and "libtorch" not in maps.read_text():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert (proc.returncode, stderr) == (130, "interrupted\n")
+
+
+@pytest.mark.parametrize("hold", [0, 1, 2, 5])
+@pytest.mark.parametrize("scheduler", ["cosine", "none"])
+def test_the_hold_lives_in_the_schedule(hold, scheduler):
+    """Stepped every epoch, the schedule gives the rates the seed's loop gave by not stepping
+    a cosine schedule during its warm-up epochs."""
+    import math
+
+    from symclr_ft.train import hold_then_cosine
+
+    cfg = load_config(None, [f"optim.hold_epochs={hold}", f"optim.scheduler={scheduler}", "train.epochs=6"])
+    net = torch.nn.Linear(1, 1)
+    ours = hold_then_cosine(torch.optim.SGD(net.parameters(), lr=1.0), cfg)
+    decay = max(1, 6 - hold + 1)
+    seed_steps, rates = 0, []
+    for epoch in range(6):
+        cosine = 0.5 * (1 + math.cos(math.pi * min(seed_steps, decay) / decay))
+        rates.append((ours.get_last_lr()[0], cosine if scheduler == "cosine" else 1.0))
+        ours.optimizer.step()
+        ours.step()
+        if epoch + 1 >= hold:  # the seed's loop stepped its schedule only from here on
+            seed_steps += 1
+    assert [a for a, _ in rates] == pytest.approx([b for _, b in rates], rel=1e-12)
+    assert rates[0][0] == 1.0
