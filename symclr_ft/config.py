@@ -159,7 +159,8 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("train", "eval_every"): (lambda v: v >= 0, "must be >= 0"),
     ("train", "max_steps"): (lambda v: v >= 0, "must be >= 0"),
     ("train", "save_every"): (lambda v: v >= 1, "must be >= 1"),
-    ("eval", "episodes"): (lambda v: v >= 1, "must be >= 1"),
+    # Bounded: every episode holds a random permutation of the support set in memory.
+    ("eval", "episodes"): (lambda v: 1 <= v <= 10_000, "must be in 1..10000"),
     ("eval", "batch_size"): (lambda v: v >= 1, "must be >= 1"),
     ("eval", "image_size"): (lambda v: v == 0 or v >= 16, "must be 0 (same as training) or >= 16"),
 }
