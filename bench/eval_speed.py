@@ -5,7 +5,7 @@ One command::
 
     python bench/eval_speed.py --shards /tmp/ff_shards
 
-* Embedding: ``symclr_ft.evaluate.embed`` (the function evaluation and training use) of
+* Embedding: ``symclr_ft.evaluate.embed_images`` (the function evaluation and training use) of
   ``--images`` train crops at ``--size`` px, batch ``--batch-size`` (EvalConfig's 256), a
   ResNet-18 in channels_last prepared by an ``Accelerator`` with ``mixed_precision`` "no" and
   "bf16", alternated. Also the agreement of the two (mean cosine similarity of the features).
@@ -28,22 +28,12 @@ from symclr_ft.config import EvalConfig, ModelConfig
 from symclr_ft.data import load_classes, load_split
 from symclr_ft.model import build_model
 
-try:
-    from symclr_ft.evaluate import embed, evaluate_model
-except ImportError:  # evaluate.py not there yet: embed with the model directly under autocast
-    evaluate_model = None
+from symclr_ft.evaluate import embed_images, evaluate_model
 
-    @torch.no_grad()
-    def embed(accelerator, net, images, batch_size):
-        model = accelerator.unwrap_model(net)
-        model.eval()
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(accelerator.device).float().div_(255)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with accelerator.autocast():
-                out.append(model.features(x).float())
-        return torch.cat(out)
+
+def embed(accelerator, net, images, batch_size):
+    """Raw backbone features of in-memory crops, batch by batch (what evaluation does)."""
+    return embed_images(accelerator, net, [images], batch_size)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,7 +93,7 @@ def main(argv=None) -> None:
     ]
     lines = [
         f"Machine: {machine(device)}.",
-        f"Embedding: `symclr_ft.evaluate.embed`{'' if evaluate_model else ' (fallback: evaluate.py absent)'}, "
+        "Embedding: `symclr_ft.evaluate.embed_images`, "
         f"{n} train crops, batch {args.batch_size}, ResNet-18 channels_last, {args.steps} pass(es) "
         f"per repetition, {args.repeats} alternations.",
         "",
@@ -116,9 +106,7 @@ def main(argv=None) -> None:
         f"{3785 / r16:.0f} s ({3785 / r32:.0f} s in fp32).",
     ]
 
-    if evaluate_model is None:
-        lines.append("- k-NN: skipped, `symclr_ft.evaluate.evaluate_model` is not available.")
-    elif args.knn_splits:
+    if args.knn_splits:
         names = load_classes(args.shards)
         support = load_split(args.shards, "train", args.knn_size)
         cfg = EvalConfig(episodes=args.episodes)

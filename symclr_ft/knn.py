@@ -173,17 +173,29 @@ def protocol_predictions(
     suffix: str = "",
 ) -> dict[str, torch.Tensor]:
     """Predictions of every protocol for one pair of (normalised) feature sets: name ->
-    (E, Q) for the episodic ones, (1, Q) for full k-NN; ``suffix`` is appended to the names."""
+    (E, Q) for the episodic ones, (1, Q) for full k-NN; ``suffix`` is appended to the names.
+
+    Queries are taken a block at a time so that the (queries x support) similarity never
+    exceeds ``_CHUNK_ELEMENTS`` (6,000 queries x 33,000 support crops would be 0.8 GB)."""
+    rows = max(1, _CHUNK_ELEMENTS // max(1, support_feats.shape[0]))
+    parts = [
+        _protocols_of_block(support_feats, support_labels, query_feats[start : start + rows],
+                            episode_supports, num_classes, prototypes)
+        for start in range(0, query_feats.shape[0], rows)
+    ]
+    return {name + suffix: torch.cat([p[name] for p in parts], dim=1) for name in parts[0]}
+
+
+def _protocols_of_block(support_feats, support_labels, query_feats, episode_supports,
+                        num_classes: int, prototypes: bool) -> dict[str, torch.Tensor]:
     sim = query_feats @ support_feats.T
-    preds = {}
-    for name, (_, k) in FEW_SHOT.items():
-        preds[name + suffix] = few_shot_predictions(
-            sim, support_labels, episode_supports[name], k, num_classes
-        )
-    full = full_knn_predictions(sim, support_labels, FULL_K, num_classes)
-    preds["full_knn" + suffix] = full[None]
+    preds = {
+        name: few_shot_predictions(sim, support_labels, episode_supports[name], k, num_classes)
+        for name, (_, k) in FEW_SHOT.items()
+    }
+    preds["full_knn"] = full_knn_predictions(sim, support_labels, FULL_K, num_classes)[None]
     if prototypes:
-        preds["five_shot_proto" + suffix] = prototype_predictions(
+        preds["five_shot_proto"] = prototype_predictions(
             support_feats, support_labels, episode_supports["five_shot"], query_feats, num_classes
         )
     return {name: p.cpu() for name, p in preds.items()}

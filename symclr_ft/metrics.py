@@ -151,3 +151,43 @@ def summary_line(metrics: dict) -> str:
         for name, block in option_blocks(metrics)
     ]
     return text + (" | " + "  ".join(extras) if extras else "")
+
+
+# --------------------------------------------------------------------------- open set
+
+
+def fpr_at_tpr(known: np.ndarray, score: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of unknown queries accepted by the threshold that accepts ``tpr`` of the known
+    ones (OpenOOD's FPR@95TPR), from scikit-learn's ROC curve."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tprs, _ = roc_curve(known, score)
+    return float(fpr[np.searchsorted(tprs, tpr, side="left")])
+
+
+def open_set_summary(score, known, correct, threshold: float | None = None) -> dict:
+    """Known-vs-unknown separation of queries by their best similarity ``score``.
+
+    ``known``: the query's class is in the support; ``correct``: its (closed-set) prediction is
+    right. AUROC and FPR at 95% TPR need both kinds of query. At ``threshold``: the share of
+    known queries accepted and correctly labelled (the open-set classification rate) against
+    the share of unknown queries accepted, and known-class accuracy with and without rejection.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    score, known, correct = (np.asarray(v) for v in (score, known, correct))
+    known, correct = known.astype(bool), correct.astype(bool)
+    out: dict[str, Any] = {"known": int(known.sum()), "unknown": int((~known).sum())}
+    if known.any() and (~known).any():
+        out["auroc"] = float(roc_auc_score(known, score))
+        out["fpr_at_95_tpr"] = fpr_at_tpr(known, score, 0.95)
+    if known.any():
+        out["closed_set_accuracy"] = float(correct[known].mean())
+    if threshold is not None:
+        accepted = score >= threshold
+        if known.any():
+            out["known_accepted_correct"] = float((accepted & correct)[known].mean())
+            out["known_accepted"] = float(accepted[known].mean())
+        if (~known).any():
+            out["unknown_accepted"] = float(accepted[~known].mean())
+    return out

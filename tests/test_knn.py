@@ -221,3 +221,19 @@ def test_class_prototypes_are_normalised_means():
     torch.testing.assert_close(protos[0], unit(45)[0])
     torch.testing.assert_close(protos[2], unit(180)[0])
     assert present.tolist() == [True, False, True]
+
+
+def test_protocols_in_query_blocks_equal_one_block(monkeypatch):
+    import symclr_ft.knn as knn
+
+    g = torch.Generator().manual_seed(4)
+    labels = torch.randint(0, 5, (30,), generator=g)
+    support = F.normalize(torch.randn(30, 6, generator=g), dim=-1)
+    queries = F.normalize(torch.randn(23, 6, generator=g), dim=-1)
+    episodes = {"one_shot": draw_supports(labels, 1, 4, g), "five_shot": draw_supports(labels, 5, 4, g)}
+    whole = knn.protocol_predictions(support, labels, queries, episodes, 5, True, "_x")
+    monkeypatch.setattr(knn, "_CHUNK_ELEMENTS", 30 * 7)  # blocks of 7 queries
+    blocks = knn.protocol_predictions(support, labels, queries, episodes, 5, True, "_x")
+    assert set(whole) == {"one_shot_x", "five_shot_x", "full_knn_x", "five_shot_proto_x"}
+    for name in whole:
+        assert torch.equal(whole[name], blocks[name])
