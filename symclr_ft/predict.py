@@ -171,14 +171,17 @@ def auto_threshold(features: torch.Tensor, labels: torch.Tensor, tpr: float = 0.
     and a sentence saying how it was chosen."""
     labels = labels.cpu()
     if len(torch.unique(labels)) < 2:
-        raise UserError("--reject auto: the support set needs at least two classes")
+        raise UserError("--reject auto: needs a support of at least two classes")
     own, other = loo_scores(features.cpu(), labels, prototypes)
     parts, how = [own], [f"{own.numel()} leave-one-out scores"] if own.numel() else []
     counts = torch.bincount(labels)
     alone = counts[labels] == 1
-    if bool(alone.any()):
-        if view_features is None:
-            raise UserError("--reject auto: classes with one example need augmented views")
+    if bool(alone.any()) and view_features is None:
+        if not own.numel():
+            raise UserError("--reject auto: every class has one example; that needs augmented "
+                            "views of the examples (give the support as images, not an index)")
+        how.append(f"{int(alone.sum())} one-example classes left out (no views)")
+    elif bool(alone.any()):
         views = view_features.cpu()[alone]  # (A, V, D)
         parts.append((views * features.cpu()[alone][:, None, :]).sum(dim=-1).flatten())
         how.append(f"{int(alone.sum())} one-example classes x {views.shape[1]} augmented views")
@@ -278,6 +281,9 @@ def load_support(accelerator, model: Model, args) -> tuple[FeatureIndex, list]:
         if not source.labelled:
             raise UserError(f"{args.support}: the support must be labelled (class folders, a "
                             "COCO export or shards), not a flat folder of images")
+        if args.reject == "auto" and len(source.class_names) < 2:
+            raise UserError(f"{args.support}: --reject auto needs a support of at least two "
+                            f"classes, it has {len(source.class_names)}")
         index, skipped = embed_source(accelerator, model, source, args.batch_size, "support")
     if bool((index.labels < 0).any()):
         raise UserError(f"{args.support}: the support index has unlabelled crops")
@@ -299,10 +305,7 @@ def choose_threshold(accelerator, model: Model, support: FeatureIndex, args):
     counts = torch.bincount(support.labels, minlength=len(support.class_names))
     alone = (counts[support.labels] == 1).nonzero()[:, 0]
     views = None
-    if alone.numel() and len(torch.unique(support.labels)) >= 2:
-        if is_index(args.support):
-            raise UserError(f"{args.support}: --reject auto needs the images of one-example "
-                            "classes for augmented views; give the support as a folder or COCO")
+    if alone.numel() and len(torch.unique(support.labels)) >= 2 and not is_index(args.support):
         images = reload_crops(args.support, model.image_size, args.support_split,
                               [support.sources[i] for i in alone])
         feats = embed_images(accelerator, model.net, [augmented_views(images, VIEWS_PER_CROP,
