@@ -29,6 +29,11 @@ Evaluation memory (``--modes evaluate evaluate_in_memory``), on a large shard se
 ``--eval-shards`` names a shard folder; ``--combine SRC`` first builds one (links, no copies)
 whose train split is SRC's train + valid and whose test split is SRC's test (the muscima
 shards give 33,398 support + 6,324 query crops = 39,722). Target: at most 1.5 GiB.
+
+Prediction memory (``--modes predict``): ``python -m symclr_ft.predict`` with the valid split
+of ``--shards`` as support and ``--predict-queries`` query crops: the train split of
+``--shards`` cycled through links (``--cycle-dir``) until there are that many. Target: at most
+2 GiB for 100,000 queries. Its wall time also gives the end-to-end rate.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from benchlib import REPO, machine, report, table
 GIB = 1024**3
 TARGET_GIB = 4.0
 EVAL_TARGET_GIB = 1.5
+PREDICT_TARGET_GIB = 2.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="training steps per run")
     p.add_argument("--repeats", type=int, default=1, help="fresh processes per kind of run")
     p.add_argument("--modes", nargs="+", default=["loop", "train"],
-                   choices=["loop", "train", "evaluate", "evaluate_in_memory"])
+                   choices=["loop", "train", "evaluate", "evaluate_in_memory", "predict"])
+    p.add_argument("--predict-queries", type=int, default=100_000)
+    p.add_argument("--cycle-dir", default="/work/scratch/eval/ff_cycled")
     p.add_argument("--eval-shards", default="/work/scratch/eval/mus_37k")
     p.add_argument("--combine", default=None, help="build --eval-shards from this shard folder")
     p.add_argument("--eval-model", default="/work/cache/models/lite0_main/model.pt")
@@ -115,6 +123,32 @@ def child_eval_ref(args) -> None:
                    EvalConfig(split="test"), load_classes(args.eval_shards), None, "test")
 
 
+def cycle_train_split(src: Path, out: Path, crops: int) -> int:
+    """A shard folder whose test split is src's train split linked again and again until it
+    holds at least ``crops`` crops; returns how many it holds."""
+    from symclr_ft.io import read_json, write_json
+
+    stats = read_json(src / "stats.json", "shard statistics")
+    per_copy = stats["splits"]["train"]["crops"]
+    copies = -(-crops // per_copy)
+    tars = sorted(src.glob("train-[0-9]*.tar"))
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("test-*.tar"):
+        old.unlink()
+    for number, tar in enumerate(tars * copies):
+        (out / f"test-{number:06d}.tar").symlink_to(tar.resolve())
+    (out / "classes.json").write_bytes((src / "classes.json").read_bytes())
+    split = {"crops": per_copy * copies, "shards": len(tars) * copies}
+    write_json(out / "stats.json", {**stats, "splits": {"test": split}})
+    return per_copy * copies
+
+
+def predict_cmd(args, out_dir: str) -> list[str]:
+    return [sys.executable, "-m", "symclr_ft.predict", "--model", args.eval_model,
+            "--support", args.shards, "--support-split", "valid", "--query", args.cycle_dir,
+            "--query-split", "test", "--out", f"{out_dir}/preds.csv"]
+
+
 def eval_cmd(args, mode: str) -> list[str]:
     if mode == "evaluate":
         return [sys.executable, "-m", "symclr_ft.evaluate", "--shards", args.eval_shards,
@@ -160,6 +194,8 @@ def main(argv=None) -> None:
         return
     if args.combine:
         combine_splits(Path(args.combine), Path(args.eval_shards))
+    if "predict" in args.modes:
+        queries = cycle_train_split(Path(args.shards), Path(args.cycle_dir), args.predict_queries)
     modes = list(args.modes)
     notes = []
     missing = [m for m in ("symclr_ft.evaluate", "symclr_ft.report") if importlib.util.find_spec(m) is None]
@@ -174,6 +210,8 @@ def main(argv=None) -> None:
                 out_dir = os.path.join(tmp, f"{mode}{rep}")
                 if mode.startswith("evaluate"):
                     cmd = eval_cmd(args, mode)
+                elif mode == "predict":
+                    cmd = predict_cmd(args, out_dir)
                 else:
                     cmd = loop_cmd(args) if mode == "loop" else train_cmd(args, out_dir)
                 rss, wall, code = measure(cmd, env)
@@ -186,18 +224,25 @@ def main(argv=None) -> None:
         "train": "`python -m symclr_ft.train` (baseline.yaml, incl. final evaluation)",
         "evaluate": f"`python -m symclr_ft.evaluate` (streamed), {args.eval_size} px",
         "evaluate_in_memory": f"reference: load_split + evaluate_model, {args.eval_size} px",
+        "predict": "`python -m symclr_ft.predict`, "
+                   f"{queries if 'predict' in args.modes else 0:,} queries",
     }
     for mode, values in results.items():
         peaks = [v[0] / GIB for v in values]
         worst = max(peaks)
         ok = all(v[2] == 0 for v in values)
-        target = EVAL_TARGET_GIB if mode.startswith("evaluate") else TARGET_GIB
+        target = {"evaluate": EVAL_TARGET_GIB, "evaluate_in_memory": EVAL_TARGET_GIB,
+                  "predict": PREDICT_TARGET_GIB}.get(mode, TARGET_GIB)
         verdict = ("within" if worst <= target else f"**over by {worst - target:.2f} GiB**")
         rows.append([
             what[mode], f"{max(peaks):.2f}", " / ".join(f"{p:.2f}" for p in peaks),
             f"{sum(v[1] for v in values) / len(values):.0f}",
             f"{verdict} {target:g} GiB" if ok else "run failed (see stderr)",
         ])
+    if results.get("predict"):
+        wall = sum(v[1] for v in results["predict"]) / len(results["predict"])
+        notes.append(f"- predict: {queries:,} queries in {wall:.0f} s, {queries / wall:.0f} "
+                     "crops/s end to end (start-up and the support's embedding included).")
     body = "\n".join([
         f"Machine: {machine('cpu')}.",
         f"{args.size} px, batch {args.batch_size}, {args.steps} steps, CPU, bf16 autocast, "

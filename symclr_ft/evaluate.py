@@ -110,19 +110,28 @@ def _materialise(group: list, batch_size: int):
     return x, torch.tensor(ok + [False] * pad), real, problems
 
 
+# Rows of one forward pass. Activations grow with it (EfficientNet-lite0 at 96 px: about
+# 0.25 GB at 64 rows, 0.8 GB at 256) while CPU throughput hardly does; a batch larger than
+# this is run in parts, row by row the same features.
+FORWARD_ROWS = 64
+
+
 def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot90: bool):
     """L2-normalised features of a uint8 batch; with ``tta_rot90`` the normalised mean of the
     normalised features of the four rotations by 90 degrees."""
-    x = x.to(accelerator.device).float().div_(255.0)
-    total = None
-    for turns in range(4 if tta_rot90 else 1):
-        view = torch.rot90(x, turns, dims=(2, 3)) if turns else x
-        if channels_last:
-            view = view.contiguous(memory_format=torch.channels_last)
-        with accelerator.autocast():
-            f = F.normalize(model.features(view).float(), dim=-1)
-        total = f if total is None else total + f
-    return F.normalize(total, dim=-1)
+    parts = []
+    for start in range(0, x.shape[0], FORWARD_ROWS):
+        rows = x[start : start + FORWARD_ROWS].to(accelerator.device).float().div_(255.0)
+        total = None
+        for turns in range(4 if tta_rot90 else 1):
+            view = torch.rot90(rows, turns, dims=(2, 3)) if turns else rows
+            if channels_last:
+                view = view.contiguous(memory_format=torch.channels_last)
+            with accelerator.autocast():
+                f = F.normalize(model.features(view).float(), dim=-1)
+            total = f if total is None else total + f
+        parts.append(F.normalize(total, dim=-1))
+    return torch.cat(parts)
 
 
 @dataclass
@@ -181,35 +190,49 @@ def _gather_round(accelerator, f, ok, real, problems, batch_size: int) -> Embedd
 
 
 def embed_images(
-    accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False
+    accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False,
+    expected: int | None = None,
 ) -> torch.Tensor:
     """(N, D) L2-normalised features of a stream of uint8 crops (3, S, S), batches or
     zero-argument calls returning a crop, in input order; only the features are kept.
-    An unreadable crop is an error here (evaluation); ``embed_stream`` lets callers skip it."""
-    parts = []
+    ``expected`` (the number of crops, when known) lets the result be allocated once instead
+    of gathered in pieces and joined, which would hold it twice. An unreadable crop is an
+    error here (evaluation); :func:`embed_stream` lets callers skip it."""
+    out, extra, filled = None, [], 0
     for batch in embed_stream(accelerator, net, images, batch_size, tta_rot90):
         if batch.problems:
             raise UserError(batch.problems[0][1])
-        parts.append(batch.features)
-    if not parts:
+        n = batch.features.shape[0]
+        if out is None and expected:
+            out = batch.features.new_empty((expected, batch.features.shape[1]))
+        if out is not None and filled + n <= out.shape[0]:
+            out[filled : filled + n] = batch.features
+            filled += n
+        else:
+            extra.append(batch.features)
+    if out is None and not extra:
         raise UserError("nothing to embed: no crops")
-    return torch.cat(parts)
+    if out is None:
+        return torch.cat(extra)
+    return torch.cat([out[:filled], *extra]) if extra else out[:filled]
 
 
 # --------------------------------------------------------------------------- evaluation steps
 
 
-def embed_feature_sets(accelerator, net, support_images, query_images, cfg: EvalConfig) -> dict:
+def embed_feature_sets(accelerator, net, support_images, query_images, cfg: EvalConfig,
+                       counts: tuple = (None, None)) -> dict:
     """Step 1: suffix -> (support, query) features: "" always, "_tta" and "_centered"
     variants when asked. ``*_images``: zero-argument functions returning a fresh iterable of
-    crops (a stream can be read only once, TTA reads it twice)."""
+    crops (a stream can be read only once, TTA reads it twice); ``counts``: their lengths
+    when known."""
     sets = {}
     for suffix, tta in (("", False), ("_tta", True)):
         if tta and not cfg.tta_rot90:
             continue
-        sets[suffix] = (
-            embed_images(accelerator, net, support_images(), cfg.batch_size, tta),
-            embed_images(accelerator, net, query_images(), cfg.batch_size, tta),
+        sets[suffix] = tuple(
+            embed_images(accelerator, net, images(), cfg.batch_size, tta, count)
+            for images, count in ((support_images, counts[0]), (query_images, counts[1]))
         )
     if cfg.centering:
         for suffix in list(sets):
@@ -362,7 +385,8 @@ def evaluate_model(
     s, q = Labelled(support.labels.cpu(), support.keys), Labelled(queries.labels.cpu(), queries.keys)
     _check_inputs(s, q, class_names)
     sets = embed_feature_sets(
-        accelerator, net, lambda: [support.images], lambda: [queries.images], cfg
+        accelerator, net, lambda: [support.images], lambda: [queries.images], cfg,
+        (len(support), len(queries)),
     )
     embed_seconds = time.perf_counter() - t0
     metrics = evaluate_features(
@@ -545,6 +569,18 @@ def _split_stream(shards: str, split: str, size: int, record: Labelled):
     return images
 
 
+def _split_size(shards: str, split: str) -> int | None:
+    """The crop count make-shards recorded for a split (a hint: a wrong one costs memory,
+    never correctness)."""
+    from symclr_ft.data import load_stats
+
+    try:
+        count = load_stats(shards)["splits"][split]["crops"]
+    except (UserError, KeyError, TypeError):
+        return None
+    return count if isinstance(count, int) and count > 0 else None
+
+
 def evaluate_shards(accelerator, net, cfg, image_size: int, out: Path | None) -> dict:
     """Evaluate on shards streamed batch by batch: only features are held, never all crops."""
     from symclr_ft.data import load_classes
@@ -557,6 +593,8 @@ def evaluate_shards(accelerator, net, cfg, image_size: int, out: Path | None) ->
         accelerator, net,
         _split_stream(cfg.data.shards, cfg.data.train_split, image_size, support),
         _split_stream(cfg.data.shards, cfg.eval.split, image_size, queries), cfg.eval,
+        (_split_size(cfg.data.shards, cfg.data.train_split),
+         _split_size(cfg.data.shards, cfg.eval.split)),
     )
     embed_seconds = time.perf_counter() - t0
     _check_inputs(support, queries, class_names)

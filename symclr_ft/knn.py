@@ -21,7 +21,7 @@ import torch.nn.functional as F
 FEW_SHOT = {"one_shot": (1, 1), "five_shot": (5, 3)}
 FULL_K = 5
 # Upper bound on the elements of one (queries x episodes x support) similarity block.
-_CHUNK_ELEMENTS = 1 << 24
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def knn_vote(neighbour_labels: torch.Tensor, num_classes: int) -> torch.Tensor:

