@@ -284,7 +284,14 @@ def load_support(accelerator, model: Model, args) -> tuple[FeatureIndex, list]:
         if args.reject == "auto" and len(source.class_names) < 2:
             raise UserError(f"{args.support}: --reject auto needs a support of at least two "
                             f"classes, it has {len(source.class_names)}")
+        if args.shots:  # draw from the labels first: only the chosen crops are decoded
+            crops = list(source.crops)
+            labels = torch.tensor([c.label for c in crops], dtype=torch.int64)
+            rows = shots_per_class(labels, args.shots, args.seed).tolist()
+            source = CropSource(source.class_names, [crops[i] for i in rows], True,
+                                source.description)
         index, skipped = embed_source(accelerator, model, source, args.batch_size, "support")
+        return index, skipped
     if bool((index.labels < 0).any()):
         raise UserError(f"{args.support}: the support index has unlabelled crops")
     if args.shots:
