@@ -47,7 +47,9 @@ from symclr_ft.evaluate import embed_images  # noqa: E402
 from symclr_ft.knn import draw_supports  # noqa: E402
 from symclr_ft.metrics import open_set_summary  # noqa: E402
 from symclr_ft.model import load_model_file, model_file_info  # noqa: E402
-from symclr_ft.predict import VIEWS_PER_CROP, Support, augmented_views, auto_threshold, classify  # noqa: E402
+from symclr_ft.predict import (  # noqa: E402
+    VIEW_SCALE_MIN, VIEWS_PER_CROP, Support, augmented_views, auto_threshold, classify,
+)
 
 TARGETS = {"auroc": 0.95, "fpr_at_95_tpr": 0.25, "lost": 0.03}
 
@@ -63,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="the folds' seed (novel_classes.py's)")
     p.add_argument("--draws", type=int, default=10, help="seeded 1-shot supports per fold")
     p.add_argument("--scores", nargs="+", default=["max"], choices=["max", "margin"])
+    p.add_argument("--view-scale-min", type=float, default=None,
+                   help="smallest area of the augmented views (default: predict.VIEW_SCALE_MIN)")
     p.add_argument("--batch-size", type=int, default=256)
     return p.parse_args(argv)
 
@@ -71,39 +75,37 @@ def embed(accelerator, net, crops, batch_size: int) -> torch.Tensor:
     return embed_images(accelerator, net, [crops.images], batch_size, expected=len(crops))
 
 
-def one_draw(accelerator, net, pool, pool_feats, queries, q_feats, unknown, draw, args) -> dict:
-    """Open-set numbers of one seeded 1-shot support of the known classes."""
+def one_draw(accelerator, net, pool, queries, q_feats, unknown, draw, args) -> dict:
+    """Open-set numbers of one seeded 1-shot support of the known classes (only the drawn
+    crops and their views are embedded)."""
     rows = draw_supports(pool.labels, 1, 1, torch.Generator().manual_seed(1000 + draw))[0]
     labels = pool.labels[rows]
     names = [str(c) for c in range(int(pool.labels.max()) + 1)]
+    feats = embed_images(accelerator, net, [pool.images[rows]], args.batch_size)
+    scale = args.view_scale_min or VIEW_SCALE_MIN
     views = embed_images(accelerator, net, [augmented_views(pool.images[rows], VIEWS_PER_CROP,
-                                                            draw)], args.batch_size)
-    views = views.view(len(rows), VIEWS_PER_CROP, -1)
-    threshold, _ = auto_threshold(pool_feats[rows], labels, 0.95, views)
-    pred, best, _, runner_sim = classify(Support(pool_feats[rows], labels, names), q_feats)
+                                                            draw, scale)], args.batch_size)
+    threshold, _ = auto_threshold(feats, labels, 0.95, views.view(len(rows), VIEWS_PER_CROP, -1))
+    pred, best, _, runner_sim = classify(Support(feats, labels, names), q_feats)
     known = ~torch.isin(queries.labels, unknown)
     correct = (pred == queries.labels) & known
     out = {"threshold": threshold}
     for score_name in args.scores:
         score = best if score_name == "max" else best - runner_sim.clamp(min=-1)
-        o = open_set_summary(score.numpy(), known.numpy(), correct.numpy(),
-                             threshold if score_name == "max" else None)
-        out[score_name] = o
-    o = out["max"] if "max" in out else next(iter(out.values()))
-    if "known_accepted_correct" in o:
-        o["lost"] = o["closed_set_accuracy"] - o["known_accepted_correct"]
+        out[score_name] = open_set_summary(score.numpy(), known.numpy(), correct.numpy(),
+                                           threshold if score_name == "max" else None)
+    if "known_accepted_correct" in out.get("max", {}):
+        out["max"]["lost"] = out["max"]["closed_set_accuracy"] - out["max"]["known_accepted_correct"]
     return out
 
 
-def run_fold(accelerator, net, train, queries, feats, fold: list[int], args) -> list[dict]:
-    """Every draw of one fold; ``feats`` = (train, queries) features of the fold's model."""
+def run_fold(accelerator, net, train, queries, q_feats, fold: list[int], args) -> list[dict]:
+    """Every draw of one fold; ``q_feats``: features of all the split's crops."""
     unknown = torch.tensor(fold)
-    in_pool = ~torch.isin(train.labels, unknown)
-    pool = train.subset(in_pool)
+    pool = train.subset(~torch.isin(train.labels, unknown))
     keep = torch.isin(queries.labels, unknown) | torch.isin(queries.labels, torch.unique(pool.labels))
-    pool_feats, q_feats = feats[0][in_pool], feats[1][keep]
-    return [one_draw(accelerator, net, pool, pool_feats, queries.subset(keep), q_feats, unknown,
-                     d, args) for d in range(args.draws)]
+    return [one_draw(accelerator, net, pool, queries.subset(keep), q_feats[keep], unknown, d, args)
+            for d in range(args.draws)]
 
 
 def mean_of(draws: list[dict], score: str, key: str) -> tuple[float, float]:
@@ -121,14 +123,13 @@ def main(argv=None) -> None:
     folds = class_folds(split.labels.numpy(), args.folds, args.per_fold, args.seed)
     accelerator = make_accelerator(mixed_precision="no")
     results = {}
-    cache: dict = {}  # one model for every fold (--model): embed once
+    cache: dict = {}  # one model for every fold (--model): embed the queries once
     for k, (fold, path) in enumerate(zip(folds, model_paths)):
         if path not in cache:
             net = load_model_file(path).eval().to(memory_format=torch.channels_last)
-            cache = {path: (net, (embed(accelerator, net, train, args.batch_size),
-                                  embed(accelerator, net, split, args.batch_size)))}
-        net, feats = cache[path]
-        results[k] = run_fold(accelerator, net, train, split, feats, fold, args)
+            cache = {path: (net, embed(accelerator, net, split, args.batch_size))}
+        net, q_feats = cache[path]
+        results[k] = run_fold(accelerator, net, train, split, q_feats, fold, args)
         o = results[k][0]["max"] if "max" in args.scores else results[k][0][args.scores[0]]
         print(f"fold {k} ({', '.join(names[c] for c in fold)}): first draw {json.dumps(o)}",
               flush=True)
@@ -164,7 +165,8 @@ def write_report(args, folds, names, results: dict, size: int) -> None:
         f"Split {args.split}, {args.folds} folds of {args.per_fold} unknown classes "
         f"(novel_classes.class_folds, seed {args.seed}); models {models}; {size} px; "
         f"{args.draws} seeded 1-shot supports of the known classes per fold; "
-        f"auto threshold at 95% TPR from {VIEWS_PER_CROP} augmented views per support crop.",
+        f"auto threshold at 95% TPR from {VIEWS_PER_CROP} augmented views per support crop "
+        f"(smallest area {args.view_scale_min or VIEW_SCALE_MIN}).",
         "", "Fold classes: " + "; ".join(
             f"{k}: {', '.join(names[c] for c in fold)}" for k, fold in enumerate(folds)),
         "", table(["score", "fold", "AUROC", "FPR@95TPR %", "closed-set known acc %",

@@ -102,10 +102,11 @@ def _materialise(group: list, batch_size: int):
             ok.append(False)
             parts.append(None)
     # A batch with nothing readable still runs (every process takes part in each round).
-    shape = next((p.shape[1:] for p in parts if p is not None), (3, 32, 32))
-    parts = [p if p is not None else torch.zeros((1, *shape), dtype=torch.uint8) for p in parts]
+    first = next((p for p in parts if p is not None), torch.zeros((0, 3, 32, 32), dtype=torch.uint8))
+    zeros = lambda rows: first.new_zeros((rows, *first.shape[1:]))  # noqa: E731  (same device)
+    parts = [p if p is not None else zeros(1) for p in parts]
     pad = batch_size - len(ok)
-    x = torch.cat(parts + [torch.zeros((pad, *shape), dtype=torch.uint8)])
+    x = torch.cat(parts + [zeros(pad)])
     real = torch.arange(batch_size) < len(ok)
     return x, torch.tensor(ok + [False] * pad), real, problems
 

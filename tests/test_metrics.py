@@ -86,3 +86,24 @@ def test_percent_on_a_line_and_in_a_table():
     assert percent(block, table=True) == "91.2 ± 0.8"
     assert percent(block, "macro", ci=False) == "90.0%"
     assert percent(block, "macro", ci=False, table=True) == "90.0"
+
+
+def test_open_set_summary_against_direct_counts():
+    from sklearn.metrics import roc_auc_score
+
+    from symclr_ft.metrics import fpr_at_tpr, open_set_summary
+
+    rng = np.random.default_rng(0)
+    known = np.r_[np.ones(80, bool), np.zeros(40, bool)]
+    score = np.r_[rng.normal(0.8, 0.1, 80), rng.normal(0.5, 0.1, 40)]
+    correct = known & (rng.random(120) < 0.9)
+    o = open_set_summary(score, known, correct, threshold=0.6)
+    assert o["auroc"] == pytest.approx(roc_auc_score(known, score))
+    # FPR at 95% TPR: the largest threshold accepting >= 95% of known, applied to unknown
+    t = np.sort(score[known])[::-1][int(np.ceil(0.95 * 80)) - 1]
+    assert o["fpr_at_95_tpr"] == pytest.approx(np.mean(score[~known] >= t))
+    assert fpr_at_tpr(known, score, 1.0) == pytest.approx(np.mean(score[~known] >= score[known].min()))
+    assert o["known_accepted_correct"] == pytest.approx(np.mean((score >= 0.6)[known] & correct[known]))
+    assert o["unknown_accepted"] == pytest.approx(np.mean(score[~known] >= 0.6))
+    assert o["closed_set_accuracy"] == pytest.approx(correct[known].mean())
+    assert (o["known"], o["unknown"]) == (80, 40)
