@@ -48,7 +48,7 @@ from symclr_ft.knn import draw_supports  # noqa: E402
 from symclr_ft.metrics import open_set_summary  # noqa: E402
 from symclr_ft.model import load_model_file, model_file_info  # noqa: E402
 from symclr_ft.predict import (  # noqa: E402
-    VIEW_SCALE_MIN, VIEWS_PER_CROP, Support, augmented_views, auto_threshold, classify,
+    VIEW_BLUR, VIEW_SCALE_MIN, VIEWS_PER_CROP, Support, augmented_views, auto_threshold, classify,
 )
 
 TARGETS = {"auroc": 0.95, "fpr_at_95_tpr": 0.25, "lost": 0.03}
@@ -67,6 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scores", nargs="+", default=["max"], choices=["max", "margin"])
     p.add_argument("--view-scale-min", type=float, default=None,
                    help="smallest area of the augmented views (default: predict.VIEW_SCALE_MIN)")
+    p.add_argument("--view-blur", action="store_true", default=None, help="blur the views too")
     p.add_argument("--batch-size", type=int, default=256)
     return p.parse_args(argv)
 
@@ -83,8 +84,9 @@ def one_draw(accelerator, net, pool, queries, q_feats, unknown, draw, args) -> d
     names = [str(c) for c in range(int(pool.labels.max()) + 1)]
     feats = embed_images(accelerator, net, [pool.images[rows]], args.batch_size)
     scale = args.view_scale_min or VIEW_SCALE_MIN
+    blur = VIEW_BLUR if args.view_blur is None else args.view_blur
     views = embed_images(accelerator, net, [augmented_views(pool.images[rows], VIEWS_PER_CROP,
-                                                            draw, scale)], args.batch_size)
+                                                            draw, scale, blur)], args.batch_size)
     threshold, _ = auto_threshold(feats, labels, 0.95, views.view(len(rows), VIEWS_PER_CROP, -1))
     pred, best, _, runner_sim = classify(Support(feats, labels, names), q_feats)
     known = ~torch.isin(queries.labels, unknown)
@@ -166,7 +168,8 @@ def write_report(args, folds, names, results: dict, size: int) -> None:
         f"(novel_classes.class_folds, seed {args.seed}); models {models}; {size} px; "
         f"{args.draws} seeded 1-shot supports of the known classes per fold; "
         f"auto threshold at 95% TPR from {VIEWS_PER_CROP} augmented views per support crop "
-        f"(smallest area {args.view_scale_min or VIEW_SCALE_MIN}).",
+        f"(smallest area {args.view_scale_min or VIEW_SCALE_MIN}, blur "
+        f"{VIEW_BLUR if args.view_blur is None else args.view_blur}).",
         "", "Fold classes: " + "; ".join(
             f"{k}: {', '.join(names[c] for c in fold)}" for k, fold in enumerate(folds)),
         "", table(["score", "fold", "AUROC", "FPR@95TPR %", "closed-set known acc %",

@@ -38,6 +38,7 @@ from symclr_ft.knn import class_prototypes, class_similarity, draw_supports, knn
 UNKNOWN = "unknown"
 VIEWS_PER_CROP = 8
 VIEW_SCALE_MIN = 0.6  # smallest area of an augmented view, as a share of the crop
+VIEW_BLUR = False
 
 
 # --------------------------------------------------------------------------- embedding sources
@@ -127,15 +128,16 @@ def source_text(source: dict) -> str:
 
 
 def augmented_views(images: torch.Tensor, count: int, seed: int = 0,
-                    scale_min: float = VIEW_SCALE_MIN) -> torch.Tensor:
+                    scale_min: float = VIEW_SCALE_MIN, blur: bool = VIEW_BLUR) -> torch.Tensor:
     """``count`` augmented views of each uint8 crop: (N * count, 3, S, S) uint8, crop-major.
-    Random crops of ``scale_min``-100% of the area (aspect 3/4..4/3) and flips; no colour
-    changes (the drawings are black on white)."""
+    Random crops of ``scale_min``-100% of the area (aspect 3/4..4/3), flips, and with ``blur``
+    a Gaussian blur (sigma 0.1-2 px, like thicker or scanned lines); no colour changes (the
+    drawings are black on white)."""
     from symclr_ft.config import ViewsConfig
     from symclr_ft.views import apply_views, sample_view_params
 
     cfg = ViewsConfig(preset="simclr", crop_scale_min=scale_min, color_jitter_p=0.0,
-                      grayscale_p=0.0, blur=False)
+                      grayscale_p=0.0, blur=blur)
     repeated = images.repeat_interleave(count, dim=0)
     params = sample_view_params(cfg, len(repeated), torch.Generator().manual_seed(seed))
     return apply_views(repeated, params).mul_(255).round_().to(torch.uint8)
