@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--view-scale-min", type=float, default=None,
                    help="smallest area of the augmented views (default: predict.VIEW_SCALE_MIN)")
     p.add_argument("--view-blur", action="store_true", default=None, help="blur the views too")
+    p.add_argument("--json", default=None, help="also write the mean numbers here")
     p.add_argument("--batch-size", type=int, default=256)
     return p.parse_args(argv)
 
@@ -178,6 +179,12 @@ def write_report(args, folds, names, results: dict, size: int) -> None:
         "", "Mean ± std over draws (and folds for 'all'). " + "; ".join(verdicts),
     ])
     report("open_set", f"Open set on held-out classes ({args.split})", body)
+    if args.json:
+        keys = ("auroc", "fpr_at_95_tpr", "closed_set_accuracy", "known_accepted",
+                "known_accepted_correct", "unknown_accepted", "lost")
+        means = {score: {k: mean_of(everything, score, k)[0] for k in keys
+                         if any(k in d[score] for d in everything)} for score in args.scores}
+        Path(args.json).write_text(json.dumps({"args": vars(args), "means": means}, indent=1))
 
 
 if __name__ == "__main__":
