@@ -5,7 +5,7 @@ One command::
 
     python bench/eval_speed.py --shards /tmp/ff_shards
 
-* Embedding: ``symclr_ft.evaluate.embed`` (the function evaluation and training use) of
+* Embedding: ``symclr_ft.evaluate.embed_images`` (the function evaluation and training use) of
   ``--images`` train crops at ``--size`` px, batch ``--batch-size`` (EvalConfig's 256), a
   ResNet-18 in channels_last prepared by an ``Accelerator`` with ``mixed_precision`` "no" and
   "bf16", alternated. Also the agreement of the two (mean cosine similarity of the features).
@@ -19,6 +19,7 @@ One command::
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 import torch.nn.functional as F
@@ -28,22 +29,12 @@ from symclr_ft.config import EvalConfig, ModelConfig
 from symclr_ft.data import load_classes, load_split
 from symclr_ft.model import build_model
 
-try:
-    from symclr_ft.evaluate import embed, evaluate_model
-except ImportError:  # evaluate.py not there yet: embed with the model directly under autocast
-    evaluate_model = None
+from symclr_ft.evaluate import embed_images, evaluate_model
 
-    @torch.no_grad()
-    def embed(accelerator, net, images, batch_size):
-        model = accelerator.unwrap_model(net)
-        model.eval()
-        out = []
-        for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(accelerator.device).float().div_(255)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with accelerator.autocast():
-                out.append(model.features(x).float())
-        return torch.cat(out)
+
+def embed(accelerator, net, images, batch_size):
+    """Raw backbone features of in-memory crops, batch by batch (what evaluation does)."""
+    return embed_images(accelerator, net, [images], batch_size)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--knn-size", type=int, default=64, help="image size of the k-NN evaluation")
     p.add_argument("--knn-splits", nargs="*", default=["valid", "test"],
                    help="query splits of the k-NN evaluation (none: skip it)")
+    p.add_argument("--predict-model", default=None,
+                   help="instead: symclr-predict speed with this model file (its run's size)")
+    p.add_argument("--query-split", default="train", help="queries of the predict benchmark")
     return p.parse_args(argv)
 
 
@@ -70,9 +64,66 @@ def prepared_net(mixed_precision: str, state: dict | None = None):
     return accelerator, net
 
 
+def forward_rate(net, size: int, batch: int, repeats: int) -> list[float]:
+    """Crops/s of the model's forward alone (uint8 -> float -> features, no decoding)."""
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    net = net.eval().to(memory_format=torch.channels_last)
+    rates = []
+    with torch.no_grad():
+        net.features(x[:8].float().div(255).contiguous(memory_format=torch.channels_last))
+        for _ in range(repeats):
+            start = time.perf_counter()
+            net.features(x.float().div_(255).contiguous(memory_format=torch.channels_last))
+            rates.append(batch / (time.perf_counter() - start))
+    return rates
+
+
+def predict_speed(args) -> None:
+    """symclr-predict end to end (decode, embed, classify, write the CSV) against the
+    model's forward alone, same model, same size, this process's threads."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from symclr_ft.model import load_model_file, model_file_info
+    from symclr_ft.predict import embed_parser, predict_parser, run_embed, run_predict
+
+    info = model_file_info(args.predict_model)
+    queries = len(load_split(args.shards, args.query_split, 16))  # count only
+    with tempfile.TemporaryDirectory(prefix="symclr_predict_") as tmp:
+        run_embed(embed_parser().parse_args(["--model", args.predict_model, "--input", args.shards,
+                                             "--split", "valid", "--out", f"{tmp}/support"]))
+        argv = ["--model", args.predict_model, "--support", f"{tmp}/support", "--query",
+                args.shards, "--query-split", args.query_split, "--out", f"{tmp}/preds.csv",
+                "--batch-size", str(args.batch_size)]
+
+        def run(rep: int) -> float:
+            start = time.perf_counter()
+            run_predict(predict_parser().parse_args(argv))
+            return queries / (time.perf_counter() - start)
+
+        rates = alternate({"predict": run}, args.repeats)["predict"]
+    forward = forward_rate(load_model_file(args.predict_model), info["image_size"],
+                           args.batch_size, args.repeats)
+    rows = [["symclr-predict (decode + embed + classify + CSV)", fmt(median(rates)), runs(rates)],
+            ["model forward only (batch of uint8 in memory)", fmt(median(forward)), runs(forward)]]
+    body = "\n".join([
+        f"Machine: {machine('cpu')}; torch threads: {torch.get_num_threads()}.",
+        f"{args.predict_model}: {info['arch']} at {info['image_size']} px, batch "
+        f"{args.batch_size}; queries: {queries} crops of {args.shards} ({args.query_split}), "
+        f"support: the valid split as an index; fp32; {args.repeats} repetitions.",
+        "", table(["what", "crops/s (median)", "runs"], rows), "",
+        f"Target: >= 400 query crops/s end to end: "
+        f"{'met' if median(rates) >= 400 else '**missed**'}.",
+    ])
+    report("eval_speed", "Prediction speed: symclr-predict vs the forward alone", body)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     torch.manual_seed(0)
+    if args.predict_model:
+        predict_speed(args)
+        return
     crops = load_split(args.shards, "train", args.size)
     images = crops.images if args.images <= 0 else crops.images[: args.images]
     acc32, net32 = prepared_net("no")
@@ -103,7 +154,7 @@ def main(argv=None) -> None:
     ]
     lines = [
         f"Machine: {machine(device)}.",
-        f"Embedding: `symclr_ft.evaluate.embed`{'' if evaluate_model else ' (fallback: evaluate.py absent)'}, "
+        "Embedding: `symclr_ft.evaluate.embed_images`, "
         f"{n} train crops, batch {args.batch_size}, ResNet-18 channels_last, {args.steps} pass(es) "
         f"per repetition, {args.repeats} alternations.",
         "",
@@ -116,9 +167,7 @@ def main(argv=None) -> None:
         f"{3785 / r16:.0f} s ({3785 / r32:.0f} s in fp32).",
     ]
 
-    if evaluate_model is None:
-        lines.append("- k-NN: skipped, `symclr_ft.evaluate.evaluate_model` is not available.")
-    elif args.knn_splits:
+    if args.knn_splits:
         names = load_classes(args.shards)
         support = load_split(args.shards, "train", args.knn_size)
         cfg = EvalConfig(episodes=args.episodes)

@@ -148,6 +148,8 @@ _AT_LEAST: dict[str, float] = {
     "optim.grad_clip": 0, "optim.accumulate": 1, "train.epochs": 1, "train.eval_every": 0,
     "train.max_steps": 0, "train.save_every": 1, "eval.episodes": 1, "eval.batch_size": 1,
 }
+# Largest valid value by key: every episode holds a random permutation of the support set.
+_AT_MOST: dict[str, float] = {"eval.episodes": 10_000}
 _POSITIVE = ("loss.temperature", "optim.lr")
 _PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
 # Keys renamed since earlier versions, still read as aliases: old dotted name -> new one.
@@ -274,6 +276,8 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
 def _range_problem(key: str, value: Any) -> str | None:
     if key in _AT_LEAST and value < _AT_LEAST[key]:
         return f"must be >= {_AT_LEAST[key]}"
+    if key in _AT_MOST and value > _AT_MOST[key]:
+        return f"must be <= {_AT_MOST[key]}"
     if key in _POSITIVE and not value > 0:
         return "must be > 0"
     if key in _PROBABILITIES and not 0 <= value <= 1:

@@ -286,19 +286,29 @@ def load_split(
     ``allow_subset`` accepts a set from which shards were removed on purpose."""
     images, labels, keys = [], [], []
     num_classes = len(load_classes(shard_dir))
+    for path, key, fields in iter_split(shard_dir, split, allow_subset):
+        image, label = decode_sample(path, key, fields, image_size, num_classes)
+        images.append(image)
+        labels.append(label)
+        keys.append(key)
+    return CropSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), keys)
+
+
+def iter_split(
+    shard_dir: str | Path, split: str, allow_subset: bool = False
+) -> Iterator[tuple[Path, str, dict[str, bytes]]]:
+    """``(shard path, key, members)`` of every sample of ``split``, in shard order, verified
+    against stats.json as it is read (:class:`SplitCheck`): the one way to read a split, for
+    loading it whole and for streaming it through a model alike."""
     paths = shard_paths(shard_dir, split, allow_subset)
     check = SplitCheck(Path(shard_dir), split, paths, allow_subset)
     for path in paths:
         for key, fields in iter_shard(path):
             check.add(path, key)
-            image, label = decode_sample(path, key, fields, image_size, num_classes)
-            images.append(image)
-            labels.append(label)
-            keys.append(key)
-    if not images:
+            yield path, key, fields
+    if not any(check.per_shard.values()):
         raise UserError(f"{shard_dir}: split '{split}' has no crops")
     check.finish()
-    return CropSet(torch.stack(images), torch.tensor(labels, dtype=torch.int64), keys)
 
 
 # ---------------------------------------------------------------------------------------------

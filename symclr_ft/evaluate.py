@@ -1,25 +1,22 @@
-"""Few-shot evaluation of a backbone: embeddings, k-NN, episodes, metrics; ``symclr-evaluate``.
+"""Embedding crops with a backbone, few-shot evaluation of its features; ``symclr-evaluate``.
 
-The seed's definitions, kept exactly (features are the 512-d backbone output before the
-projection head, L2-normalised, compared by cosine similarity; the support set is the train
-split, the queries are every crop of the evaluated split):
+The seed's definitions, kept exactly (features are the backbone output before the projection
+head, L2-normalised, compared by cosine similarity; the support set is the train split, the
+queries are every crop of the evaluated split): ``one_shot`` (one random train crop per class,
+1-NN), ``five_shot`` (five per class, 3-NN vote), ``full_knn`` (every train crop, 5-NN vote);
+the k-NN rules are in :mod:`symclr_ft.knn`, the summaries in :mod:`symclr_ft.metrics`.
 
-- ``one_shot``:  one random train crop per class, nearest neighbour (k=1);
-- ``five_shot``: five random train crops per class, k=3 majority vote;
-- ``full_knn``:  every train crop, k=5 vote.
+Evaluation runs in four steps, each a function: embed (:func:`embed_feature_sets`), exclude
+queries whose class has no support crop (:func:`queries_with_support`, they cannot be
+classified: counted in ``queries_without_support`` and named in one warning), predict every
+protocol on the same seeded episodes (:func:`predict_protocols`) and summarise
+(:func:`summarise`). Options are reported NEXT TO the seed's numbers under their own names:
+``_tta`` (features averaged over the four rotations by 90 degrees), ``_centered`` (SimpleShot)
+and ``five_shot_proto`` (5-shot by the nearest class mean).
 
-Vote ties go to the class of the nearest neighbour among the tied classes (see
-:func:`knn_vote`). A class with fewer train crops than shots contributes all it has. Queries
-whose class has no train crop cannot be classified: they are excluded, counted in
-``queries_without_support`` and named in a one-line warning.
-
-Options are reported NEXT TO these numbers under their own names, never instead of them,
-and on the same episodes (paired comparison): ``_tta`` (features averaged over the four
-rotations by 90 degrees), ``_centered`` (SimpleShot: subtract the mean train feature, then
-L2-normalise) and ``five_shot_proto`` (5-shot by the nearest class mean).
-
-Everything below the embedding is a pure, vectorised function of tensors; only episodes are
-chunked, to bound memory. Example::
+Embedding streams: :func:`embed_images` takes crops one batch at a time (decoding them only
+when their batch is embedded) and keeps only the features, so memory grows with the number
+of features, not with the pixels of all crops. Example::
 
     metrics = evaluate_model(accelerator, net, train_set, valid_set, cfg.eval, names, None)
     print(summary_line(metrics))  # 1-shot 91.2±0.8%  5-shot 95.0±0.4%  full 97.0% (valid, ...)
@@ -27,249 +24,29 @@ chunked, to bound memory. Example::
 
 from __future__ import annotations
 
-import math
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from symclr_ft.config import EvalConfig
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.crops import UnreadableImage
+from symclr_ft.errors import UserError, report_user_errors
+from symclr_ft.knn import FEW_SHOT, centre, draw_supports, protocol_predictions
+from symclr_ft.metrics import (
+    SEED_METRICS,
+    confusion,
+    episodic_summary,
+    full_summary,
+    per_class_accuracy,
+    summary_line,
+)
 
-# name -> (shots per class, k); full_knn uses every train crop.
-FEW_SHOT = {"one_shot": (1, 1), "five_shot": (5, 3)}
-FULL_K = 5
-SEED_METRICS = ("one_shot", "five_shot", "full_knn")
-Z95 = 1.96
-# Upper bound on the elements of one (queries x episodes x support) similarity block.
-_CHUNK_ELEMENTS = 1 << 24
-
-
-# --------------------------------------------------------------------------- k-NN (pure)
-
-
-def knn_vote(neighbour_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Majority vote over the last dimension of ``neighbour_labels`` (..., k).
-
-    The neighbours must be sorted by similarity, nearest first; a label -1 means "no
-    neighbour" and does not vote. Tie rule: among the classes with the most votes, the class
-    of the nearest neighbour wins. With k=3 and three different labels (1-1-1) that is the
-    nearest neighbour's class; with k=5 and labels [0, 1, 2, 1, 2] it is 1, not 0, because
-    class 0 is not among the tied classes. A row without any neighbour predicts -1.
-    """
-    valid = neighbour_labels >= 0
-    safe = neighbour_labels.clamp(min=0)
-    counts = torch.zeros(
-        (*neighbour_labels.shape[:-1], num_classes), dtype=torch.int32, device=safe.device
-    )
-    counts.scatter_add_(-1, safe, valid.to(torch.int32))
-    tied = counts == counts.amax(dim=-1, keepdim=True)
-    in_tie = tied.gather(-1, safe) & valid
-    # argmax returns the first maximal position: the nearest neighbour of a tied class.
-    first = in_tie.to(torch.uint8).argmax(dim=-1, keepdim=True)
-    prediction = safe.gather(-1, first).squeeze(-1)
-    return torch.where(valid.any(dim=-1), prediction, torch.full_like(prediction, -1))
-
-
-def draw_supports(
-    labels: torch.Tensor, shots: int, episodes: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Indices into ``labels`` of the support crops of each episode: (episodes, S).
-
-    Every class with crops gets ``shots`` distinct random crops (all of them when it has fewer).
-    The number per class is therefore the same in every episode, so S is fixed and no padding
-    is needed: S = sum over classes of min(shots, crops of the class). Within an episode the
-    indices are grouped by class (ascending), in random order within a class. The draw depends
-    only on the generator's state (it is made on the CPU), never on the device.
-    """
-    labels = labels.cpu()
-    n = labels.numel()
-    # A random permutation per episode, then a stable sort by class: classes end up in
-    # contiguous blocks (at the same positions in every episode), random inside each block.
-    perm = torch.rand((episodes, n), generator=generator).argsort(dim=1)
-    by_class = labels[perm].argsort(dim=1, stable=True)
-    order = perm.gather(1, by_class)
-    sorted_labels = labels.sort(stable=True).values
-    counts = torch.bincount(sorted_labels, minlength=1)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(n) - starts[sorted_labels]
-    return order[:, rank < shots]
-
-
-def few_shot_predictions(
-    sim: torch.Tensor,
-    support_labels: torch.Tensor,
-    supports: torch.Tensor,
-    k: int,
-    num_classes: int,
-) -> torch.Tensor:
-    """k-NN predictions of every query in every episode: (episodes, Q).
-
-    ``sim`` is (Q, N) query-to-support similarity, ``supports`` (E, S) indices into the N
-    support crops (from :func:`draw_supports`). k is capped at S.
-    """
-    q = sim.shape[0]
-    e_total, s = supports.shape
-    k = min(k, s)
-    supports = supports.to(sim.device)
-    support_labels = support_labels.to(sim.device)
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, q * s))
-    parts = []
-    for start in range(0, e_total, per_chunk):
-        idx = supports[start : start + per_chunk]  # (e, S)
-        nearest = sim[:, idx].topk(k, dim=-1).indices  # (Q, e, k), most similar first
-        labels = support_labels[idx].unsqueeze(0).expand(q, -1, -1)  # (Q, e, S)
-        parts.append(knn_vote(labels.gather(-1, nearest), num_classes).T)
-    return torch.cat(parts, dim=0)
-
-
-def full_knn_predictions(
-    sim: torch.Tensor, support_labels: torch.Tensor, k: int, num_classes: int
-) -> torch.Tensor:
-    """k-NN predictions with every support crop: (Q,). Deterministic."""
-    everything = torch.arange(sim.shape[1], device=sim.device).unsqueeze(0)
-    return few_shot_predictions(sim, support_labels, everything, k, num_classes)[0]
-
-
-def prototype_predictions(
-    support_feats: torch.Tensor,
-    support_labels: torch.Tensor,
-    supports: torch.Tensor,
-    query_feats: torch.Tensor,
-    num_classes: int,
-) -> torch.Tensor:
-    """Nearest class mean per episode: (episodes, Q).
-
-    A prototype is the mean of the episode's support features of a class, L2-normalised, so
-    that queries are compared with it by cosine similarity like everywhere else here. Classes
-    without support in the episode are never predicted.
-    """
-    q, d = query_feats.shape
-    e_total, s = supports.shape
-    supports = supports.to(support_feats.device)
-    support_labels = support_labels.to(support_feats.device)
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, s * d + q * num_classes))
-    parts = []
-    for start in range(0, e_total, per_chunk):
-        idx = supports[start : start + per_chunk]
-        one_hot = F.one_hot(support_labels[idx], num_classes).to(support_feats.dtype)  # (e,S,C)
-        prototypes = F.normalize(one_hot.transpose(1, 2) @ support_feats[idx], dim=-1)
-        scores = query_feats @ prototypes.transpose(1, 2)  # (e, Q, C)
-        present = one_hot.sum(dim=1) > 0
-        scores = scores.masked_fill(~present.unsqueeze(1), float("-inf"))
-        parts.append(scores.argmax(dim=-1))
-    return torch.cat(parts, dim=0)
-
-
-def centre(support_feats: torch.Tensor, query_feats: torch.Tensor):
-    """SimpleShot: subtract the mean support (train) feature from both sets, re-normalise.
-
-    The mean is over every train crop, not per episode: it uses no labels, and it makes the
-    centred numbers of all protocols comparable.
-    """
-    mean = support_feats.mean(dim=0, keepdim=True)
-    return F.normalize(support_feats - mean, dim=-1), F.normalize(query_feats - mean, dim=-1)
-
-
-# --------------------------------------------------------------------------- metrics (pure)
-
-
-def episode_accuracies(
-    predictions: torch.Tensor, targets: torch.Tensor, num_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Micro and macro accuracy of each episode (rows of ``predictions`` (E, Q)).
-
-    Macro is class-balanced: the mean of the per-class accuracies over the classes present
-    among the queries, so that a large class cannot hide a poor small one.
-    """
-    predictions = predictions.cpu().reshape(-1, targets.numel())
-    targets = targets.cpu()
-    correct = (predictions == targets).double()
-    micro = correct.mean(dim=1)
-    per_class = torch.zeros(correct.shape[0], num_classes, dtype=torch.float64)
-    per_class.index_add_(1, targets, correct)
-    counts = torch.bincount(targets, minlength=num_classes)
-    present = counts > 0
-    macro = (per_class[:, present] / counts[present]).mean(dim=1)
-    return micro.numpy(), macro.numpy()
-
-
-def mean_ci(values: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
-    """Mean, sample standard deviation (ddof=1; 0 for one value) and the half-width of the
-    normal 95% confidence interval of the mean, 1.96 * std / sqrt(E)."""
-    values = np.asarray(values, dtype=np.float64)
-    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
-    return float(values.mean()), std, Z95 * std / math.sqrt(values.size)
-
-
-def wilson_interval(p: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``p`` observed on ``n`` trials."""
-    if n <= 0:
-        return 0.0, 1.0
-    denom = 1.0 + z * z / n
-    mid = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
-def episodic_summary(
-    predictions: torch.Tensor, targets: torch.Tensor, num_classes: int
-) -> dict[str, float]:
-    """Mean, std and 95% CI half-width over episodes of micro and macro accuracy."""
-    micro, macro = episode_accuracies(predictions, targets, num_classes)
-    out: dict[str, Any] = {}
-    for name, values in (("micro", micro), ("macro", macro)):
-        mean, std, ci = mean_ci(values)
-        out.update({f"{name}_mean": mean, f"{name}_std": std, f"{name}_ci95": ci})
-    out["episodes"] = int(len(micro))
-    return out
-
-
-def full_summary(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> dict:
-    """Micro and macro accuracy of one deterministic prediction, with 95% Wilson intervals
-    over the Q queries. ``*_ci95`` is the half-width (high - low) / 2 for tables; the exact,
-    asymmetric bounds are ``*_ci95_low`` / ``*_ci95_high``. The macro interval treats the
-    class-balanced accuracy as a proportion over the same Q queries (an approximation).
-    ``*_std`` is 0: there is nothing random to vary."""
-    micro, macro = episode_accuracies(predictions.reshape(1, -1), targets, num_classes)
-    n = int(targets.numel())
-    out: dict[str, Any] = {}
-    for name, value in (("micro", float(micro[0])), ("macro", float(macro[0]))):
-        low, high = wilson_interval(value, n)
-        out.update(
-            {
-                f"{name}_mean": value,
-                f"{name}_std": 0.0,
-                f"{name}_ci95": (high - low) / 2,
-                f"{name}_ci95_low": low,
-                f"{name}_ci95_high": high,
-            }
-        )
-    out["episodes"] = 1
-    return out
-
-
-def confusion(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int) -> np.ndarray:
-    """Confusion matrix (rows: true class, columns: predicted), summed over episodes."""
-    from sklearn.metrics import confusion_matrix
-
-    predictions = predictions.cpu().reshape(-1, targets.numel())
-    true = targets.cpu().repeat(predictions.shape[0])
-    flat = predictions.reshape(-1).numpy()
-    return confusion_matrix(true.numpy(), flat, labels=list(range(num_classes)))
-
-
-def per_class_accuracy(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
-    """Accuracy of each class that has queries, by name (from a summed confusion matrix; every
-    episode has the same queries, so this is also the mean over episodes)."""
-    totals = matrix.sum(axis=1)
-    return {
-        name: float(matrix[i, i] / totals[i]) for i, name in enumerate(class_names) if totals[i]
-    }
+__all__ = ["embed_images", "embed_stream", "evaluate_model", "evaluate_features", "summary_line"]
 
 
 # --------------------------------------------------------------------------- embedding
@@ -282,108 +59,266 @@ def _is_channels_last(model: torch.nn.Module) -> bool:
     return False
 
 
+def _pieces(images: Iterable, batch_size: int) -> Iterator[list]:
+    """Regroup a stream of crops (3,S,S), batches (B,3,S,S) or zero-argument calls that
+    return a crop, into lists of pieces of exactly ``batch_size`` rows (the last may be
+    short). Tensors are sliced (views), calls are not made: only the owner decodes."""
+    group, rows = [], 0
+    for item in images:
+        if isinstance(item, torch.Tensor) and item.dim() == 4:
+            start = 0
+            while start < item.shape[0]:
+                take = min(batch_size - rows, item.shape[0] - start)
+                group.append(item[start : start + take])
+                rows, start = rows + take, start + take
+                if rows == batch_size:
+                    yield group
+                    group, rows = [], 0
+            continue
+        group.append(item)
+        rows += 1
+        if rows == batch_size:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def _materialise(group: list, batch_size: int):
+    """One process's batch: (batch_size, 3, S, S) uint8 padded with zero rows; which rows are
+    real (not padding) and which readable; (row, reason) for the unreadable ones (zero rows)."""
+    parts, ok, problems = [], [], []
+    for piece in group:
+        if isinstance(piece, torch.Tensor):
+            piece = piece if piece.dim() == 4 else piece.unsqueeze(0)
+            parts.append(piece)
+            ok += [True] * piece.shape[0]
+            continue
+        try:
+            parts.append(piece().unsqueeze(0))
+            ok.append(True)
+        except UnreadableImage as err:
+            problems.append((len(ok), str(err)))
+            ok.append(False)
+            parts.append(None)
+    # A batch with nothing readable still runs (every process takes part in each round).
+    first = next((p for p in parts if p is not None), torch.zeros((0, 3, 32, 32), dtype=torch.uint8))
+    zeros = lambda rows: first.new_zeros((rows, *first.shape[1:]))  # noqa: E731  (same device)
+    parts = [p if p is not None else zeros(1) for p in parts]
+    pad = batch_size - len(ok)
+    x = torch.cat(parts + [zeros(pad)])
+    real = torch.arange(batch_size) < len(ok)
+    return x, torch.tensor(ok + [False] * pad), real, problems
+
+
+# Rows of one forward pass. Activations grow with it (EfficientNet-lite0 at 96 px: about
+# 0.25 GB at 64 rows, 0.8 GB at 256) while CPU throughput hardly does; a batch larger than
+# this is run in parts, row by row the same features.
+FORWARD_ROWS = 64
+
+
+def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot90: bool):
+    """L2-normalised features of a uint8 batch; with ``tta_rot90`` the normalised mean of the
+    normalised features of the four rotations by 90 degrees."""
+    parts = []
+    for start in range(0, x.shape[0], FORWARD_ROWS):
+        rows = x[start : start + FORWARD_ROWS].to(accelerator.device).float().div_(255.0)
+        total = None
+        for turns in range(4 if tta_rot90 else 1):
+            view = torch.rot90(rows, turns, dims=(2, 3)) if turns else rows
+            if channels_last:
+                view = view.contiguous(memory_format=torch.channels_last)
+            with accelerator.autocast():
+                f = F.normalize(model.features(view).float(), dim=-1)
+            total = f if total is None else total + f
+        parts.append(F.normalize(total, dim=-1))
+    return torch.cat(parts)
+
+
+@dataclass
+class EmbeddedBatch:
+    """Features of consecutive input rows (the same on every process)."""
+
+    features: torch.Tensor  # (n, D) L2-normalised; zero rows where unreadable
+    readable: torch.Tensor  # (n,) bool
+    problems: list = field(default_factory=list)  # (row in this batch, reason)
+
+
 @torch.no_grad()
-def embed(
-    accelerator, net: torch.nn.Module, images: torch.Tensor, batch_size: int, rotations: int = 0
-) -> torch.Tensor:
-    """Backbone features of uint8 images (N, 3, S, S): (N, D) float32, rows in input order.
+def embed_stream(
+    accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False
+) -> Iterator[EmbeddedBatch]:
+    """Embed a stream of crops batch by batch; yields their features in input order.
 
-    Each process embeds its share of the batches; the rows are gathered and put back by
-    index, so every process returns the same tensor (on ``accelerator.device``), whatever the
-    number of processes. ``rotations`` turns the images by that many times 90 degrees.
-
-    Why the index list is padded to whole batches with -1: every batch then has the same size
-    and content with 1 or several processes, so the numbers cannot change with the process
-    count through batch-size dependent kernels. The pad rows (and Accelerate's own repeats)
-    are dropped after gathering.
+    With N processes, batch i is embedded by process i mod N and each round of N batches is
+    gathered, so every process yields the same rows. Every batch is padded to ``batch_size``
+    rows, so its content (and the numbers) do not depend on the process count. A crop whose
+    ``load`` raises :class:`~symclr_ft.crops.UnreadableImage` gets a zero row, marked unreadable.
     """
-    n = images.shape[0]
-    if n == 0:
-        raise ValueError("embed: no images")
     model = accelerator.unwrap_model(net)
     was_training = model.training
     model.eval()
     channels_last = _is_channels_last(model)
-    b = max(1, min(batch_size, n))
-    order = list(range(n)) + [-1] * (-n % b)
-    loader = accelerator.prepare_data_loader(torch.utils.data.DataLoader(order, batch_size=b))
-    indices, feats = [], []
+    rank, world = accelerator.process_index, accelerator.num_processes
+    groups = _pieces(images, max(1, batch_size))
     try:
-        for idx in loader:
-            x = images[idx.to(images.device).clamp(min=0)].to(accelerator.device)
-            x = x.float().div_(255.0)
-            if rotations % 4:
-                x = torch.rot90(x, rotations, dims=(2, 3))
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with accelerator.autocast():
-                f = model.features(x)
-            idx_all, f_all = accelerator.gather_for_metrics((idx.to(f.device), f.float()))
-            indices.append(idx_all)
-            feats.append(f_all)
+        while True:
+            round_ = [g for _, g in zip(range(world), groups)]
+            if not round_:
+                return
+            mine = round_[rank] if rank < len(round_) else []
+            x, ok, real, problems = _materialise(mine, batch_size)
+            f = _features(accelerator, model, x, channels_last, tta_rot90)
+            yield _gather_round(accelerator, f, ok, real, problems, batch_size)
     finally:
         model.train(was_training)
-        # A prepared loader stays registered for save_state; evaluation's must not pile up.
-        registered = getattr(accelerator, "_dataloaders", None)
-        if isinstance(registered, list) and loader in registered:
-            registered.remove(loader)
-    idx = torch.cat(indices)
-    f = torch.cat(feats)
-    keep = idx >= 0
-    idx, f = idx[keep], f[keep]
-    out = f.new_zeros((n, f.shape[1]))
-    out[idx] = f
-    if not bool((torch.bincount(idx, minlength=n) > 0).all()):
-        raise RuntimeError("embed: some rows were not embedded by any process")
-    return out
 
 
-def embed_normalised(accelerator, net, images, batch_size: int, tta_rot90: bool = False):
-    """L2-normalised features; with ``tta_rot90`` the mean of the normalised features of the
-    four rotations, normalised again."""
-    if not tta_rot90:
-        return F.normalize(embed(accelerator, net, images, batch_size), dim=-1)
-    total = sum(
-        F.normalize(embed(accelerator, net, images, batch_size, rotations=r), dim=-1)
-        for r in range(4)
-    )
-    return F.normalize(total, dim=-1)
+def _gather_round(accelerator, f, ok, real, problems, batch_size: int) -> EmbeddedBatch:
+    """Features of one round from every process, padding dropped, in batch order."""
+    f_all = accelerator.gather(f).cpu()
+    # uint8, not bool: not every collective backend gathers bool tensors
+    ok_all = accelerator.gather(ok.to(f.device, torch.uint8)).cpu().bool()
+    real_all = accelerator.gather(real.to(f.device, torch.uint8)).cpu().bool()
+    if accelerator.num_processes > 1 and bool((real_all & ~ok_all).any()):
+        from accelerate.utils import gather_object
+
+        offset = accelerator.process_index * batch_size
+        problems = gather_object([(offset + row, why) for row, why in problems])
+    position = torch.cumsum(real_all.long(), 0) - 1
+    problems = [(int(position[row]), why) for row, why in sorted(problems)]
+    return EmbeddedBatch(f_all[real_all], ok_all[real_all], problems)
 
 
-# --------------------------------------------------------------------------- evaluation
+def embed_images(
+    accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False,
+    expected: int | None = None,
+) -> torch.Tensor:
+    """(N, D) L2-normalised features of a stream of uint8 crops (3, S, S), batches or
+    zero-argument calls returning a crop, in input order; only the features are kept.
+    ``expected`` (the number of crops, when known) lets the result be allocated once instead
+    of gathered in pieces and joined, which would hold it twice. An unreadable crop is an
+    error here (evaluation); :func:`embed_stream` lets callers skip it."""
+    out, extra, filled = None, [], 0
+    for batch in embed_stream(accelerator, net, images, batch_size, tta_rot90):
+        if batch.problems:
+            raise UserError(batch.problems[0][1])
+        n = batch.features.shape[0]
+        if out is None and expected:
+            out = batch.features.new_empty((expected, batch.features.shape[1]))
+        if out is not None and filled + n <= out.shape[0]:
+            out[filled : filled + n] = batch.features
+            filled += n
+        else:
+            extra.append(batch.features)
+    if out is None and not extra:
+        raise UserError("nothing to embed: no crops")
+    if out is None:
+        return torch.cat(extra)
+    return torch.cat([out[:filled], *extra]) if extra else out[:filled]
 
 
-def predict_all(
-    support_feats: torch.Tensor,
-    support_labels: torch.Tensor,
-    query_feats: torch.Tensor,
-    episode_supports: dict[str, torch.Tensor],
-    num_classes: int,
-    prototypes: bool = False,
-    suffix: str = "",
-) -> dict[str, torch.Tensor]:
-    """Predictions of every protocol for one pair of (normalised) feature sets: name ->
-    (E, Q) for the episodic ones, (1, Q) for full k-NN."""
-    sim = query_feats @ support_feats.T
-    preds = {}
-    for name, (_, k) in FEW_SHOT.items():
-        preds[name + suffix] = few_shot_predictions(
-            sim, support_labels, episode_supports[name], k, num_classes
+# --------------------------------------------------------------------------- evaluation steps
+
+
+def embed_feature_sets(accelerator, net, support_images, query_images, cfg: EvalConfig,
+                       counts: tuple = (None, None)) -> dict:
+    """Step 1: suffix -> (support, query) features: "" always, "_tta" and "_centered"
+    variants when asked. ``*_images``: zero-argument functions returning a fresh iterable of
+    crops (a stream can be read only once, TTA reads it twice); ``counts``: their lengths
+    when known."""
+    sets = {}
+    for suffix, tta in (("", False), ("_tta", True)):
+        if tta and not cfg.tta_rot90:
+            continue
+        sets[suffix] = tuple(
+            embed_images(accelerator, net, images(), cfg.batch_size, tta, count)
+            for images, count in ((support_images, counts[0]), (query_images, counts[1]))
         )
-    preds["full_knn" + suffix] = full_knn_predictions(sim, support_labels, FULL_K, num_classes)[
-        None
-    ]
-    if prototypes:
-        preds["five_shot_proto" + suffix] = prototype_predictions(
-            support_feats, support_labels, episode_supports["five_shot"], query_feats, num_classes
+    if cfg.centering:
+        for suffix in list(sets):
+            sets[suffix + "_centered"] = centre(*sets[suffix])
+    return sets
+
+
+def queries_with_support(
+    support_labels: torch.Tensor, query_labels: torch.Tensor, class_names, split_name: str,
+    warn: bool = True,
+) -> torch.Tensor:
+    """Step 2: which queries can be classified (their class has a support crop); the others
+    are named in one warning on stderr. None at all is an error."""
+    num_classes = len(class_names)
+    has_support = torch.bincount(support_labels, minlength=num_classes) > 0
+    keep = has_support[query_labels]
+    excluded = int((~keep).sum())
+    if excluded and warn:
+        missing = torch.bincount(query_labels[~keep], minlength=num_classes)
+        names = ", ".join(f"{class_names[i]} ({int(missing[i])})" for i in missing.nonzero()[:, 0])
+        print(
+            f"warning: {split_name}: {excluded} queries excluded, no train crops for "
+            f"class(es) {names}",
+            file=sys.stderr,
         )
-    return {name: p.cpu() for name, p in preds.items()}
+    if not bool(keep.any()):
+        raise UserError(f"{split_name}: no query belongs to a class with train crops")
+    return keep
 
 
-def _check_inputs(support, queries, class_names: Sequence[str]) -> None:
+def predict_protocols(feature_sets: dict, support_labels, keep, cfg: EvalConfig, num_classes: int):
+    """Step 3: name -> predictions (E, Q) of every protocol on every feature set, all on the
+    same seeded episodes (a paired comparison of the options)."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    try:
+        episode_supports = {
+            name: draw_supports(support_labels, shots, cfg.episodes, generator)
+            for name, (shots, _) in FEW_SHOT.items()
+        }
+        preds: dict[str, torch.Tensor] = {}
+        for suffix, (s_feats, q_feats) in feature_sets.items():
+            preds.update(protocol_predictions(
+                s_feats, support_labels.to(s_feats.device), q_feats[keep.to(q_feats.device)],
+                episode_supports, num_classes, cfg.prototypes, suffix,
+            ))
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "memory" not in str(err).lower():
+            raise
+        raise UserError(
+            f"eval.episodes={cfg.episodes}: not enough memory for that many episodes of "
+            f"{len(support_labels)} support crops; use fewer"
+        ) from None
+    return preds
+
+
+def summarise(preds: dict, targets: torch.Tensor, num_classes: int) -> dict:
+    """Step 4: the summary block of every protocol (Wilson interval for full k-NN)."""
+    return {
+        name: (full_summary if name.startswith("full_knn") else episodic_summary)(
+            p, targets, num_classes
+        )
+        for name, p in preds.items()
+    }
+
+
+PROTOCOLS = {
+    "one_shot": "1 random train crop per class, 1-NN, cosine",
+    "five_shot": "5 random train crops per class, 3-NN vote, cosine",
+    "full_knn": "all train crops, 5-NN vote, cosine",
+    "ties": "class of the nearest neighbour among the tied classes",
+}
+
+
+@dataclass
+class Labelled:
+    """Labels and keys of a support or query set (the pixels are streamed separately)."""
+
+    labels: torch.Tensor
+    keys: list[str]
+
+
+def _check_inputs(support: Labelled, queries: Labelled, class_names) -> None:
     c = len(class_names)
     for what, crops in (("support", support), ("queries", queries)):
-        if len(crops) == 0:
+        if len(crops.labels) == 0:
             raise UserError(f"{what}: no crops to evaluate")
         lo, hi = int(crops.labels.min()), int(crops.labels.max())
         if lo < 0 or hi >= c:
@@ -396,6 +331,37 @@ def _check_inputs(support, queries, class_names: Sequence[str]) -> None:
         )
 
 
+def evaluate_features(
+    accelerator, feature_sets: dict, support: Labelled, queries: Labelled, cfg: EvalConfig,
+    class_names: list[str], out_dir: Path | None, split_name: str, image_size: int,
+) -> dict:
+    """Steps 2 to 4 on embedded sets, plus the run facts and the detail files: the metrics
+    layout of :func:`evaluate_model`."""
+    num_classes = len(class_names)
+    keep = queries_with_support(
+        support.labels, queries.labels, class_names, split_name, accelerator.is_main_process
+    )
+    targets = queries.labels[keep]
+    t0 = time.perf_counter()
+    preds = predict_protocols(feature_sets, support.labels, keep, cfg, num_classes)
+    metrics: dict[str, Any] = {
+        "split": split_name,
+        "image_size": int(image_size),
+        "episodes": cfg.episodes,
+        "seed": cfg.seed,
+        "support": len(support.labels),
+        "queries": int(keep.sum()),
+        "queries_without_support": int((~keep).sum()),
+        "classes": int(torch.unique(targets).numel()),
+        "protocols": dict(PROTOCOLS),
+        **summarise(preds, targets, num_classes),
+    }
+    if out_dir is not None and accelerator.is_main_process:
+        write_details(Path(out_dir), preds, targets, class_names, split_name)
+    metrics["knn_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
 def evaluate_model(
     accelerator,
     net: torch.nn.Module,
@@ -406,7 +372,7 @@ def evaluate_model(
     out_dir: Path | None,
     split_name: str = "valid",
 ) -> dict:
-    """Embed both sets, run every protocol, return the metrics (JSON-serialisable).
+    """Embed two in-memory ``CropSet``s, run every protocol, return the metrics (JSON-ready).
 
     Layout: ``one_shot``, ``five_shot``, ``full_knn`` (+ option variants), each
     ``{micro_mean, micro_std, micro_ci95, macro_mean, macro_std, macro_ci95, episodes}``
@@ -417,83 +383,18 @@ def evaluate_model(
     Per-class accuracies and confusion matrices go to files in ``out_dir`` (main process).
     """
     t0 = time.perf_counter()
-    _check_inputs(support, queries, class_names)
-    num_classes = len(class_names)
-    feature_sets = {
-        "": (
-            embed_normalised(accelerator, net, support.images, cfg.batch_size),
-            embed_normalised(accelerator, net, queries.images, cfg.batch_size),
-        )
-    }
-    if cfg.tta_rot90:
-        feature_sets["_tta"] = (
-            embed_normalised(accelerator, net, support.images, cfg.batch_size, True),
-            embed_normalised(accelerator, net, queries.images, cfg.batch_size, True),
-        )
-    if cfg.centering:
-        for suffix in list(feature_sets):
-            feature_sets[suffix + "_centered"] = centre(*feature_sets[suffix])
-    t_embed = time.perf_counter()
-
-    support_labels = support.labels.cpu()
-    query_labels = queries.labels.cpu()
-    has_support = torch.bincount(support_labels, minlength=num_classes) > 0
-    keep = has_support[query_labels]
-    excluded = int((~keep).sum())
-    if excluded:
-        missing = torch.bincount(query_labels[~keep], minlength=num_classes)
-        names = ", ".join(f"{class_names[i]} ({int(missing[i])})" for i in missing.nonzero()[:, 0])
-        if accelerator.is_main_process:
-            print(
-                f"warning: {split_name}: {excluded} queries excluded, no train crops for "
-                f"class(es) {names}",
-                file=sys.stderr,
-            )
-    if not bool(keep.any()):
-        raise UserError(f"{split_name}: no query belongs to a class with train crops")
-    targets = query_labels[keep]
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    episode_supports = {
-        name: draw_supports(support_labels, shots, cfg.episodes, generator)
-        for name, (shots, _) in FEW_SHOT.items()
-    }
-    preds: dict[str, torch.Tensor] = {}
-    for suffix, (s_feats, q_feats) in feature_sets.items():
-        keep_dev = keep.to(q_feats.device)
-        preds.update(
-            predict_all(
-                s_feats, support_labels.to(s_feats.device), q_feats[keep_dev],
-                episode_supports, num_classes, cfg.prototypes, suffix,
-            )
-        )
-    t_knn = time.perf_counter()
-
-    metrics: dict[str, Any] = {
-        "split": split_name,
-        "image_size": int(queries.images.shape[-1]),
-        "episodes": cfg.episodes,
-        "seed": cfg.seed,
-        "support": len(support),
-        "queries": int(keep.sum()),
-        "queries_without_support": excluded,
-        "classes": int(torch.unique(targets).numel()),
-        "protocols": {
-            "one_shot": "1 random train crop per class, 1-NN, cosine",
-            "five_shot": "5 random train crops per class, 3-NN vote, cosine",
-            "full_knn": "all train crops, 5-NN vote, cosine",
-            "ties": "class of the nearest neighbour among the tied classes",
-        },
-    }
-    for name, p in preds.items():
-        if name.startswith("full_knn"):
-            metrics[name] = full_summary(p, targets, num_classes)
-        else:
-            metrics[name] = episodic_summary(p, targets, num_classes)
-    if out_dir is not None and accelerator.is_main_process:
-        write_details(Path(out_dir), preds, targets, class_names, split_name)
-    metrics["embed_seconds"] = t_embed - t0
-    metrics["knn_seconds"] = t_knn - t_embed
+    s, q = Labelled(support.labels.cpu(), support.keys), Labelled(queries.labels.cpu(), queries.keys)
+    _check_inputs(s, q, class_names)
+    sets = embed_feature_sets(
+        accelerator, net, lambda: [support.images], lambda: [queries.images], cfg,
+        (len(support), len(queries)),
+    )
+    embed_seconds = time.perf_counter() - t0
+    metrics = evaluate_features(
+        accelerator, sets, s, q, cfg, class_names, out_dir, split_name,
+        int(queries.images.shape[-1]),
+    )
+    metrics["embed_seconds"] = embed_seconds
     metrics["seconds"] = time.perf_counter() - t0
     return metrics
 
@@ -514,27 +415,17 @@ def write_details(
     matrices = {name: confusion(p, targets, c) for name, p in preds.items()}
     per_class = {name: per_class_accuracy(m, class_names) for name, m in matrices.items()}
     counts = torch.bincount(targets, minlength=c)
+    queries_per_class = {n: int(counts[i]) for i, n in enumerate(class_names) if counts[i]}
     paths = [out_dir / f"per_class_{split_name}.json", out_dir / f"confusion_{split_name}.json"]
-    write_json(
-        paths[0],
-        {
-            "split": split_name,
-            "queries_per_class": {
-                n: int(counts[i]) for i, n in enumerate(class_names) if counts[i]
-            },
-            "accuracy": per_class,
-        },
-    )
-    write_json(
-        paths[1],
-        {
-            "split": split_name,
-            "classes": list(class_names),
-            "note": "rows: true class, columns: predicted class; episodic metrics summed "
-            "over episodes",
-            "matrices": {name: m.tolist() for name, m in matrices.items()},
-        },
-    )
+    write_json(paths[0], {
+        "split": split_name, "queries_per_class": queries_per_class, "accuracy": per_class,
+    })
+    write_json(paths[1], {
+        "split": split_name,
+        "classes": list(class_names),
+        "note": "rows: true class, columns: predicted class; episodic metrics summed over episodes",
+        "matrices": {name: m.tolist() for name, m in matrices.items()},
+    })
     for name in SEED_METRICS:
         path = out_dir / f"confusion_{split_name}_{name}.png"
         plot_confusion(matrices[name], class_names, f"{name} ({split_name})", path)
@@ -543,27 +434,6 @@ def write_details(
     plot_per_class({name: per_class[name] for name in SEED_METRICS}, path, split_name)
     paths.append(path)
     return paths
-
-
-def _percent(block: dict, ci: bool = True) -> str:
-    text = f"{100 * block['micro_mean']:.1f}"
-    return text + (f"±{100 * block['micro_ci95']:.1f}%" if ci else "%")
-
-
-def summary_line(metrics: dict) -> str:
-    """``1-shot 91.2±0.8%  5-shot 95.0±0.4%  full 97.0% (valid, 100 episodes)``, then the
-    options that were computed, e.g. ``| five_shot_proto 96.1±0.3%``."""
-    text = (
-        f"1-shot {_percent(metrics['one_shot'])}  5-shot {_percent(metrics['five_shot'])}  "
-        f"full {_percent(metrics['full_knn'], ci=False)} "
-        f"({metrics.get('split', '?')}, {metrics.get('episodes', '?')} episodes)"
-    )
-    extras = [
-        f"{name} {_percent(block, ci=not name.startswith('full_knn'))}"
-        for name, block in metrics.items()
-        if name not in SEED_METRICS and isinstance(block, dict) and "micro_mean" in block
-    ]
-    return text + (" | " + "  ".join(extras) if extras else "")
 
 
 # --------------------------------------------------------------------------- command
@@ -596,62 +466,85 @@ def parse_checkpoint(text: str) -> tuple[str, Path | None]:
     return kind, path
 
 
-def resolve_image_size(flag: int | None, checkpoint: Path | None) -> int:
-    """The evaluation image size: the flag, else the run's (eval.image_size, or data.image_size
-    when that is 0) from a config.yaml beside the checkpoint. Never a silent default: baselines
-    must be compared at the size of the models they are compared with."""
-    from symclr_ft.config import load_config
+def resolve_image_size(cfg, checkpoint: Path | None, from_file: bool) -> int:
+    """The evaluation image size: ``eval.image_size`` (``--image-size``) when set, else the
+    run's, from a config.yaml beside the checkpoint, else ``data.image_size`` of ``--config``.
+    Never a silent default: baselines must be compared at the size of the models they are
+    compared with."""
+    from symclr_ft.model import run_image_size
 
-    if flag is not None:
-        if flag < 16:
-            raise UserError(f"--image-size={flag} must be at least 16")
-        return flag
-    run_config = checkpoint.parent / "config.yaml" if checkpoint is not None else None
-    if run_config is None or not run_config.is_file():
-        if checkpoint is None:
-            raise UserError("--image-size is required with --checkpoint random (no run to "
-                            "take the image size from)")
-        raise UserError(f"--image-size is required: no config.yaml beside {checkpoint} to take "
-                        "the run's image size from")
-    cfg = load_config(run_config)
-    return cfg.eval.image_size or cfg.data.image_size
+    if cfg.eval.image_size:
+        return cfg.eval.image_size
+    size = run_image_size(checkpoint) if checkpoint is not None else None
+    if size:
+        return size
+    if from_file:
+        return cfg.data.image_size
+    if checkpoint is None:
+        raise UserError("--image-size is required with --checkpoint random (no run to "
+                        "take the image size from)")
+    raise UserError(f"--image-size is required: no config.yaml beside {checkpoint} to take "
+                    "the run's image size from")
 
 
-def build_parser() -> ArgumentParser:
-    d = EvalConfig()
+# flag -> (section, key) of the config it sets; a flag given on the command line wins.
+_FLAG_KEYS = {
+    "shards": ("data", "shards"), "support_split": ("data", "train_split"),
+    "arch": ("model", "arch"), "input_norm": ("model", "input_norm"),
+    "split": ("eval", "split"), "episodes": ("eval", "episodes"), "seed": ("eval", "seed"),
+    "batch_size": ("eval", "batch_size"), "image_size": ("eval", "image_size"),
+    "tta_rot90": ("eval", "tta_rot90"), "centering": ("eval", "centering"),
+    "prototypes": ("eval", "prototypes"), "allow_subset": ("data", "allow_subset"),
+}
+
+
+def build_parser():
+    from symclr_ft.errors import ArgumentParser
+
     p = ArgumentParser(
         prog="symclr-evaluate",
-        description="Few-shot k-NN evaluation of a checkpoint on shards (1-shot, 5-shot, full).",
+        description="Few-shot k-NN evaluation of a checkpoint on shards (1-shot, 5-shot, full). "
+        "Settings: --config FILE and section.key=value overrides as in training (eval.*, "
+        "data.shards, data.train_split, model.arch, model.input_norm); the flags below set the "
+        "same keys and win over both.",
     )
-    p.add_argument("--shards", required=True, help="folder written by make-shards")
-    p.add_argument("--split", default=d.split, help=f"split to evaluate (default {d.split})")
-    p.add_argument("--support-split", default="train", help="support split (default train)")
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        help="random | model file or run folder | simclr:PATH | torchvision:PATH | timm:PATH",
-    )
-    p.add_argument("--arch", default="resnet18", help="architecture for random/KIND:PATH")
-    p.add_argument("--input-norm", default="none", choices=["none", "imagenet"])
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="crop size; default: the run's, from config.yaml beside the checkpoint",
-    )
-    p.add_argument("--episodes", type=int, default=d.episodes)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
-    p.add_argument("--tta-rot90", action="store_true", help="also report 4-rotation TTA")
-    p.add_argument("--centering", action="store_true", help="also report SimpleShot centring")
-    p.add_argument("--prototypes", action="store_true", help="also report 5-shot prototypes")
+    p.add_argument("--config", default=None, help="YAML config, e.g. a run's config.yaml")
+    p.add_argument("--checkpoint", required=True,
+                   help="random | model file or run folder | simclr:PATH | torchvision:PATH | timm:PATH")
+    p.add_argument("--shards", help="folder written by make-shards (data.shards)")
+    p.add_argument("--split", help="split to evaluate (eval.split, default valid)")
+    p.add_argument("--support-split", help="support split (data.train_split, default train)")
+    p.add_argument("--arch", help="architecture for random/KIND:PATH (model.arch)")
+    p.add_argument("--input-norm", choices=["none", "imagenet"], help="model.input_norm")
+    p.add_argument("--image-size", type=int,
+                   help="crop size (eval.image_size); default: the run's, from config.yaml beside "
+                   "the checkpoint, else data.image_size of --config")
+    p.add_argument("--episodes", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--batch-size", type=int, help="per process (eval.batch_size)")
+    p.add_argument("--tta-rot90", action="store_true", default=None, help="also 4-rotation TTA")
+    p.add_argument("--centering", action="store_true", default=None, help="also SimpleShot")
+    p.add_argument("--prototypes", action="store_true", default=None, help="also 5-shot prototypes")
     p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     p.add_argument("--out", default=None, help="folder for metrics.json and plots")
-    p.add_argument(
-        "--allow-subset", action="store_true",
-        help="read a shard set that differs from its stats.json (shards removed on purpose)",
-    )  # fmt: skip
+    p.add_argument("--allow-subset", action="store_true", default=None,
+                   help="read a shard set that differs from its stats.json (data.allow_subset)")
     return p
+
+
+def resolve_config(args, overrides: list[str]):
+    """The config file, then the overrides, then the flags; validated in one place."""
+    from symclr_ft.config import load_config, validate
+
+    cfg = load_config(args.config, overrides)
+    for flag, (section, key) in _FLAG_KEYS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    validate(cfg, args.config or "symclr-evaluate")
+    if cfg.eval.split == cfg.data.train_split:
+        raise UserError(f"--split={cfg.eval.split}: must differ from the support split")
+    return cfg
 
 
 def load_network(kind: str, path: Path | None, arch: str, input_norm: str):
@@ -664,50 +557,84 @@ def load_network(kind: str, path: Path | None, arch: str, input_norm: str):
     return build_model(ModelConfig(arch=arch, init=init, input_norm=input_norm))
 
 
+def _split_stream(shards: str, split: str, size: int, record: Labelled, allow_subset: bool):
+    """A factory of streams over one shard split that records its labels and keys."""
+    from symclr_ft.crops import shard_source
+
+    def images():
+        labels, keys = [], []
+        for crop in shard_source(shards, split, size, allow_subset).crops:
+            labels.append(crop.label)
+            keys.append(crop.source["key"])
+            yield crop.load
+        record.labels, record.keys = torch.tensor(labels, dtype=torch.int64), keys
+
+    return images
+
+
+def _split_size(shards: str, split: str) -> int | None:
+    """The crop count make-shards recorded for a split (a hint: a wrong one costs memory,
+    never correctness)."""
+    from symclr_ft.data import load_stats
+
+    try:
+        count = load_stats(shards)["splits"][split]["crops"]
+    except (UserError, KeyError, TypeError):
+        return None
+    return count if isinstance(count, int) and count > 0 else None
+
+
+def evaluate_shards(accelerator, net, cfg, image_size: int, out: Path | None) -> dict:
+    """Evaluate on shards streamed batch by batch: only features are held, never all crops."""
+    from symclr_ft.data import load_classes
+
+    class_names = load_classes(cfg.data.shards)
+    t0 = time.perf_counter()
+    support = Labelled(torch.zeros(0, dtype=torch.int64), [])
+    queries = Labelled(torch.zeros(0, dtype=torch.int64), [])
+    sets = embed_feature_sets(
+        accelerator, net,
+        _split_stream(cfg.data.shards, cfg.data.train_split, image_size, support, cfg.data.allow_subset),
+        _split_stream(cfg.data.shards, cfg.eval.split, image_size, queries, cfg.data.allow_subset),
+        cfg.eval,
+        (_split_size(cfg.data.shards, cfg.data.train_split),
+         _split_size(cfg.data.shards, cfg.eval.split)),
+    )
+    embed_seconds = time.perf_counter() - t0
+    _check_inputs(support, queries, class_names)
+    metrics = evaluate_features(
+        accelerator, sets, support, queries, cfg.eval, class_names, out, cfg.eval.split, image_size
+    )
+    metrics["embed_seconds"] = embed_seconds
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics
+
+
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from symclr_ft.config import Config, ModelConfig, validate
-    from symclr_ft.data import load_classes, load_split
-    from symclr_ft.io import write_json
-
-    cfg = EvalConfig(
-        split=args.split,
-        episodes=args.episodes,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        tta_rot90=args.tta_rot90,
-        centering=args.centering,
-        prototypes=args.prototypes,
-    )
-    validate(Config(eval=cfg, model=ModelConfig(arch=args.arch)), "symclr-evaluate")
-    if args.split == args.support_split:
-        raise UserError(f"--split={args.split}: must differ from the support split")
+    args, overrides = build_parser().parse_known_args(argv)
+    cfg = resolve_config(args, overrides)
     kind, path = parse_checkpoint(args.checkpoint)
-    image_size = resolve_image_size(args.image_size, path)
-    cfg.image_size = image_size
+    image_size = resolve_image_size(cfg, path, from_file=args.config is not None)
+    cfg.eval.image_size = image_size
 
     from symclr_ft.distributed import make_accelerator
+    from symclr_ft.io import write_json
 
     accelerator = make_accelerator(mixed_precision=args.mixed_precision)
-    torch.manual_seed(args.seed)  # a random-init baseline is the same network on every process and run
-    net = load_network(kind, path, args.arch, args.input_norm).to(accelerator.device)
-    if ModelConfig().channels_last:  # as training does by default
+    torch.manual_seed(cfg.eval.seed)  # a random-init baseline: the same network everywhere
+    net = load_network(kind, path, cfg.model.arch, cfg.model.input_norm).to(accelerator.device)
+    if cfg.model.channels_last:  # as training does
         net = net.to(memory_format=torch.channels_last)
-    class_names = load_classes(args.shards)
-    support = load_split(args.shards, args.support_split, image_size, args.allow_subset)
-    queries = load_split(args.shards, args.split, image_size, args.allow_subset)
     out = Path(args.out) if args.out else None
-    metrics = evaluate_model(accelerator, net, support, queries, cfg, class_names, out, args.split)
-    metrics.update(
-        {
-            "checkpoint": args.checkpoint,
-            **({"arch": args.arch} if kind != "file" else {}),
-            "shards": str(args.shards),
-            "mixed_precision": args.mixed_precision,
-            "processes": accelerator.num_processes,
-        }
-    )
+    metrics = evaluate_shards(accelerator, net, cfg, image_size, out)
+    metrics.update({
+        "checkpoint": args.checkpoint,
+        **({"arch": cfg.model.arch} if kind != "file" else {}),
+        "shards": str(cfg.data.shards),
+        "mixed_precision": args.mixed_precision,
+        "processes": accelerator.num_processes,
+    })
     if accelerator.is_main_process:
         print(summary_line(metrics))
         if out is not None:

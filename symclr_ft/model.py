@@ -22,6 +22,7 @@ Supported ``model.init`` values:
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 import sys
@@ -232,7 +233,7 @@ def build_model(cfg: ModelConfig) -> SimCLRNet:
 # Our portable model file: the SimCLR key layout plus what is needed to rebuild the network.
 
 
-def save_model_file(net: SimCLRNet, path: str | Path, epoch: int, extra: dict | None = None) -> None:
+def save_model_file(net: SimCLRNet, path: str | Path, epoch: int) -> None:
     """Write a model file that sthalles/SimCLR code can read too (``epoch``, ``arch``,
     ``state_dict``), plus ``out_dim`` and ``input_norm`` to rebuild it. Atomic."""
     from symclr_ft.io import atomic_path
@@ -246,7 +247,6 @@ def save_model_file(net: SimCLRNet, path: str | Path, epoch: int, extra: dict | 
         "input_norm": net.input_norm,
         "format_version": FORMAT_VERSION,
         "state_dict": state,
-        **(extra or {}),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -266,16 +266,63 @@ def _checked_header(data: dict, path: Path) -> tuple[str, int | None, str]:
     return arch, out_dim, input_norm
 
 
+def _model_settings(data: dict, state: dict, path: Path) -> ModelConfig:
+    """The checked header of a model file; ``out_dim`` from the head's weights when absent."""
+    arch, out_dim, input_norm = _checked_header(data, path)
+    if out_dim is None:
+        last = [k for k in state if k.endswith(".2.weight") and k.startswith("backbone.")]
+        out_dim = int(state[last[-1]].shape[0]) if last else 128
+    return ModelConfig(arch=arch, out_dim=out_dim, input_norm=input_norm)
+
+
 def load_model_file(path: str | Path) -> SimCLRNet:
     """Rebuild a network from our model file (or a sthalles/SimCLR checkpoint)."""
     path = Path(path)
     data = read_checkpoint(path)
     state = _strip_prefix(_state_dict_of(data, path), "module.")
-    arch, out_dim, input_norm = _checked_header(data, path)
-    if out_dim is None:
-        last = [k for k in state if k.endswith(".2.weight") and k.startswith("backbone.")]
-        out_dim = int(state[last[-1]].shape[0]) if last else 128
-    cfg = ModelConfig(arch=arch, out_dim=out_dim, input_norm=input_norm)
+    cfg = _model_settings(data, state, path)
     net = SimCLRNet(cfg.arch, cfg.out_dim, cfg.input_norm)
     _load_into(net, state, path, f"a SimCLR {cfg.arch} (out_dim {cfg.out_dim})")
     return net
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks: the identity of a model file, stored in
+    feature indexes so that features of two different models are never compared."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read model file ({err.strerror or err})") from None
+    return digest.hexdigest()
+
+
+def run_image_size(path: str | Path) -> int | None:
+    """The image size a model was trained and evaluated at: ``eval.image_size`` (or
+    ``data.image_size`` when that is 0) of the run's ``config.yaml`` beside the model file;
+    None when there is none (a bare file: the caller must be told the size)."""
+    from symclr_ft.config import load_config
+
+    run_config = Path(path).parent / "config.yaml"
+    if not run_config.is_file():
+        return None
+    cfg = load_config(run_config)
+    return cfg.eval.image_size or cfg.data.image_size
+
+
+def model_file_info(path: str | Path) -> dict:
+    """What embed, predict and spot need to know about a model file without building it:
+    ``arch``, ``out_dim``, ``input_norm``, ``image_size`` (None when no run config is beside
+    it) and ``sha256``. Every value is checked (one-line errors)."""
+    path = Path(path)
+    data = read_checkpoint(path)
+    cfg = _model_settings(data, _strip_prefix(_state_dict_of(data, path), "module."), path)
+    return {
+        "arch": cfg.arch,
+        "out_dim": cfg.out_dim,
+        "input_norm": cfg.input_norm,
+        "image_size": run_image_size(path),
+        "sha256": file_sha256(path),
+    }

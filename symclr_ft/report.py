@@ -20,9 +20,7 @@ import yaml
 
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 from symclr_ft.io import atomic_path, read_json, write_text
-
-SEED_METRICS = ("one_shot", "five_shot", "full_knn")
-LABELS = {"one_shot": "1-shot", "five_shot": "5-shot", "full_knn": "full k-NN"}
+from symclr_ft.metrics import LABELS, SEED_METRICS, option_blocks, percent
 
 
 # --------------------------------------------------------------------------- figures
@@ -186,7 +184,10 @@ def load_run(run_dir: str | Path) -> dict:
             raise UserError(f"{config_path}: not valid YAML") from None
         if not isinstance(config, dict):
             raise UserError(f"{config_path}: expected a mapping of sections")
-    name = ((config or {}).get("run") or {}).get("name") or run_dir.name
+    run_section = (config or {}).get("run")
+    if run_section is not None and not isinstance(run_section, dict):
+        raise UserError(f"{config_path}: section run must be a mapping of keys")
+    name = (run_section or {}).get("name") or run_dir.name
     return {"dir": run_dir, "name": str(name), "config": config, "metrics": metrics}
 
 
@@ -194,7 +195,11 @@ def settings_text(config: dict | None) -> str:
     """The settings that tell runs apart, short: arch, init, loss, sampler, views, epochs."""
     if not config:
         return ""
-    get = lambda s, k: (config.get(s) or {}).get(k)  # noqa: E731
+
+    def get(section: str, key: str):
+        values = config.get(section)
+        return values.get(key) if isinstance(values, dict) else None
+
     parts = [
         get("model", "arch"),
         get("model", "init"),
@@ -205,11 +210,6 @@ def settings_text(config: dict | None) -> str:
         f"lr {get('optim', 'lr')}" if get("optim", "lr") is not None else None,
     ]
     return ", ".join(str(p) for p in parts if p not in (None, ""))
-
-
-def _pct(block: dict, key: str = "micro", ci: bool = True) -> str:
-    text = f"{100 * block[f'{key}_mean']:.1f}"
-    return f"{text} ± {100 * block[f'{key}_ci95']:.1f}" if ci else text
 
 
 def _duration(seconds: Any) -> str:
@@ -251,12 +251,12 @@ def markdown_table(runs: list[dict]) -> str:
             row["label"],
             row["split"],
             str(b.get("image_size", "")),
-            _pct(b["one_shot"]),
-            _pct(b["one_shot"], "macro", ci=False),
-            _pct(b["five_shot"]),
-            _pct(b["five_shot"], "macro", ci=False),
-            _pct(b["full_knn"]),
-            _pct(b["full_knn"], "macro", ci=False),
+            percent(b["one_shot"], table=True),
+            percent(b["one_shot"], "macro", ci=False, table=True),
+            percent(b["five_shot"], table=True),
+            percent(b["five_shot"], "macro", ci=False, table=True),
+            percent(b["full_knn"], table=True),
+            percent(b["full_knn"], "macro", ci=False, table=True),
             f"{ips:.0f}" if ips is not None else "",
             _duration(seconds),
             settings_text(row["run"]["config"]),
@@ -267,18 +267,14 @@ def markdown_table(runs: list[dict]) -> str:
         "Accuracy in %, micro unless marked macro (class-balanced); ± is the 95% interval "
         "half-width: over episodes for 1-/5-shot, Wilson over queries for full k-NN."
     )
-    options = [
-        (row, name, block)
-        for row in rows
-        for name, block in row["block"].items()
-        if name not in SEED_METRICS and isinstance(block, dict) and "micro_mean" in block
-    ]
+    options = [(row, name, block) for row in rows for name, block in option_blocks(row["block"])]
     if options:
         lines += ["", "Options (next to the seed's definitions, same episodes):", ""]
         lines += ["| run | metric | micro | macro |", "|---|---|---|---|"]
         for row, name, block in options:
             lines.append(
-                f"| {row['label']} | {name} | {_pct(block)} | {_pct(block, 'macro', ci=False)} |"
+                f"| {row['label']} | {name} | {percent(block, table=True)} "
+                f"| {percent(block, 'macro', ci=False, table=True)} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -91,6 +91,38 @@ def test_our_model_file_round_trip(tmp_path):
     assert "backbone.fc.2.weight" in data["state_dict"]  # SimCLR layout
 
 
+def test_model_file_info(tmp_path):
+    import hashlib
+
+    from symclr_ft.model import model_file_info
+
+    net = build_model(ModelConfig(arch="resnet10t", out_dim=16, input_norm="imagenet"))
+    save_model_file(net, tmp_path / "run" / "model.pt", epoch=1)
+    info = model_file_info(tmp_path / "run" / "model.pt")
+    digest = hashlib.sha256((tmp_path / "run" / "model.pt").read_bytes()).hexdigest()
+    assert info == {"arch": "resnet10t", "out_dim": 16, "input_norm": "imagenet",
+                    "image_size": None, "sha256": digest}
+    (tmp_path / "run" / "config.yaml").write_text("data:\n  image_size: 96\n")
+    assert model_file_info(tmp_path / "run" / "model.pt")["image_size"] == 96
+    (tmp_path / "run" / "config.yaml").write_text("data:\n  image_size: 96\neval:\n  image_size: 64\n")
+    assert model_file_info(tmp_path / "run" / "model.pt")["image_size"] == 64
+
+
+@pytest.mark.parametrize("field, value", [("out_dim", "x"), ("out_dim", -1), ("out_dim", True),
+                                          ("arch", 5), ("input_norm", "sepia")])
+def test_crafted_model_file_fields_are_one_line(tmp_path, field, value):
+    from symclr_ft.model import model_file_info
+
+    net = build_model(ModelConfig(arch="resnet10t", out_dim=8))
+    save_model_file(net, tmp_path / "model.pt", epoch=1)
+    data = read_checkpoint(tmp_path / "model.pt")
+    data[field] = value
+    torch.save(data, tmp_path / "model.pt")
+    for load in (load_model_file, model_file_info):
+        with pytest.raises(UserError, match=f"model.pt: '{field}' must be"):
+            load(tmp_path / "model.pt")
+
+
 def test_architecture_mismatch_is_refused(simclr_file):
     path, _ = simclr_file
     with pytest.raises(UserError, match="checkpoint architecture is resnet18, but model.arch is resnet34"):

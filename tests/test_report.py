@@ -85,6 +85,20 @@ def test_bad_metrics_is_one_line_naming_the_file(tmp_path, capsys, content, mess
     assert not (tmp_path / "s" / "summary.md").exists()
 
 
+@pytest.mark.parametrize("config", ["run: 5\n", "model: [1]\nrun:\n  name: x\n"])
+def test_odd_config_sections_are_one_line_or_ignored(tmp_path, capsys, config):
+    run = fake_run(tmp_path / "runs", "r", 0.9)
+    (run / "config.yaml").write_text(config)
+    if config.startswith("run: 5"):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(run), "--out", str(tmp_path / "s")])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "config.yaml: section run must be a mapping" in err
+    else:  # a malformed section that only feeds the settings column is left out of it
+        assert main([str(run), "--out", str(tmp_path / "s")]) == 0
+
+
 def test_plot_history(tmp_path):
     rows = [{"epoch": e, "loss": 5.0 - e, "lr": 3e-4, "seconds": 10.0, "images_per_s": 800.0}
             for e in range(1, 5)]
