@@ -541,9 +541,7 @@ def resolve_config(args, overrides: list[str]):
         value = getattr(args, flag)
         if value is not None:
             setattr(getattr(cfg, section), key, value)
-    validate(cfg, args.config or "symclr-evaluate")
-    if cfg.eval.split == cfg.data.train_split:
-        raise UserError(f"--split={cfg.eval.split}: must differ from the support split")
+    validate(cfg, args.config or "symclr-evaluate")  # also: eval.split differs from the support split
     return cfg
 
 
