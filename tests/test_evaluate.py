@@ -454,7 +454,7 @@ def fake_project(monkeypatch):
 
     calls = {}
 
-    def load_split(shard_dir, split, image_size):
+    def load_split(shard_dir, split, image_size, allow_subset=False):
         calls.setdefault("sizes", []).append(image_size)
         labels = [0, 0, 1, 1, 2, 2, 3] if split == "train" else [0, 1, 2, 3]
         return crop_set(labels, split, 0 if split == "train" else 1)
