@@ -1,0 +1,164 @@
+"""Time to accuracy: the seed's recipe against the demo recipe, valid 1-shot against training time.
+
+One command (both recipes, one after the other, on the same cores)::
+
+    python bench/time_to_accuracy.py --shards /work/cache/ff_shards --seed-epochs 3
+
+The img/s ratio of ``bench/train_speed.py`` is capped by the model step on a CPU; what a user
+waits for is accuracy. So each recipe is trained by the package's own loop
+(``python -m symclr_ft.train``) with an evaluation on the valid split after every epoch
+(``train.eval_every=1``), and its starting weights are evaluated before training
+(``symclr-evaluate``, time 0). The clock is the training loop's own: the per-epoch
+``seconds`` of ``history.jsonl`` (views, forward, backward, optimiser steps), summed. It
+excludes start-up (decoding the split once, building the model) and every evaluation, so the
+evaluation protocol does not bend the curve; it is the package's (1-shot = nearest of one
+random train crop per class, mean of ``--episodes`` draws; every valid crop a query) and costs
+one embedding of the train and valid splits per epoch, which bounds it to one evaluation per
+epoch (a few seconds at 80 px, about a minute at 224 px on 2 cores).
+
+Recipes:
+
+* ``seed``: ``configs/baseline.yaml`` (ResNet-18 from random weights, 224 px, the seed's SimCLR
+  views, class-unique batches of 32 as the seed draws them, InfoNCE, Adam 3e-4) for its first
+  ``--seed-epochs`` epochs: the seed holds its learning rate for 10 epochs, so these epochs are
+  exactly the first epochs of its 50-epoch run.
+* ``demo``: ``configs/demo_cpu.yaml`` (what ``bash launch/demo.sh`` trains), whole.
+
+Reported: each recipe's curve, the seed's valid 1-shot at the end of its budget, the first
+evaluated time at which the demo recipe is at least that accurate, and the ratio. Evaluations
+are epoch ends, so the demo's time is an upper bound and the ratio a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchlib import REPO, machine, report, table
+
+SEED_CONFIG = "configs/baseline.yaml"
+DEMO_CONFIG = "configs/demo_cpu.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shards", default="shards", help="folder written by make-shards")
+    p.add_argument("--seed-epochs", type=int, default=3, help="the seed recipe's budget in epochs")
+    p.add_argument("--episodes", type=int, default=100, help="1-shot/5-shot support draws per evaluation")
+    p.add_argument("--out", default="runs/time_to_accuracy", help="folder for both run folders")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides for both recipes (a smoke test: data.image_size=32 train.max_steps=2)")
+    p.add_argument("--demo-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra overrides for the demo recipe (to try a variant)")
+    p.add_argument("--reuse", action="store_true",
+                   help="report from the run folders already in --out instead of training")
+    return p.parse_args(argv)
+
+
+def recipes(args) -> dict[str, dict]:
+    """Per recipe: its config, overrides, and how to evaluate its untrained starting point."""
+    common = [f"data.shards={args.shards}", "eval.split=valid", "train.eval_every=1",
+              f"eval.episodes={args.episodes}", f"run.out_dir={args.out}", "run.tracking=none",
+              "eval.tta_rot90=false", "eval.prototypes=false", "eval.centering=false", *args.set]
+    return {
+        "seed": {"config": SEED_CONFIG, "overrides": common + [f"train.epochs={args.seed_epochs}", "run.name=seed"]},
+        "demo": {"config": DEMO_CONFIG, "overrides": common + ["run.name=demo"] + list(args.demo_set)},
+    }
+
+
+def resolved(config: str, overrides: list[str], keys: list[str]) -> list[str]:
+    """Config values after overrides, through the package's own resolver."""
+    gets = [a for k in keys for a in ("--get", k)]
+    out = subprocess.run([sys.executable, "-m", "symclr_ft.config", "--config", config, *overrides, *gets],
+                         check=True, capture_output=True, text=True, cwd=REPO)
+    return out.stdout.split()
+
+
+def evaluate_start(recipe: dict, args, out_dir: Path) -> dict:
+    """Valid metrics of the weights training starts from (time 0)."""
+    size, arch, norm, init, precision = resolved(
+        recipe["config"], recipe["overrides"],
+        ["data.image_size", "model.arch", "model.input_norm", "model.init", "train.mixed_precision"])
+    subprocess.run([sys.executable, "-m", "symclr_ft.evaluate", "--shards", args.shards, "--split", "valid",
+                    "--checkpoint", init, "--arch", arch, "--input-norm", norm, "--image-size", size,
+                    "--episodes", str(args.episodes), "--mixed-precision", precision, "--out", str(out_dir)],
+                   check=True, cwd=REPO)
+    return json.loads((out_dir / "metrics.json").read_text())
+
+
+def train_recipe(recipe: dict) -> None:
+    subprocess.run([sys.executable, "-m", "symclr_ft.train", "--config", recipe["config"],
+                    *recipe["overrides"], "--overwrite"], check=True, cwd=REPO)
+
+
+def curve(start: dict, run_dir: Path) -> list[dict]:
+    """(training seconds, epoch, valid accuracies) from time 0 to the last epoch."""
+    points = [{"seconds": 0.0, "epoch": 0, **{k: start[k]["micro_mean"] for k in ("one_shot", "five_shot", "full_knn")}}]
+    total = 0.0
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        total += row["seconds"]
+        points.append({"seconds": total, "epoch": row["epoch"] + 1,
+                       **{k: row[k] for k in ("one_shot", "five_shot", "full_knn")}})
+    return points
+
+
+def first_reaching(points: list[dict], accuracy: float) -> dict | None:
+    return next((p for p in points if p["one_shot"] >= accuracy), None)
+
+
+def summarise(curves: dict[str, list[dict]]) -> str:
+    rows = [[name, p["epoch"], f"{p['seconds']:.0f}", f"{100 * p['one_shot']:.1f}",
+             f"{100 * p['five_shot']:.1f}", f"{100 * p['full_knn']:.1f}"]
+            for name, points in curves.items() for p in points]
+    body = table(["recipe", "epoch", "training s", "valid 1-shot %", "5-shot %", "full k-NN %"], rows)
+    seed_end = curves["seed"][-1]
+    reach = first_reaching(curves["demo"], seed_end["one_shot"])
+    goal = (f"The seed recipe ends its budget ({seed_end['epoch']} epochs, {seed_end['seconds']:.0f} s of "
+            f"training) at {100 * seed_end['one_shot']:.1f}% valid 1-shot. ")
+    if reach is None:
+        goal += "The demo recipe never reached it."
+    elif reach["seconds"] == 0:
+        first = curves["demo"][1]
+        goal += (f"The demo recipe is there before any training (its ImageNet starting point: "
+                 f"{100 * reach['one_shot']:.1f}%), so the ratio is unbounded; at its first trained "
+                 f"point ({first['seconds']:.0f} s, {100 * first['one_shot']:.1f}%) it is "
+                 f"{seed_end['seconds'] / first['seconds']:.1f}x sooner.")
+    else:
+        goal += (f"The demo recipe first is at or above it after {reach['seconds']:.0f} s (epoch "
+                 f"{reach['epoch']}, {100 * reach['one_shot']:.1f}%): "
+                 f"**{seed_end['seconds'] / reach['seconds']:.1f}x sooner** (a lower bound: evaluations are "
+                 f"epoch ends).")
+    return f"{body}\n\n{goal}\n\nMachine: {machine()}."
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = REPO / out
+    curves = {}
+    for name, recipe in recipes(args).items():
+        start_dir = out / f"{name}_start"
+        if args.reuse:
+            start = json.loads((start_dir / "metrics.json").read_text())
+        else:
+            print(f"== {name}: untrained starting point, valid split", flush=True)
+            start = evaluate_start(recipe, args, start_dir)
+            print(f"== {name}: training {recipe['config']} {' '.join(recipe['overrides'])}", flush=True)
+            train_recipe(recipe)
+        curves[name] = curve(start, out / name)
+    title = f"Time to accuracy: seed recipe ({args.seed_epochs} epochs) against the demo recipe"
+    report("time_to_accuracy", title, summarise(curves))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except subprocess.CalledProcessError as err:  # the command has printed its own error
+        print(f"error: {' '.join(map(str, err.cmd[:4]))} ... exited with {err.returncode}", file=sys.stderr)
+        sys.exit(err.returncode)
