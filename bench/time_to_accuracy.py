@@ -2,7 +2,9 @@
 
 One command (both recipes, one after the other, on the same cores)::
 
-    python bench/time_to_accuracy.py --shards /work/cache/ff_shards --seed-epochs 3
+    python bench/time_to_accuracy.py --shards /work/cache/ff_shards --seed-epochs 2
+
+(``--train demo`` then ``--train seed`` does the same in two sittings; the second reports.)
 
 The img/s ratio of ``bench/train_speed.py`` is capped by the model step on a CPU; what a user
 waits for is accuracy. So each recipe is trained by the package's own loop
@@ -60,8 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="extra overrides for the demo recipe (to try a variant)")
     p.add_argument("--demo-steps", type=int, nargs="*", default=[4],
                    help="also evaluate the demo recipe after this many steps of its first epoch")
-    p.add_argument("--reuse", action="store_true",
-                   help="report from the run folders already in --out instead of training")
+    p.add_argument("--train", nargs="*", default=["seed", "demo"], choices=["seed", "demo"],
+                   help="recipes to train now; the others are read from --out (none: report only)")
     return p.parse_args(argv)
 
 
@@ -150,31 +152,41 @@ def summarise(curves: dict[str, list[dict]]) -> str:
     return f"{body}\n\n{goal}\n\nMachine: {machine()}."
 
 
+def run_recipe(name: str, recipe: dict, args, out: Path) -> None:
+    """Evaluate the starting point, train the whole recipe, then (demo) its early points."""
+    print(f"== {name}: untrained starting point, valid split", flush=True)
+    evaluate_start(recipe, args, out / f"{name}_start")
+    print(f"== {name}: training {recipe['config']} {' '.join(recipe['overrides'])}", flush=True)
+    train_recipe(recipe)
+    if name != "demo":
+        return
+    for steps in args.demo_steps:
+        overrides = [o for o in recipe["overrides"] if not o.startswith("run.name=")]
+        print(f"== demo: first {steps} steps only", flush=True)
+        train_recipe({**recipe, "overrides": overrides + [f"train.max_steps={steps}", f"run.name=demo_{steps}steps"]})
+
+
+def read_curve(name: str, args, out: Path) -> list[dict]:
+    start = json.loads((out / f"{name}_start" / "metrics.json").read_text())
+    points = curve(start, out / name)
+    if name == "demo":
+        points += [early_point(out / f"demo_{steps}steps", steps) for steps in args.demo_steps]
+    return sorted(points, key=lambda p: p["seconds"])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     if not out.is_absolute():
         out = REPO / out
-    curves = {}
     for name, recipe in recipes(args).items():
-        start_dir = out / f"{name}_start"
-        if args.reuse:
-            start = json.loads((start_dir / "metrics.json").read_text())
-        else:
-            print(f"== {name}: untrained starting point, valid split", flush=True)
-            start = evaluate_start(recipe, args, start_dir)
-            print(f"== {name}: training {recipe['config']} {' '.join(recipe['overrides'])}", flush=True)
-            train_recipe(recipe)
-        curves[name] = curve(start, out / name)
-    for steps in args.demo_steps:
-        run_name = f"demo_{steps}steps"
-        if not args.reuse:
-            recipe = recipes(args)["demo"]
-            overrides = [o for o in recipe["overrides"] if not o.startswith("run.name=")]
-            print(f"== demo: first {steps} steps only", flush=True)
-            train_recipe({**recipe, "overrides": overrides + [f"train.max_steps={steps}", f"run.name={run_name}"]})
-        curves["demo"].append(early_point(out / run_name, steps))
-    curves["demo"].sort(key=lambda p: p["seconds"])
+        if name in args.train:
+            run_recipe(name, recipe, args, out)
+    ready = [name for name in recipes(args) if (out / name / "history.jsonl").is_file()]
+    if ready != list(recipes(args)):
+        print(f"only {', '.join(ready) or 'no recipe'} trained in {out}: no comparison yet")
+        return 0
+    curves = {name: read_curve(name, args, out) for name in ready}
     title = f"Time to accuracy: seed recipe ({args.seed_epochs} epochs) against the demo recipe"
     report("time_to_accuracy", title, summarise(curves))
     return 0
