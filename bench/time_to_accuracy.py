@@ -2,7 +2,7 @@
 
 One command (both recipes, one after the other, on the same cores)::
 
-    python bench/time_to_accuracy.py --shards /work/cache/ff_shards --seed-epochs 2
+    python bench/time_to_accuracy.py --shards /work/cache/ff_shards --seed-epochs 1
 
 (``--train demo`` then ``--train seed`` does the same in two sittings; the second reports.)
 
@@ -53,7 +53,7 @@ DEMO_CONFIG = "configs/demo_cpu.yaml"
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shards", default="shards", help="folder written by make-shards")
-    p.add_argument("--seed-epochs", type=int, default=3, help="the seed recipe's budget in epochs")
+    p.add_argument("--seed-epochs", type=int, default=1, help="the seed recipe's budget in epochs")
     p.add_argument("--episodes", type=int, default=100, help="1-shot/5-shot support draws per evaluation")
     p.add_argument("--out", default="runs/time_to_accuracy", help="folder for both run folders")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
