@@ -21,7 +21,6 @@ The file is written under a temporary name and renamed into place when complete.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import warnings
 from pathlib import Path
@@ -45,14 +44,6 @@ class FeatureExtractor(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.features(images)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_onnx(net: nn.Module, image_size: int, out: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -100,9 +91,15 @@ def max_normalised_difference(net: nn.Module, path: str | Path, images: torch.Te
 def model_image_size(flag: int | None, model_path: Path) -> int:
     """The flag, else the run's image size (config.yaml beside the model file), as evaluation
     resolves it: an embedder fed crops of another size would silently lose accuracy."""
-    from symclr_ft.evaluate import resolve_image_size
+    from symclr_ft.model import run_image_size
 
-    return resolve_image_size(flag, model_path)
+    size = flag or run_image_size(model_path)
+    if not size:
+        raise UserError(
+            f"{model_path}: --image-size is required (no config.yaml beside the model file "
+            "to read the run's image size from)"
+        )
+    return size
 
 
 def build_parser() -> ArgumentParser:
@@ -123,7 +120,7 @@ def build_parser() -> ArgumentParser:
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from symclr_ft.model import load_model_file
+    from symclr_ft.model import file_sha256, load_model_file
 
     model_path = Path(args.model)
     if model_path.is_dir():
