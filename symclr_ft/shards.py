@@ -51,6 +51,7 @@ from symclr_ft.coco import (
 )
 from symclr_ft.data import shard_name
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.io import replace_files
 
 CLASSES_FILE = "classes.json"
 STATS_FILE = "stats.json"
@@ -233,29 +234,12 @@ def _check_output(out: Path) -> None:
 
 def _move_into_place(new: Path, out: Path) -> None:
     """Replace make-shards' own files in ``out`` by those in ``new``, keeping anything else
-    there. The old files are moved aside first and put back if the move fails or is
-    interrupted."""
+    there (``io.replace_files``: the old files come back if the move fails or is interrupted)."""
     try:
         out.mkdir(exist_ok=True)
-        backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        replace_files(new, out, sorted(p for p in out.iterdir() if _is_shard_output(p)))
     except OSError as err:
-        raise UserError(f"{out}: cannot create output folder ({err.strerror})") from None
-    moved: list[tuple[Path, Path]] = []  # (from, to), in order
-    try:
-        for path in sorted(p for p in out.iterdir() if _is_shard_output(p)):
-            os.replace(path, backup / path.name)
-            moved.append((path, backup / path.name))
-        for path in sorted(new.iterdir()):
-            os.replace(path, out / path.name)
-            moved.append((path, out / path.name))
-    except BaseException as err:  # an OSError, or Ctrl-C halfway: undo in reverse order
-        for source, target in reversed(moved):
-            os.replace(target, source)
-        if isinstance(err, OSError):
-            raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
-        raise
-    finally:
-        shutil.rmtree(backup, ignore_errors=True)
+        raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
 
 
 @contextlib.contextmanager
