@@ -292,8 +292,9 @@ def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], 
                 row["heldout"] = {**mean_of_folds(per_fold), "folds": per_fold}
         for domain in domains:
             row[domain.name] = evaluate_on(accelerator, net, domain, spec.rule, cfg, split)
-        print(f"{spec.name}: done", file=sys.stderr, flush=True)
         rows.append(row)
+        # A row as soon as it is known: a long run can be read (or stopped) half-way.
+        print(markdown_table([row], [d.name for d in domains]).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 

@@ -41,6 +41,11 @@ class DataConfig:
     num_workers: int = 2  # decoding workers, streaming mode only
     shuffle_buffer: int = 2000  # streaming mode only
     train_split: str = "train"
+    # How a crop becomes the square input (symclr_ft.preprocess), at training AND evaluation:
+    # canonical: dark grey ink on white whatever the drawing's colours; letterbox: keep the
+    # aspect ratio (pad) instead of stretching.
+    ink: Literal["none", "canonical", "invert"] = "none"
+    letterbox: bool = False
 
 
 @dataclass
@@ -52,6 +57,9 @@ class ModelConfig:
     init: str = "random"
     channels_last: bool = True
     input_norm: Literal["none", "imagenet"] = "none"  # sthalles/SimCLR trained on [0,1] input
+    # WiSE-FT (symclr_ft.wise): after the last epoch the weights become
+    # (1 - wise_alpha) * init + wise_alpha * fine-tuned; 1.0: the fine-tuned weights.
+    wise_alpha: float = 1.0
 
 
 @dataclass
@@ -144,6 +152,7 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "num_workers"): (lambda v: v >= 0, "must be >= 0"),
     ("data", "shuffle_buffer"): (lambda v: v >= 1, "must be >= 1"),
     ("model", "out_dim"): (lambda v: v >= 1, "must be >= 1"),
+    ("model", "wise_alpha"): (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     ("views", "aug_strength"): (lambda v: v >= 0, "must be >= 0"),
     ("views", "crop_scale_min"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("views", "color_jitter_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),

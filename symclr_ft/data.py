@@ -145,15 +145,19 @@ def iter_shard(path: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
         raise UserError(f"{path}: truncated or corrupt shard ({err})") from None
 
 
-def load_split(shard_dir: str | Path, split: str, image_size: int) -> CropSet:
-    """Decode every crop of ``split`` once, resized to ``image_size`` squared, as uint8."""
+def load_split(
+    shard_dir: str | Path, split: str, image_size: int, ink: str = "none", letterbox: bool = False
+) -> CropSet:
+    """Decode every crop of ``split`` once, resized to ``image_size`` squared, as uint8
+    (``ink``/``letterbox``: symclr_ft.preprocess rules)."""
+    from symclr_ft.preprocess import decode_crop
     images, labels, keys = [], [], []
     num_classes = len(load_classes(shard_dir))
     for path in shard_paths(shard_dir, split):
         for key, fields in iter_shard(path):
             try:
                 label = int(fields["cls"])
-                image = _decode_crop(fields["png"], image_size)
+                image = decode_crop(fields["png"], image_size, ink, letterbox)
             except KeyError as err:
                 raise UserError(f"{path}: sample {key} has no {err.args[0]} member") from None
             except (

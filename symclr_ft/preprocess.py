@@ -89,3 +89,16 @@ def decode_crop(data: bytes, size: int, ink: str = "none", box: bool = False) ->
     ``ink="none", box=False`` is exactly the seed's stretch (``data._decode_crop``)."""
     with Image.open(io.BytesIO(data)) as img:
         return prepare_crop(img, size, ink, box)
+
+
+def input_rule_beside(model_file) -> tuple[str, bool]:
+    """(data.ink, data.letterbox) of the run whose model file this is, from the config.yaml
+    beside it; ("none", False) when there is none (models trained before these keys)."""
+    from pathlib import Path
+
+    from symclr_ft.config import read_yaml
+
+    if model_file is None or not (Path(model_file).parent / "config.yaml").is_file():
+        return "none", False
+    data = (read_yaml(Path(model_file).parent / "config.yaml") or {}).get("data") or {}
+    return str(data.get("ink", "none")), bool(data.get("letterbox", False))

@@ -51,6 +51,7 @@ from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_g
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 from symclr_ft.losses import contrastive_loss
 from symclr_ft.model import build_model, save_model_file
+from symclr_ft.wise import apply_wise_
 from symclr_ft.tracking import RunFiles, environment, wandb_settings
 from symclr_ft.views import apply_views, sample_view_params, view_generator
 
@@ -151,7 +152,8 @@ class MemorySource:
 
     def __init__(self, cfg: Config, rank: int, world: int, device: torch.device):
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
-        self.crops = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size)
+        self.crops = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size,
+                                cfg.data.ink, cfg.data.letterbox)
         self.labels = self.crops.labels.numpy()
         check_batch_size(
             cfg.data.sampler, self.labels, cfg.data.batch_size,
@@ -310,11 +312,11 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     evaluating = cfg.eval.split != "none"
     if evaluating:
         eval_size = cfg.eval.image_size or cfg.data.image_size
-        query_set = load_split(cfg.data.shards, cfg.eval.split, eval_size)
+        query_set = load_split(cfg.data.shards, cfg.eval.split, eval_size, cfg.data.ink, cfg.data.letterbox)
         support_set = (
             source.crops
             if not cfg.data.streaming and eval_size == cfg.data.image_size
-            else load_split(cfg.data.shards, cfg.data.train_split, eval_size)
+            else load_split(cfg.data.shards, cfg.data.train_split, eval_size, cfg.data.ink, cfg.data.letterbox)
         )
 
     # Model, optimiser, schedule.
@@ -420,6 +422,8 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
                 scheduler.step()
             last = epoch + 1 == cfg.train.epochs or bool(limit)
             due = cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0
+            if last and cfg.model.wise_alpha < 1.0:  # WiSE-FT, before the final eval and save
+                apply_wise_(accelerator.unwrap_model(net, keep_torch_compile=False), cfg.model)
             if evaluating and (last or due):
                 metrics = evaluate_now(
                     accelerator, net, cfg, support_set, query_set, classes,

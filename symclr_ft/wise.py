@@ -55,3 +55,17 @@ def wise_network(init: nn.Module, tuned: nn.Module, alpha: float) -> nn.Module:
     net = copy.deepcopy(tuned)
     net.load_state_dict(interpolate_state(init.state_dict(), tuned.state_dict(), alpha))
     return net
+
+
+@torch.no_grad()
+def apply_wise_(net: nn.Module, model_cfg) -> None:
+    """In place: ``net``'s weights become the WiSE-FT average with its initialisation
+    (``model_cfg.init``, rebuilt from the same file) at ``model_cfg.wise_alpha``. The
+    projection head of a fresh init is random, so the head keeps its fine-tuned weights."""
+    from symclr_ft.model import build_model
+
+    init = build_model(model_cfg).to(next(net.parameters()).device)
+    tuned = net.state_dict()
+    head = f"backbone.{getattr(net, 'classifier_name', 'fc')}."
+    mixed = interpolate_state(init.state_dict(), tuned, model_cfg.wise_alpha)
+    net.load_state_dict({k: tuned[k] if k.startswith(head) else v for k, v in mixed.items()})

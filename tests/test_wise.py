@@ -43,3 +43,21 @@ def test_bad_inputs():
     other = nn.Linear(2, 2).state_dict()
     with pytest.raises(ValueError, match="key"):
         interpolate_state(a.state_dict(), other, 0.5)
+
+
+def test_apply_wise_in_place_keeps_the_head(tmp_path):
+    from symclr_ft.config import ModelConfig
+    from symclr_ft.model import build_model, save_model_file
+    from symclr_ft.wise import apply_wise_
+
+    torch.manual_seed(0)
+    init = build_model(ModelConfig(arch="resnet18"))
+    save_model_file(init, tmp_path / "init.pt", epoch=0)
+    cfg = ModelConfig(arch="resnet18", init=f"simclr:{tmp_path / 'init.pt'}", wise_alpha=0.25)
+    tuned = build_model(ModelConfig(arch="resnet18"))  # other random weights: "fine-tuned"
+    before = {k: v.clone() for k, v in tuned.state_dict().items()}
+    apply_wise_(tuned, cfg)
+    after, start = tuned.state_dict(), init.state_dict()
+    w = "backbone.conv1.weight"
+    assert torch.allclose(after[w], 0.75 * start[w] + 0.25 * before[w], atol=1e-6)
+    assert torch.equal(after["backbone.fc.0.weight"], before["backbone.fc.0.weight"])
