@@ -14,8 +14,9 @@ columns:
   ``--split`` crops), averaged over the folds; the untrained ImageNet row uses the same classes;
 * every ``--domain NAME=PATH``: a COCO export (shards made on the fly with make-shards into
   ``--cache/NAME``, reused while the source is the same) or a shards folder; support every crop
-  of its train split (``--support-cap`` per class to make choosing cheaper), queries its
-  ``--split`` split, as symclr-evaluate does.
+  of its train split, queries its
+  ``--split`` split, as symclr-evaluate does. ``--support-cap`` / ``--query-cap`` (per class,
+  every domain) make choosing on valid splits cheaper; the reported run uses neither.
 
 Numbers: mean of ``--episodes`` seeded episodes, ± the 95% interval half-width (for the mean of
 folds: the folds' intervals combined as independent, sqrt(sum ci^2) / K), and macro
@@ -207,11 +208,12 @@ class Domain:
         return self._decoded[rule]
 
 
-def load_domain(name: str, shards: Path, split: str, cap: int = 0) -> Domain:
-    """Support (train, capped) and queries (``split``) of a domain, checked for shared classes."""
+def load_domain(name: str, shards: Path, split: str, cap: int = 0, query_cap: int = 0) -> Domain:
+    """Support (train) and queries (``split``) of a domain, each at most ``cap`` /
+    ``query_cap`` crops per class (0: all), checked for shared classes."""
     classes = load_classes(shards)
     support = read_split(name, shards, "train", cap)
-    queries = read_split(name, shards, split)
+    queries = read_split(name, shards, split, query_cap, seed=1)
     check_shared_classes(name, support[1], queries[1], split)
     return Domain(name, classes, support, queries)
 
@@ -335,7 +337,10 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--domain", action="append", default=[], help="NAME=COCO export or shards folder")
     p.add_argument("--cache", default="runs/transfer/domains", help="where domain shards are made")
     p.add_argument("--split", default="test", help="query split (valid: for choosing)")
-    p.add_argument("--support-cap", type=int, default=0, help="max train crops per class in extra domains (0: all)")
+    p.add_argument("--support-cap", type=int, default=0, help="max train crops per class, every domain (0: all)")
+    p.add_argument("--query-cap", type=int, default=0,
+                   help="max query crops per class, every domain (0: all; for cheaper choosing: micro then "
+                        "weighs classes more evenly than the full split)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
@@ -366,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise UserError(f"--folds {sorted(unknown)[0]}: no --model of that name")
     # Every domain is read and checked before any model is evaluated: bad input fails fast.
-    ff = load_domain("firefighting", Path(args.ff_shards), args.split) if args.ff_shards else None
-    domains = [load_domain(n, domain_shards(n, Path(p), Path(args.cache)), args.split, args.support_cap)
+    caps = (args.support_cap, args.query_cap)
+    ff = load_domain("firefighting", Path(args.ff_shards), args.split, *caps) if args.ff_shards else None
+    domains = [load_domain(n, domain_shards(n, Path(p), Path(args.cache)), args.split, *caps)
                for n, p in _pairs(args.domain, "--domain")]
     from symclr_ft.distributed import make_accelerator
 
@@ -377,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows, [d.name for d in domains])
     out = Path(args.out)
     write_json(out / "transfer.json", {"split": args.split, "episodes": args.episodes, "support_cap": args.support_cap,
+                                       "query_cap": args.query_cap,
                                        "command": " ".join(sys.argv), "rows": rows})
     write_text(out / "transfer.md", table)
     print(table)

@@ -144,3 +144,8 @@ def test_cli_writes_the_table(synth_shards, tiny_model, tmp_path):
     text = (out / "transfer.md").read_text()
     assert "| m | 32 px, ink canonical, letterbox |" in text
     assert transfer.read_json(out / "transfer.json")["rows"][0]["synth"]["one_shot"]["micro_mean"] >= 0
+
+
+def test_query_cap_limits_queries_per_class(synth_shards):
+    domain = transfer.load_domain("synth", synth_shards, "test", cap=3, query_cap=1)
+    assert torch.bincount(domain.query_raw[1]).max() == 1 and torch.bincount(domain.support_raw[1]).max() <= 3
