@@ -62,6 +62,7 @@ class ModelSpec:
     path: str  # a model file, or "efficientnet_lite0" (the untrained ImageNet weights)
     rule: InputRule
     wise: float = 1.0  # WiSE-FT: weights (1 - wise) * ImageNet init + wise * the file's
+    layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.multilayer); (): the head's
 
 
 def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
@@ -86,11 +87,13 @@ def parse_model(text: str, default: InputRule) -> ModelSpec:
     rule = default if path == IMAGENET else rule_from_config(Path(path), default)
     if path != IMAGENET and not Path(path).is_file():
         raise UserError(f"{path}: model file not found")
-    wise = 1.0
+    wise, layers = 1.0, ()
     for opt in opts:
         key, _, value = opt.partition("=")
         if key == "wise" and _is_fraction(value):
             wise = float(value)
+        elif key == "layers" and value:
+            layers = tuple(value.split("+"))
         elif key == "size" and value.isdigit() and int(value) >= 16:
             rule = InputRule(int(value), rule.ink, rule.box)
         elif key == "ink" and value in INK_MODES:
@@ -99,9 +102,9 @@ def parse_model(text: str, default: InputRule) -> ModelSpec:
             rule = InputRule(rule.size, rule.ink, value == "1")
         else:
             raise UserError(
-                f"--model {text}: bad option {opt!r} (size=N>=16, ink={'|'.join(INK_MODES)}, box=0|1, wise=0..1)"
+                f"--model {text}: bad option {opt!r} (size=N>=16, ink={'|'.join(INK_MODES)}, box=0|1, wise=0..1, layers=4+5+head)"
             )
-    return ModelSpec(name, path, rule, wise)
+    return ModelSpec(name, path, rule, wise, layers)
 
 
 def _is_fraction(value: str) -> bool:
@@ -121,13 +124,17 @@ def imagenet_network():
 def load_network(spec: ModelSpec):
     """The spec's network; with ``wise < 1`` the WiSE-FT average with the ImageNet init."""
     from symclr_ft.model import load_model_file
+    from symclr_ft.multilayer import MultiLayerFeatures
     from symclr_ft.wise import wise_network
 
-    if spec.path == IMAGENET:
-        return imagenet_network()
-    net = load_model_file(spec.path).eval()
-    if spec.wise < 1.0:
+    net = imagenet_network() if spec.path == IMAGENET else load_model_file(spec.path).eval()
+    if spec.wise < 1.0 and spec.path != IMAGENET:
         net = wise_network(imagenet_network(), net, spec.wise).eval()
+    if spec.layers:
+        try:
+            net = MultiLayerFeatures(net, list(spec.layers)).eval()
+        except (ValueError, AttributeError) as err:
+            raise UserError(f"--model {spec.name}: {err}") from None
     return net
 
 
@@ -279,7 +286,8 @@ def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], 
     rows = []
     for spec in models:
         net = load_network(spec)
-        row = {"model": spec.name, "path": spec.path, "rule": vars(spec.rule), "wise": spec.wise}
+        row = {"model": spec.name, "path": spec.path, "rule": vars(spec.rule), "wise": spec.wise,
+               "layers": list(spec.layers)}
         if ff is not None:
             row["firefighting"] = evaluate_on(accelerator, net, ff, spec.rule, cfg, split)
             fold_list = fold_sets.get(spec.name)
@@ -289,7 +297,7 @@ def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], 
                 per_fold = []
                 for model_file, classes in fold_list:
                     fold_net = net if model_file is None else load_network(
-                        ModelSpec(spec.name, str(model_file), spec.rule, spec.wise))
+                        ModelSpec(spec.name, str(model_file), spec.rule, spec.wise, spec.layers))
                     per_fold.append(evaluate_on(accelerator, fold_net, ff, spec.rule, cfg, split, classes))
                 row["heldout"] = {**mean_of_folds(per_fold), "folds": per_fold}
         for domain in domains:
@@ -319,6 +327,7 @@ def markdown_table(rows: list[dict], domains: list[str]) -> str:
     for r in rows:
         rule = r["rule"]
         wise = f", WiSE {r['wise']:g}" if r.get("wise", 1.0) < 1.0 else ""
+        wise += f", layers {'+'.join(r['layers'])}" if r.get("layers") else ""
         cells = [r["model"], f"{rule['size']} px, ink {rule['ink']}, {'letterbox' if rule['box'] else 'stretch'}{wise}",
                  _cell(r.get("firefighting")), _cell(r.get("heldout")), *(_cell(r.get(d)) for d in domains)]
         if base is not None:
