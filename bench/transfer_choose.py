@@ -1,17 +1,39 @@
-"""bench/transfer_levers.sh: the pre-registered choice of the final recipe from lever2 (valid numbers only): the highest
-music valid 1-shot among candidates whose firefighting valid 1-shot stays within 1 point of
-the current recipe's; prints the --model and --folds arguments of the final test run."""
-import json, sys
-rows = {r["model"]: r for path in [sys.argv[1], *sys.argv[5:]] for r in json.load(open(path))["rows"]}
-T, M, N = sys.argv[2], sys.argv[3], sys.argv[4]
-one = lambda r, col: r[col]["one_shot"]["micro_mean"]
-keep = one(rows["main"], "firefighting") - 1.0
-ok = [n for n in ("t1", "t1_w07", "t1_w05", "main_w05", "main_w03") if n in rows and one(rows[n], "firefighting") >= keep]
-best = max(ok, key=lambda n: (one(rows[n], "music"), rows[n]["music"]["one_shot"]["macro_mean"])) if ok else "main"
-wise = {"t1_w07": ",wise=0.7", "t1_w05": ",wise=0.5", "main_w05": ",wise=0.5", "main_w03": ",wise=0.3"}.get(best, "")
-path = T if best.startswith("t1") else M
-folds = f" --folds new={N}" if best.startswith("main") and N else ""
-print(f"--model new={path}{wise}{folds}" if best != "main" else "")
-print(f"chosen: {best}", file=sys.stderr)
-# usage: python bench/transfer_choose.py LEVERS.json T1_MODEL MAIN_MODEL FOLDS_DIR [MORE_LEVERS.json ...]
-# (the row named main, the current recipe, may come from any of the JSON files)
+"""The pre-registered choice between transfer levers, on valid numbers only.
+
+    python bench/transfer_choose.py CANDIDATES.json [INCUMBENTS.json ...]
+
+A row qualifies when its firefighting valid 1-shot is within 1 point of the row named
+``main`` (the current recipe, in any of the files); among the qualifying rows the one with the
+highest music valid 1-shot (then macro) wins. Prints the winner's ``--model new=...`` argument
+for bench/transfer.py when it is a row of CANDIDATES.json, and nothing when an incumbent (a
+row of the other files) wins; the winner's name goes to stderr.
+"""
+
+import json
+import sys
+
+
+def rows_of(path):
+    return json.load(open(path))["rows"]
+
+
+def model_argument(row) -> str:
+    opts = "" if row.get("wise", 1.0) >= 1.0 else f",wise={row['wise']:g}"
+    opts += f",layers={'+'.join(row['layers'])}" if row.get("layers") else ""
+    return f"--model new={row['path']}{opts}"
+
+
+def choose(candidates, incumbents):
+    everything = candidates + incumbents
+    one = lambda r, col: r[col]["one_shot"]["micro_mean"]  # noqa: E731
+    keep = one(next(r for r in everything if r["model"] == "main"), "firefighting") - 1.0
+    ok = [r for r in everything if "music" in r and one(r, "firefighting") >= keep]
+    return max(ok, key=lambda r: (one(r, "music"), r["music"]["one_shot"]["macro_mean"]))
+
+
+if __name__ == "__main__":
+    candidates = rows_of(sys.argv[1])
+    incumbents = [r for path in sys.argv[2:] for r in rows_of(path)]
+    best = choose(candidates, incumbents)
+    print(f"chosen: {best['model']}", file=sys.stderr)
+    print(model_argument(best) if any(best is r for r in candidates) else "")
