@@ -60,6 +60,9 @@ class ModelConfig:
     # WiSE-FT (symclr_ft.wise): after the last epoch the weights become
     # (1 - wise_alpha) * init + wise_alpha * fine-tuned; 1.0: the fine-tuned weights.
     wise_alpha: float = 1.0
+    # Evaluation features (k-NN, embed, predict, spot) from several EfficientNet stages, e.g.
+    # "4+5+head" (symclr_ft.multilayer); "": the pooled head features. Training is unchanged.
+    feature_layers: str = ""
 
 
 @dataclass
@@ -153,6 +156,10 @@ _RANGES: dict[tuple[str, str], tuple[Any, str]] = {
     ("data", "shuffle_buffer"): (lambda v: v >= 1, "must be >= 1"),
     ("model", "out_dim"): (lambda v: v >= 1, "must be >= 1"),
     ("model", "wise_alpha"): (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
+    ("model", "feature_layers"): (
+        lambda v: not v or all(p == "head" or p.isdigit() for p in v.split("+")),
+        "must be empty or stage numbers and/or head joined by + (e.g. 4+5+head)",
+    ),
     ("views", "aug_strength"): (lambda v: v >= 0, "must be >= 0"),
     ("views", "crop_scale_min"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("views", "color_jitter_p"): (lambda v: 0 <= v <= 1, "must be a probability in [0, 1]"),

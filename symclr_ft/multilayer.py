@@ -14,6 +14,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def stage_features(net: nn.Module, x: torch.Tensor, layers: list[str]) -> torch.Tensor:
+    """Pooled, L2-normalised outputs of the named stages of ``net`` (a SimCLRNet on a timm
+    EfficientNet), concatenated; "head" is the usual pooled head features."""
+    b = net.backbone
+    x = (x - net.mean.to(x.dtype)) / net.std.to(x.dtype)
+    x = b.bn1(b.conv_stem(x))
+    parts = []
+    for i, block in enumerate(b.blocks):
+        x = block(x)
+        if str(i) in layers:
+            parts.append(F.normalize(x.float().mean(dim=(2, 3)), dim=1))
+    if "head" in layers:
+        head = b.forward_head(b.bn2(b.conv_head(x)), pre_logits=True)
+        parts.append(F.normalize(head.float(), dim=1))
+    return torch.cat(parts, dim=1)
+
+
 class MultiLayerFeatures(nn.Module):
     """``features(x)`` of a timm EfficientNet inside a SimCLRNet, from several stages."""
 
@@ -26,15 +43,4 @@ class MultiLayerFeatures(nn.Module):
         self.net, self.layers = net, list(layers)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.net.backbone
-        x = (x - self.net.mean.to(x.dtype)) / self.net.std.to(x.dtype)
-        x = b.bn1(b.conv_stem(x))
-        parts = []
-        for i, block in enumerate(b.blocks):
-            x = block(x)
-            if str(i) in self.layers:
-                parts.append(F.normalize(x.float().mean(dim=(2, 3)), dim=1))
-        if "head" in self.layers:
-            head = b.forward_head(b.bn2(b.conv_head(x)), pre_logits=True)
-            parts.append(F.normalize(head.float(), dim=1))
-        return torch.cat(parts, dim=1)
+        return stage_features(self.net, x, self.layers)

@@ -24,3 +24,21 @@ def test_unknown_layers_are_refused():
     net = SimCLRNet("tf_efficientnet_lite0")
     with pytest.raises(ValueError, match="block numbers"):
         MultiLayerFeatures(net, ["9"])
+
+
+def test_model_file_keeps_feature_layers_and_training_output_is_unchanged(tmp_path):
+    from symclr_ft.config import ModelConfig
+    from symclr_ft.model import build_model, load_model_file, save_model_file
+
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="tf_efficientnet_lite0", feature_layers="4+head")).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        feats, proj = net(x)
+        assert feats.shape[1] == net.feature_dim  # the head still sees the pooled features
+        assert torch.allclose(net.features(x), MultiLayerFeatures(net, ["4", "head"]).features(x))
+    save_model_file(net, tmp_path / "m.pt", epoch=1)
+    again = load_model_file(tmp_path / "m.pt").eval()
+    assert again.feature_layers == "4+head"
+    with torch.no_grad():
+        assert torch.allclose(again.features(x), net.features(x), atol=1e-6)
