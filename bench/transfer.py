@@ -287,7 +287,7 @@ def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], 
     for spec in models:
         net = load_network(spec)
         row = {"model": spec.name, "path": spec.path, "rule": vars(spec.rule), "wise": spec.wise,
-               "layers": list(spec.layers)}
+               "layers": list(spec.layers) or [x for x in getattr(net, "feature_layers", "").split("+") if x]}
         if ff is not None:
             row["firefighting"] = evaluate_on(accelerator, net, ff, spec.rule, cfg, split)
             fold_list = fold_sets.get(spec.name)
