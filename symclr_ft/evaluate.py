@@ -693,9 +693,10 @@ def main(argv: list[str] | None = None) -> int:
     class_names = load_classes(args.shards)
     from symclr_ft.preprocess import input_rule_beside
 
-    rule = input_rule_beside(path if kind == "file" else None)  # the run's ink / letterbox
-    support = load_split(args.shards, args.support_split, image_size, *rule)
-    queries = load_split(args.shards, args.split, image_size, *rule)
+    ink, letterbox = input_rule_beside(path if kind == "file" else None)  # the run's input rule
+    rule = {} if (ink, letterbox) == ("none", False) else {"ink": ink, "letterbox": letterbox}
+    support = load_split(args.shards, args.support_split, image_size, **rule)
+    queries = load_split(args.shards, args.split, image_size, **rule)
     out = Path(args.out) if args.out else None
     metrics = evaluate_model(accelerator, net, support, queries, cfg, class_names, out, args.split)
     metrics.update(
