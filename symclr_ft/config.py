@@ -284,6 +284,8 @@ def validate(cfg: Config, source: str = "config") -> None:
         )
     if kind not in ("random", "efficientnet_lite0") and ":" not in init:
         raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
+    if cfg.data.streaming and (cfg.data.ink != "none" or cfg.data.letterbox):
+        raise ConfigError(f"{source}: data.ink / data.letterbox are not applied in streaming mode yet")
     if cfg.loss.infonce_weight and cfg.loss.name != "supcon":
         raise ConfigError(f"{source}: loss.infonce_weight applies to loss.name=supcon only")
 
