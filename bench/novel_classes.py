@@ -76,7 +76,8 @@ def main() -> None:
     shards, out = Path(cfg.data.shards), Path(args.out)
     size = cfg.eval.image_size or cfg.data.image_size
     names = load_classes(shards)
-    train, queries = load_split(shards, "train", size), load_split(shards, args.split, size)
+    rule = (cfg.data.ink, cfg.data.letterbox)  # the input rule the folds train with
+    train, queries = load_split(shards, "train", size, *rule), load_split(shards, args.split, size, *rule)
     folds = class_folds(queries.labels.numpy(), args.folds, args.per_fold, args.seed)
     accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision)
     results = []

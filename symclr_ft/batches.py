@@ -62,14 +62,18 @@ def views_for(batch: LocalBatch, cfg: Config, epoch: int, step: int, rank: int) 
     return torch.cat(out)
 
 
+def input_rule(cfg: Config) -> tuple[bool, str, bool]:
+    """``(allow_subset, ink, letterbox)``: how load_split reads a split for this run, the same
+    for training and its evaluation."""
+    return cfg.data.allow_subset, cfg.data.ink, cfg.data.letterbox
+
+
 class MemorySource:
     """Global batches from the configured sampler over a split held in memory."""
 
     def __init__(self, cfg: Config, rank: int, world: int, device: torch.device):
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
-        self.crops = load_split(
-            cfg.data.shards, cfg.data.train_split, cfg.data.image_size, cfg.data.allow_subset
-        )
+        self.crops = load_split(cfg.data.shards, cfg.data.train_split, cfg.data.image_size, *input_rule(cfg))
         self.labels = self.crops.labels.numpy()
         check_batch_size(
             cfg.data.sampler, self.labels, cfg.data.batch_size,

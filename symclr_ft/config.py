@@ -44,6 +44,11 @@ class DataConfig:
     shuffle_buffer: int = 2000  # streaming mode only
     train_split: str = "train"
     allow_subset: bool = False  # read a shard set that differs from its stats.json (shards removed on purpose)
+    # How a crop becomes the square input (symclr_ft.preprocess), at training AND evaluation:
+    # canonical: dark grey ink on white whatever the drawing's colours; letterbox: keep the
+    # aspect ratio (pad) instead of stretching.
+    ink: Literal["none", "canonical", "invert"] = "none"
+    letterbox: bool = False
 
 
 @dataclass
@@ -55,6 +60,12 @@ class ModelConfig:
     init: str = "random"
     channels_last: bool = True
     input_norm: Literal["none", "imagenet"] = "none"  # sthalles/SimCLR trained on [0,1] input
+    # WiSE-FT (symclr_ft.wise): after the last epoch the weights become
+    # (1 - wise_alpha) * init + wise_alpha * fine-tuned; 1.0: the fine-tuned weights.
+    wise_alpha: float = 1.0
+    # Evaluation features (k-NN, embed, predict, spot) from several EfficientNet stages, e.g.
+    # "4+5+head" (symclr_ft.multilayer); "": the pooled head features. Training is unchanged.
+    feature_layers: str = ""
 
 
 @dataclass
@@ -147,9 +158,10 @@ _AT_LEAST: dict[str, float] = {
     "loss.infonce_weight": 0, "optim.weight_decay": 0, "optim.hold_epochs": 0,
     "optim.grad_clip": 0, "optim.accumulate": 1, "train.epochs": 1, "train.eval_every": 0,
     "train.max_steps": 0, "train.save_every": 1, "eval.episodes": 1, "eval.batch_size": 1,
+    "model.wise_alpha": 0,
 }
 # Largest valid value by key: every episode holds a random permutation of the support set.
-_AT_MOST: dict[str, float] = {"eval.episodes": 10_000}
+_AT_MOST: dict[str, float] = {"eval.episodes": 10_000, "model.wise_alpha": 1}
 _POSITIVE = ("loss.temperature", "optim.lr")
 _PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
 # Keys renamed since earlier versions, still read as aliases: old dotted name -> new one.
@@ -322,12 +334,25 @@ def _check_run_name(name: str, source: str) -> None:
         )
 
 
+def _check_inputs_rule(cfg: Config, source: str) -> None:
+    """The transfer levers' settings (symclr_ft.preprocess, symclr_ft.multilayer)."""
+    layers = cfg.model.feature_layers
+    if layers and not all(p == "head" or p.isdigit() for p in layers.split("+")):
+        raise ConfigError(
+            f"{source}: model.feature_layers={layers!r} must be empty or stage numbers and/or "
+            "head joined by + (e.g. 4+5+head)"
+        )
+    if cfg.data.streaming and (cfg.data.ink != "none" or cfg.data.letterbox):
+        raise ConfigError(f"{source}: data.ink / data.letterbox are not applied in streaming mode yet")
+
+
 def validate(cfg: Config, source: str = "config") -> None:
     """Every check a config can get without reading data: ranges, combinations of settings,
     the run name. Runs at load time, so a mistake costs no training."""
     _check_ranges(cfg, source)
     _check_init(cfg.model.init, source)
     _check_run_name(cfg.run.name, source)
+    _check_inputs_rule(cfg, source)
     if cfg.loss.infonce_weight and cfg.loss.name != "supcon":
         raise ConfigError(f"{source}: loss.infonce_weight applies to loss.name=supcon only")
     if cfg.eval.split == cfg.data.train_split:

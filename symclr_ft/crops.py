@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import numpy as np
 import torch
 from PIL import Image
 
 from symclr_ft import coco
+from symclr_ft.preprocess import prepare_crop
 from symclr_ft.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -57,16 +57,17 @@ class CropSource:
 
 
 def square_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """A PIL image as (3, size, size) uint8: RGB, stretched to a square, bilinear, as the
-    shards are read for training (symbols are nearly square)."""
-    rgb = image.convert("RGB").resize((size, size), Image.BILINEAR)
-    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+    """A PIL image as (3, size, size) uint8, stretched to a square as the shards are read for
+    training (the default input rule of symclr_ft.preprocess)."""
+    return prepare_crop(image, size)
 
 
-def _decode_bytes(data: bytes, size: int, where: str) -> torch.Tensor:
+def _decode_bytes(data: bytes, rule: int | tuple, where: str) -> torch.Tensor:
+    """PNG bytes as a square crop; ``rule``: the size, or (size, ink, letterbox)."""
+    size, ink, letterbox = rule if isinstance(rule, tuple) else (rule, "none", False)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return square_tensor(img, size)
+            return prepare_crop(img, size, ink, letterbox)
     except DECODE_ERRORS as err:
         raise UnreadableImage(f"{where}: cannot decode image ({err})") from None
 
@@ -82,17 +83,21 @@ def _decode_file(path: Path, size: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- shards
 
 
-def shard_source(shard_dir: str | Path, split: str, size: int, allow_subset: bool = False) -> CropSource:
+def shard_source(
+    shard_dir: str | Path, split: str, size: int, allow_subset: bool = False,
+    ink: str = "none", letterbox: bool = False,
+) -> CropSource:
     """The crops of one split of a shard folder, labelled, in shard order, verified against
-    stats.json as they are read (``allow_subset``: see data.SplitCheck)."""
+    stats.json as they are read (``allow_subset``: see data.SplitCheck), squared by the input
+    rule (``ink``, ``letterbox``: symclr_ft.preprocess) the model was trained with."""
     from symclr_ft.data import load_classes
 
     names = load_classes(shard_dir)
-    crops = _shard_crops(shard_dir, split, allow_subset, len(names), size)
+    crops = _shard_crops(shard_dir, split, allow_subset, len(names), (size, ink, letterbox))
     return CropSource(names, crops, True, f"{shard_dir} ({split})")
 
 
-def _shard_crops(shard_dir, split: str, allow_subset: bool, num_classes: int, size: int) -> Iterator[Crop]:
+def _shard_crops(shard_dir, split: str, allow_subset: bool, num_classes: int, rule: tuple) -> Iterator[Crop]:
     import json
 
     from symclr_ft.data import iter_split
@@ -112,7 +117,7 @@ def _shard_crops(shard_dir, split: str, allow_subset: bool, num_classes: int, si
             )
         source = {"key": key, "image": meta.get("image"), "bbox": meta.get("bbox")}
         where = f"{path}: sample {key}"
-        yield Crop(source, label, functools.partial(_decode_bytes, png, size, where))
+        yield Crop(source, label, functools.partial(_decode_bytes, png, rule, where))
 
 
 # --------------------------------------------------------------------------- COCO

@@ -16,7 +16,6 @@ data and its order do not depend on the number of processes.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import tarfile
@@ -32,6 +31,7 @@ from PIL import Image
 from symclr_ft.coco import is_int, usable_path
 from symclr_ft.errors import UserError
 from symclr_ft.io import read_json
+from symclr_ft.preprocess import decode_crop
 
 
 @dataclass
@@ -243,23 +243,17 @@ def verify_split(shard_dir: str | Path, split: str, allow_subset: bool = False) 
     return paths
 
 
-def _decode_crop(data: bytes, size: int) -> torch.Tensor:
-    """PNG bytes -> (3, size, size) uint8. Crops are stretched to a square, as the seed's
-    ``Resize((s, s))`` does; symbols are nearly square (median 32 x 30 px)."""
-    with Image.open(io.BytesIO(data)) as img:
-        img = img.convert("RGB").resize((size, size), Image.BILINEAR)
-        array = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
-
 def decode_sample(
-    path: str | Path, key: str, fields: dict[str, bytes], size: int, num_classes: int
+    path: str | Path, key: str, fields: dict[str, bytes], size: int, num_classes: int,
+    ink: str = "none", letterbox: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """One sample's (crop, class index); every member parsed (``json`` too, when present).
+    The crop becomes a ``size`` square by the input rule (``ink``, ``letterbox``: see
+    symclr_ft.preprocess; by default stretched, as the seed's ``Resize((s, s))`` does).
     Anything unreadable is a one-line error naming the shard and the sample."""
     try:
         label = int(fields["cls"])
-        image = _decode_crop(fields["png"], size)
+        image = decode_crop(fields["png"], size, ink, letterbox)
         if "json" in fields:
             json.loads(fields["json"])
     except KeyError as err:
@@ -279,7 +273,8 @@ def decode_sample(
 
 
 def load_split(
-    shard_dir: str | Path, split: str, image_size: int, allow_subset: bool = False
+    shard_dir: str | Path, split: str, image_size: int, allow_subset: bool = False,
+    ink: str = "none", letterbox: bool = False,
 ) -> CropSet:
     """Decode every crop of ``split`` once, resized to ``image_size`` squared, as uint8.
     The split is verified against stats.json as it is read (:class:`SplitCheck`);
@@ -287,7 +282,7 @@ def load_split(
     images, labels, keys = [], [], []
     num_classes = len(load_classes(shard_dir))
     for path, key, fields in iter_split(shard_dir, split, allow_subset):
-        image, label = decode_sample(path, key, fields, image_size, num_classes)
+        image, label = decode_sample(path, key, fields, image_size, num_classes, ink, letterbox)
         images.append(image)
         labels.append(label)
         keys.append(key)

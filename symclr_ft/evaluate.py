@@ -555,13 +555,13 @@ def load_network(kind: str, path: Path | None, arch: str, input_norm: str):
     return build_model(ModelConfig(arch=arch, init=init, input_norm=input_norm))
 
 
-def _split_stream(shards: str, split: str, size: int, record: Labelled, allow_subset: bool):
+def _split_stream(shards: str, split: str, size: int, record: Labelled, data_cfg):
     """A factory of streams over one shard split that records its labels and keys."""
     from symclr_ft.crops import shard_source
 
     def images():
         labels, keys = [], []
-        for crop in shard_source(shards, split, size, allow_subset).crops:
+        for crop in shard_source(shards, split, size, data_cfg.allow_subset, data_cfg.ink, data_cfg.letterbox).crops:
             labels.append(crop.label)
             keys.append(crop.source["key"])
             yield crop.load
@@ -592,8 +592,8 @@ def evaluate_shards(accelerator, net, cfg, image_size: int, out: Path | None) ->
     queries = Labelled(torch.zeros(0, dtype=torch.int64), [])
     sets = embed_feature_sets(
         accelerator, net,
-        _split_stream(cfg.data.shards, cfg.data.train_split, image_size, support, cfg.data.allow_subset),
-        _split_stream(cfg.data.shards, cfg.eval.split, image_size, queries, cfg.data.allow_subset),
+        _split_stream(cfg.data.shards, cfg.data.train_split, image_size, support, cfg.data),
+        _split_stream(cfg.data.shards, cfg.eval.split, image_size, queries, cfg.data),
         cfg.eval,
         (_split_size(cfg.data.shards, cfg.data.train_split),
          _split_size(cfg.data.shards, cfg.eval.split)),
@@ -624,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     net = load_network(kind, path, cfg.model.arch, cfg.model.input_norm).to(accelerator.device)
     if cfg.model.channels_last:  # as training does
         net = net.to(memory_format=torch.channels_last)
+    if kind == "file" and args.config is None:  # the input rule the model was trained with
+        from symclr_ft.preprocess import input_rule_beside
+
+        cfg.data.ink, cfg.data.letterbox = input_rule_beside(path)
     out = Path(args.out) if args.out else None
     metrics = evaluate_shards(accelerator, net, cfg, image_size, out)
     metrics.update({

@@ -69,18 +69,26 @@ class SimCLRNet(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.input_norm = input_norm
+        self.feature_layers = ""  # model.feature_layers: "" or e.g. "4+5+head" (multilayer.py)
 
     @property
     def head(self) -> nn.Module:
         return self.backbone.get_submodule(self.classifier_name)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.feature_layers:  # evaluation features from several stages; training is unchanged
+            from symclr_ft.multilayer import stage_features
+
+            return stage_features(self, x, self.feature_layers.split("+"))
+        return self.pooled(x)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         x = self.backbone.forward_features(x)
         return self.backbone.forward_head(x, pre_logits=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.features(x)
+        feats = self.pooled(x)
         return feats, self.head(feats)
 
 
@@ -224,6 +232,7 @@ def load_init(net: SimCLRNet, init: str, cfg: ModelConfig) -> None:
 def build_model(cfg: ModelConfig) -> SimCLRNet:
     """The network described by ``cfg``, initialised from ``cfg.init``."""
     net = SimCLRNet(cfg.arch, cfg.out_dim, cfg.input_norm)
+    net.feature_layers = cfg.feature_layers
     if cfg.init != "random":
         load_init(net, cfg.init, cfg)
     return net
@@ -245,6 +254,7 @@ def save_model_file(net: SimCLRNet, path: str | Path, epoch: int) -> None:
         "arch": net.arch,
         "out_dim": int(out_dim),
         "input_norm": net.input_norm,
+        "feature_layers": net.feature_layers,
         "format_version": FORMAT_VERSION,
         "state_dict": state,
     }
@@ -282,6 +292,7 @@ def load_model_file(path: str | Path) -> SimCLRNet:
     state = _strip_prefix(_state_dict_of(data, path), "module.")
     cfg = _model_settings(data, state, path)
     net = SimCLRNet(cfg.arch, cfg.out_dim, cfg.input_norm)
+    net.feature_layers = str(data.get("feature_layers", ""))
     _load_into(net, state, path, f"a SimCLR {cfg.arch} (out_dim {cfg.out_dim})")
     return net
 

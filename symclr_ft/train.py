@@ -40,7 +40,7 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
-    from symclr_ft.batches import LocalBatch, MemorySource, make_source, views_for
+    from symclr_ft.batches import LocalBatch, MemorySource, input_rule, make_source, views_for
     from symclr_ft.config import Config, config_to_dict, load_config
     from symclr_ft.data import CropSet, load_classes, load_split
     from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
@@ -49,6 +49,7 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
     from symclr_ft.losses import contrastive_loss
     from symclr_ft.model import build_model
     from symclr_ft.tracking import RunFiles, environment, wandb_settings
+    from symclr_ft.wise import apply_wise_
 
 
 @dataclass
@@ -255,6 +256,8 @@ def finish_epoch(t: Trainer, epoch: int, evaluation: tuple | None, classes: list
         t.scheduler.step()
     last = epoch + 1 == cfg.train.epochs or t.budget_spent()
     due = cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0
+    if last and cfg.model.wise_alpha < 1:  # WiSE-FT: evaluated and saved as the averaged weights
+        apply_wise_(acc.unwrap_model(t.net, keep_torch_compile=False), cfg.model)
     metrics = None
     if evaluation and (last or due):
         metrics = evaluate_now(acc, t.net, cfg, *evaluation, classes, t.files.dir / "eval" if last else None)
@@ -278,10 +281,10 @@ def load_evaluation(cfg: Config, source) -> tuple[CropSet, CropSet] | None:
     if cfg.eval.split == "none":
         return None
     size = cfg.eval.image_size or cfg.data.image_size
-    queries = load_split(cfg.data.shards, cfg.eval.split, size, cfg.data.allow_subset)
+    queries = load_split(cfg.data.shards, cfg.eval.split, size, *input_rule(cfg))
     if isinstance(source, MemorySource) and size == cfg.data.image_size:
         return source.crops, queries
-    return load_split(cfg.data.shards, cfg.data.train_split, size, cfg.data.allow_subset), queries
+    return load_split(cfg.data.shards, cfg.data.train_split, size, *input_rule(cfg)), queries
 
 
 def evaluate_now(accelerator, net, cfg: Config, support: CropSet, queries: CropSet,

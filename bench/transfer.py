@@ -1,0 +1,403 @@
+"""Transfer benchmark: how well features recognise symbols never trained on, in styles never seen.
+
+    python bench/transfer.py --imagenet --model lite0=runs/lite0/model.pt --folds lite0=runs/novel_lite0 \
+        --ff-shards shards --domain music=../shared/data/muscima --cache runs/transfer/domains \
+        --out runs/transfer
+
+One run, one table; a row per model (``--imagenet`` adds the untrained ImageNet EfficientNet-lite0),
+columns:
+
+* firefighting, trained classes: support the train split, queries ``--split`` (test);
+* firefighting, held-out folds: for a model given ``--folds NAME=DIR`` (``DIR/summary.json`` from
+  bench/novel_classes.py, ``DIR/fold{k}/model.pt`` trained without fold k's classes), each fold's
+  own model among the fold's 10 classes only (support their train crops, queries their
+  ``--split`` crops), averaged over the folds; the untrained ImageNet row uses the same classes;
+* every ``--domain NAME=PATH``: a COCO export (shards made on the fly with make-shards into
+  ``--cache/NAME``, reused while the source is the same) or a shards folder; support every crop
+  of its train split, queries its
+  ``--split`` split, as symclr-evaluate does. ``--support-cap`` / ``--query-cap`` (per class,
+  every domain) make choosing on valid splits cheaper; the reported run uses neither.
+
+Numbers: mean of ``--episodes`` seeded episodes, ± the 95% interval half-width (for the mean of
+folds: the folds' intervals combined as independent, sqrt(sum ci^2) / K), and macro
+(class-balanced) accuracy. Each model is evaluated with its own input rule (image size, ink,
+letterbox) from the config.yaml beside its file, the rule it was trained with.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from symclr_ft.config import EvalConfig, ModelConfig, read_yaml  # noqa: E402
+from symclr_ft.data import CropSet, iter_shard, load_classes, shard_paths  # noqa: E402
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors  # noqa: E402
+from symclr_ft.io import read_json, write_json, write_text  # noqa: E402
+from symclr_ft.preprocess import INK_MODES, decode_crop  # noqa: E402
+
+METRICS = ("one_shot", "five_shot")
+IMAGENET = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class InputRule:
+    """How a crop becomes the model's input: what it was trained with."""
+
+    size: int = 96
+    ink: str = "none"
+    box: bool = False
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    path: str  # a model file, or "efficientnet_lite0" (the untrained ImageNet weights)
+    rule: InputRule
+    wise: float = 1.0  # WiSE-FT: weights (1 - wise) * ImageNet init + wise * the file's
+    layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.multilayer); (): the head's
+
+
+def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
+    """The input rule in the config.yaml beside a model file (``eval.image_size`` or
+    ``data.image_size``, ``data.ink``, ``data.letterbox``); ``fallback`` where absent."""
+    config = path.parent / "config.yaml"
+    if not config.is_file():
+        return fallback
+    raw = read_yaml(config) or {}
+    data, ev = raw.get("data") or {}, raw.get("eval") or {}
+    size = int(ev.get("image_size") or data.get("image_size") or fallback.size)
+    return InputRule(size, str(data.get("ink", fallback.ink)), bool(data.get("letterbox", fallback.box)))
+
+
+def parse_model(text: str, default: InputRule) -> ModelSpec:
+    """``NAME=PATH[,size=N][,ink=MODE][,box=0|1][,wise=A]`` (options override the config's
+    rule; ``wise`` evaluates the WiSE-FT average with the ImageNet init, symclr_ft.wise)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise UserError(f"--model {text}: expected NAME=PATH")
+    path, *opts = rest.split(",")
+    rule = default if path == IMAGENET else rule_from_config(Path(path), default)
+    if path != IMAGENET and not Path(path).is_file():
+        raise UserError(f"{path}: model file not found")
+    wise, layers = 1.0, ()
+    for opt in opts:
+        key, _, value = opt.partition("=")
+        if key == "wise" and _is_fraction(value):
+            wise = float(value)
+        elif key == "layers" and value:
+            layers = tuple(value.split("+"))
+        elif key == "size" and value.isdigit() and int(value) >= 16:
+            rule = InputRule(int(value), rule.ink, rule.box)
+        elif key == "ink" and value in INK_MODES:
+            rule = InputRule(rule.size, value, rule.box)
+        elif key == "box" and value in ("0", "1"):
+            rule = InputRule(rule.size, rule.ink, value == "1")
+        else:
+            raise UserError(
+                f"--model {text}: bad option {opt!r} (size=N>=16, ink={'|'.join(INK_MODES)}, box=0|1, wise=0..1, layers=4+5+head)"
+            )
+    return ModelSpec(name, path, rule, wise, layers)
+
+
+def _is_fraction(value: str) -> bool:
+    try:
+        return 0.0 <= float(value) <= 1.0
+    except ValueError:
+        return False
+
+
+def imagenet_network():
+    from symclr_ft.model import build_model
+
+    cfg = ModelConfig(arch="tf_efficientnet_lite0", init=IMAGENET, input_norm="imagenet")
+    return build_model(cfg).eval()
+
+
+def load_network(spec: ModelSpec):
+    """The spec's network; with ``wise < 1`` the WiSE-FT average with the ImageNet init."""
+    from symclr_ft.model import load_model_file
+    from symclr_ft.multilayer import MultiLayerFeatures
+    from symclr_ft.wise import wise_network
+
+    net = imagenet_network() if spec.path == IMAGENET else load_model_file(spec.path).eval()
+    if spec.wise < 1.0 and spec.path != IMAGENET:
+        net = wise_network(imagenet_network(), net, spec.wise).eval()
+    if spec.layers:
+        try:
+            net = MultiLayerFeatures(net, list(spec.layers)).eval()
+        except (ValueError, AttributeError) as err:
+            raise UserError(f"--model {spec.name}: {err}") from None
+    return net
+
+
+# --------------------------------------------------------------------------- domains
+
+
+def domain_shards(name: str, source: Path, cache: Path) -> Path:
+    """A shards folder for the domain: ``source`` itself when it is one, else make-shards of
+    the COCO export into ``cache/name`` (kept while stats.json names the same source)."""
+    if (source / "classes.json").is_file():
+        return source
+    if not source.exists():
+        raise UserError(f"domain {name}: {source} not found")
+    from symclr_ft.shards import make_shards
+
+    out = cache / name
+    stats = out / "stats.json"
+    if stats.is_file() and read_json(stats).get("source") == str(source.resolve()):
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        make_shards(source.resolve(), out)
+    except UserError as err:
+        raise UserError(f"domain {name}: {err}") from None
+    return out
+
+
+def read_split(name: str, shards: Path, split: str, cap: int = 0, seed: int = 0):
+    """(PNG bytes, labels, keys) of one split; at most ``cap`` crops per class (0: all), seeded."""
+    try:
+        paths = shard_paths(shards, split)
+    except UserError:
+        raise UserError(f"domain {name}: no {split} split in {shards}") from None
+    pngs, labels, keys = [], [], []
+    for path in paths:
+        for key, fields in iter_shard(path):
+            pngs.append(fields["png"])
+            labels.append(int(fields["cls"]))
+            keys.append(key)
+    labels_t = torch.tensor(labels, dtype=torch.int64)
+    if cap and len(labels):
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.cat([
+            torch.nonzero(labels_t == c)[:, 0][torch.randperm(int((labels_t == c).sum()), generator=g)[:cap]]
+            for c in labels_t.unique()
+        ]).sort().values
+        pngs, labels_t, keys = [pngs[i] for i in keep], labels_t[keep], [keys[i] for i in keep]
+    return pngs, labels_t, keys
+
+
+def check_shared_classes(name: str, support_labels: torch.Tensor, query_labels: torch.Tensor, split: str) -> None:
+    if not set(support_labels.tolist()) & set(query_labels.tolist()):
+        raise UserError(f"domain {name}: no class has crops in both train (support) and {split} (queries)")
+
+
+def to_cropset(raw, rule: InputRule) -> CropSet:
+    pngs, labels, keys = raw
+    if not pngs:
+        return CropSet(torch.zeros(0, 3, rule.size, rule.size, dtype=torch.uint8), labels, [])
+    images = torch.stack([decode_crop(p, rule.size, rule.ink, rule.box) for p in pngs])
+    return CropSet(images, labels, keys)
+
+
+@dataclass
+class Domain:
+    """A support/query pair of one domain, decoded lazily per input rule."""
+
+    name: str
+    classes: list[str]
+    support_raw: tuple
+    query_raw: tuple
+    _decoded: dict | None = None
+
+    def sets(self, rule: InputRule) -> tuple[CropSet, CropSet]:
+        self._decoded = self._decoded or {}
+        if rule not in self._decoded:
+            self._decoded = {rule: (to_cropset(self.support_raw, rule), to_cropset(self.query_raw, rule))}
+        return self._decoded[rule]
+
+
+def load_domain(name: str, shards: Path, split: str, cap: int = 0, query_cap: int = 0) -> Domain:
+    """Support (train) and queries (``split``) of a domain, each at most ``cap`` /
+    ``query_cap`` crops per class (0: all), checked for shared classes."""
+    classes = load_classes(shards)
+    support = read_split(name, shards, "train", cap)
+    queries = read_split(name, shards, split, query_cap, seed=1)
+    check_shared_classes(name, support[1], queries[1], split)
+    return Domain(name, classes, support, queries)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def summarise(metrics: dict) -> dict:
+    """The table's numbers (percent) from evaluate_model's metrics."""
+    out = {}
+    for m in METRICS:
+        block = metrics[m]
+        out[m] = {k: 100 * block[f"{k}"] for k in ("micro_mean", "micro_ci95", "macro_mean")}
+    return out
+
+
+def evaluate_on(accelerator, net, domain: Domain, rule: InputRule, cfg: EvalConfig, split: str, keep_classes=None) -> dict:
+    """evaluate_model on a domain (optionally only the classes ``keep_classes``)."""
+    from symclr_ft.evaluate import evaluate_model
+
+    support, queries = domain.sets(rule)
+    if keep_classes is not None:
+        wanted = torch.tensor(sorted(keep_classes))
+        support, queries = support.subset(torch.isin(support.labels, wanted)), queries.subset(torch.isin(queries.labels, wanted))
+    metrics = evaluate_model(accelerator, net.to(accelerator.device), support, queries, cfg, domain.classes, None, split)
+    return summarise(metrics)
+
+
+def mean_of_folds(results: list[dict]) -> dict:
+    """Mean over folds; intervals of independent folds combined: sqrt(sum ci^2) / K."""
+    k = len(results)
+    out = {}
+    for m in METRICS:
+        out[m] = {
+            "micro_mean": sum(r[m]["micro_mean"] for r in results) / k,
+            "micro_ci95": math.sqrt(sum(r[m]["micro_ci95"] ** 2 for r in results)) / k,
+            "macro_mean": sum(r[m]["macro_mean"] for r in results) / k,
+        }
+    return out
+
+
+def read_folds(folds_dir: Path, class_names: list[str]) -> list[tuple[Path, list[int]]]:
+    """(fold model file, class indices) of each fold in ``folds_dir/summary.json``."""
+    summary = read_json(folds_dir / "summary.json", "folds summary")
+    index = {n: i for i, n in enumerate(class_names)}
+    out = []
+    for fold in summary.get("folds", []):
+        model = folds_dir / f"fold{fold['fold']}" / "model.pt"
+        unknown = [c for c in fold["classes"] if c not in index]
+        if unknown:
+            raise UserError(f"{folds_dir / 'summary.json'}: class {unknown[0]!r} is not a firefighting class")
+        out.append((model, [index[c] for c in fold["classes"]]))
+    if not out:
+        raise UserError(f"{folds_dir / 'summary.json'}: no folds")
+    return out
+
+
+def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], ff: Domain | None,
+                  domains: list[Domain], cfg: EvalConfig, split: str) -> list[dict]:
+    """Every column for every model: a list of rows ``{"model", "rule", COLUMN: numbers}``."""
+    fold_sets = {name: read_folds(d, ff.classes) for name, d in folds.items()} if ff else {}
+    shared_folds = next(iter(fold_sets.values()), None)
+    rows = []
+    for spec in models:
+        net = load_network(spec)
+        row = {"model": spec.name, "path": spec.path, "rule": vars(spec.rule), "wise": spec.wise,
+               "layers": list(spec.layers) or [x for x in getattr(net, "feature_layers", "").split("+") if x]}
+        if ff is not None:
+            row["firefighting"] = evaluate_on(accelerator, net, ff, spec.rule, cfg, split)
+            fold_list = fold_sets.get(spec.name)
+            if fold_list is None and spec.path == IMAGENET and shared_folds is not None:
+                fold_list = [(None, classes) for _, classes in shared_folds]
+            if fold_list is not None:
+                per_fold = []
+                for model_file, classes in fold_list:
+                    fold_net = net if model_file is None else load_network(
+                        ModelSpec(spec.name, str(model_file), spec.rule, spec.wise, spec.layers))
+                    per_fold.append(evaluate_on(accelerator, fold_net, ff, spec.rule, cfg, split, classes))
+                row["heldout"] = {**mean_of_folds(per_fold), "folds": per_fold}
+        for domain in domains:
+            row[domain.name] = evaluate_on(accelerator, net, domain, spec.rule, cfg, split)
+        rows.append(row)
+        # A row as soon as it is known: a long run can be read (or stopped) half-way.
+        print(markdown_table([row], [d.name for d in domains]).splitlines()[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+def _cell(block: dict | None) -> str:
+    if block is None:
+        return "–"
+    one, five = block["one_shot"], block["five_shot"]
+    return (f"{one['micro_mean']:.1f} ± {one['micro_ci95']:.1f} ({one['macro_mean']:.1f}) / "
+            f"{five['micro_mean']:.1f} ± {five['micro_ci95']:.1f} ({five['macro_mean']:.1f})")
+
+
+def markdown_table(rows: list[dict], domains: list[str]) -> str:
+    """One row per model: 1-shot ± CI (macro) / 5-shot ± CI (macro) per column, and each extra
+    domain's 1-shot gain over the untrained ImageNet row when it is there."""
+    base = next((r for r in rows if r["path"] == IMAGENET), None)
+    head = ["model", "input", "firefighting trained", "firefighting held-out (10-way)", *domains]
+    if base is not None:
+        head += [f"{d} 1-shot vs ImageNet" for d in domains]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        rule = r["rule"]
+        wise = f", WiSE {r['wise']:g}" if r.get("wise", 1.0) < 1.0 else ""
+        wise += f", layers {'+'.join(r['layers'])}" if r.get("layers") else ""
+        cells = [r["model"], f"{rule['size']} px, ink {rule['ink']}, {'letterbox' if rule['box'] else 'stretch'}{wise}",
+                 _cell(r.get("firefighting")), _cell(r.get("heldout")), *(_cell(r.get(d)) for d in domains)]
+        if base is not None:
+            cells += [f"{r[d]['one_shot']['micro_mean'] - base[d]['one_shot']['micro_mean']:+.1f}" for d in domains]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="bench/transfer.py", description="Transfer benchmark (one table).")
+    p.add_argument("--model", action="append", default=[], help="NAME=PATH[,size=N,ink=MODE,box=0|1,wise=A]")
+    p.add_argument("--imagenet", action="store_true", help="add the untrained ImageNet EfficientNet-lite0")
+    p.add_argument("--imagenet-size", type=int, default=96)
+    p.add_argument("--folds", action="append", default=[], help="NAME=DIR of bench/novel_classes.py")
+    p.add_argument("--ff-shards", default=None, help="firefighting shards (trained + held-out columns)")
+    p.add_argument("--domain", action="append", default=[], help="NAME=COCO export or shards folder")
+    p.add_argument("--cache", default="runs/transfer/domains", help="where domain shards are made")
+    p.add_argument("--split", default="test", help="query split (valid: for choosing)")
+    p.add_argument("--support-cap", type=int, default=0, help="max train crops per class, every domain (0: all)")
+    p.add_argument("--query-cap", type=int, default=0,
+                   help="max query crops per class, every domain (0: all; for cheaper choosing: micro then "
+                        "weighs classes more evenly than the full split)")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    p.add_argument("--out", default="runs/transfer")
+    return p
+
+
+def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:
+    out = []
+    for text in items:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise UserError(f"{flag} {text}: expected NAME=PATH")
+        out.append((name, value))
+    return out
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    default = InputRule(args.imagenet_size)
+    models = ([ModelSpec("ImageNet (untrained)", IMAGENET, default)] if args.imagenet else [])
+    models += [parse_model(m, default) for m in args.model]
+    if not models:
+        raise UserError("no models: give --model NAME=PATH and/or --imagenet")
+    folds = {name: Path(d) for name, d in _pairs(args.folds, "--folds")}
+    unknown = set(folds) - {m.name for m in models}
+    if unknown:
+        raise UserError(f"--folds {sorted(unknown)[0]}: no --model of that name")
+    # Every domain is read and checked before any model is evaluated: bad input fails fast.
+    caps = (args.support_cap, args.query_cap)
+    ff = load_domain("firefighting", Path(args.ff_shards), args.split, *caps) if args.ff_shards else None
+    domains = [load_domain(n, domain_shards(n, Path(p), Path(args.cache)), args.split, *caps)
+               for n, p in _pairs(args.domain, "--domain")]
+    from symclr_ft.distributed import make_accelerator
+
+    accelerator = make_accelerator(mixed_precision=args.mixed_precision)
+    cfg = EvalConfig(split=args.split, episodes=args.episodes, seed=args.seed)
+    rows = run_benchmark(accelerator, models, folds, ff, domains, cfg, args.split)
+    table = markdown_table(rows, [d.name for d in domains])
+    out = Path(args.out)
+    write_json(out / "transfer.json", {"split": args.split, "episodes": args.episodes, "support_cap": args.support_cap,
+                                       "query_cap": args.query_cap,
+                                       "command": " ".join(sys.argv), "rows": rows})
+    write_text(out / "transfer.md", table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
