@@ -157,7 +157,7 @@ def write_glyph_shards(source: Path, out: Path, classes: int, per_class: int, se
     """A copy of the shards in ``source`` whose train split also holds ``classes`` glyph
     classes x ``per_class`` instances, appended after the source's classes (indices C..C+G-1).
     valid and test are copied unchanged. Returns the train crops written."""
-    from symclr_ft.data import iter_shard, load_classes, shard_paths
+    from symclr_ft.data import iter_shard, load_classes, load_stats, shard_paths
     from symclr_ft.io import atomic_dir
     from symclr_ft.shards import ShardSequence, encode_png
 
@@ -179,7 +179,10 @@ def write_glyph_shards(source: Path, out: Path, classes: int, per_class: int, se
         entries = [{"index": i, "coco_id": i + 1, "name": n} for i, n in enumerate(names)]
         entries += [{"index": len(names) + g, "coco_id": len(names) + g + 1, "name": f"glyph-{seed}-{g:05d}"} for g in range(classes)]
         (tmp / "classes.json").write_text(json.dumps({"classes": entries}, indent=1) + "\n")
-        stats = {"splits": {"train": {"crops": train.count}}, "glyphs": {"classes": classes, "per_class": per_class, "seed": seed},
+        # valid and test are copies: their counts stand; train's are the new ones
+        splits = {k: v for k, v in load_stats(source).get("splits", {}).items() if k != "train"}
+        splits["train"] = {"crops": train.count, "shards": len(shard_paths(tmp, "train"))}
+        stats = {"splits": splits, "glyphs": {"classes": classes, "per_class": per_class, "seed": seed},
                  "source": str(source)}
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
         return train.count
