@@ -74,7 +74,10 @@ class SpotConfig:
     tile: int = 1536
     tile_overlap: int = 320  # at least 2 x (max_side + max dilation) so a symbol fits in some core
     batch_size: int = 128
-    max_candidates: int = 4000  # per drawing, largest components first beyond this (cost cap)
+    candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
+    min_candidates: int = 50
+    max_candidates: int = 20000
+    objectness_weight: float = 1.0  # score = similarity * P(symbol) ** weight
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Drawing:
 class Candidates:
     boxes: torch.Tensor  # (N, 4) x0, y0, x1, y1 float, the candidate's own (padded ink) box
     features: torch.Tensor  # (N, D) L2-normalised
+    objectness: torch.Tensor  # (N,) P(symbol), 1 without an objectness model
 
 
 # --------------------------------------------------------------------------- candidates
@@ -161,19 +165,48 @@ def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[tuple[tu
     ]
 
 
-def candidate_boxes(rgb: np.ndarray, cfg: SpotConfig) -> torch.Tensor:
-    """Class-agnostic candidate boxes (N, 4) of one drawing (H, W, 3 uint8), tile by tile."""
+def candidate_boxes_with_descriptors(rgb: np.ndarray, cfg: SpotConfig) -> tuple[torch.Tensor, np.ndarray]:
+    """Class-agnostic candidate boxes (N, 4) of one drawing (H, W, 3 uint8), tile by tile, and
+    their shape descriptors (spot_objectness) computed in the tile that owns them."""
+    from symclr_ft.spot_objectness import DESCRIPTORS, box_descriptors
+
     height, width = rgb.shape[:2]
-    found: set[tuple[int, int, int, int]] = set()
+    found: dict[tuple[int, int, int, int], np.ndarray] = {}
     for (x0, y0, x1, y1), (cx0, cy0, cx1, cy1) in tile_grid(width, height, cfg.tile, cfg.tile_overlap):
-        for mask in ink_masks(rgb[y0:y1, x0:x1], cfg):
+        tile = rgb[y0:y1, x0:x1]
+        masks = ink_masks(tile, cfg)
+        owned = set()
+        for mask in masks:
             for bx0, by0, bx1, by1 in _component_boxes(mask, cfg):
-                cx, cy = x0 + (bx0 + bx1) / 2, y0 + (by0 + by1) / 2
-                if cx0 <= cx < cx1 and cy0 <= cy < cy1:
-                    found.add((bx0 + x0, by0 + y0, bx1 + x0, by1 + y0))
-    boxes = sorted(found, key=lambda b: (-(b[2] - b[0]) * (b[3] - b[1]), b))[: cfg.max_candidates]
-    boxes.sort()
-    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+                if cx0 <= x0 + (bx0 + bx1) / 2 < cx1 and cy0 <= y0 + (by0 + by1) / 2 < cy1:
+                    owned.add((bx0, by0, bx1, by1))
+        local = sorted(owned)
+        for box, desc in zip(local, box_descriptors(tile, masks[0], local)):
+            found[(box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0)] = desc
+    boxes = sorted(found)
+    desc = np.stack([found[b] for b in boxes]) if boxes else np.zeros((0, len(DESCRIPTORS)), np.float32)
+    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), desc
+
+
+def candidate_boxes(rgb: np.ndarray, cfg: SpotConfig) -> torch.Tensor:
+    """Class-agnostic candidate boxes (N, 4), sorted."""
+    return candidate_boxes_with_descriptors(rgb, cfg)[0]
+
+
+def select_candidates(boxes: torch.Tensor, desc: np.ndarray, objectness, width: int, height: int,
+                      cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates worth embedding and their P(symbol): the most symbol-like ones, at most
+    ``candidates_per_megapixel`` (and ``max_candidates``); without an objectness model, the
+    largest ones, each with probability 1."""
+    limit = min(cfg.max_candidates, max(cfg.min_candidates, round(cfg.candidates_per_megapixel * width * height / 1e6)))
+    if objectness is None:  # no way to tell symbols from letters: look at three times as many
+        limit = min(cfg.max_candidates, 3 * limit)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = torch.argsort(-area, stable=True)[:limit]
+        return boxes[order], torch.ones(len(order))
+    prob = torch.from_numpy(objectness.probability(desc))
+    order = torch.argsort(-prob, stable=True)[:limit]
+    return boxes[order], prob[order]
 
 
 def pad_boxes(boxes: torch.Tensor, padding: float, width: int, height: int) -> torch.Tensor:
@@ -211,18 +244,20 @@ def embed_crops(net, crops: torch.Tensor, batch_size: int, rotations: int = 0) -
     return torch.cat(out)
 
 
-def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig) -> Candidates:
-    """Candidate boxes of one drawing and the features of their crops."""
+def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
+    """Candidate boxes of one drawing, their P(symbol) and the features of their crops."""
     rgb = np.asarray(image.convert("RGB"))
-    ink = candidate_boxes(rgb, cfg)
+    ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
+    ink, prob = select_candidates(ink, desc, objectness, image.width, image.height, cfg)
     boxes = pad_boxes(ink, cfg.box_padding, image.width, image.height)
-    crops = [
-        crop_for_model(image, [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], image_size, cfg.crop_padding)
-        for x0, y0, x1, y1 in boxes.tolist()
-    ]
-    if not crops:
-        return Candidates(boxes, torch.zeros((0, net.feature_dim)))
-    return Candidates(boxes, embed_crops(net, torch.stack(crops), cfg.batch_size))
+    feats = [torch.zeros((0, net.feature_dim))]
+    for start in range(0, boxes.shape[0], cfg.batch_size):  # crops made batch by batch: bounded memory
+        crops = [
+            crop_for_model(image, [x0, y0, x1 - x0, y1 - y0], image_size, cfg.crop_padding)
+            for x0, y0, x1, y1 in boxes[start : start + cfg.batch_size].tolist()
+        ]
+        feats.append(embed_crops(net, torch.stack(crops), cfg.batch_size))
+    return Candidates(boxes, torch.cat(feats), prob)
 
 
 # --------------------------------------------------------------------------- scoring, NMS, counts
@@ -235,6 +270,7 @@ def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[
         return empty
     sims = cands.features @ ex.features.T  # (N, E)
     scores, best = sims.max(dim=1)
+    scores = scores * cands.objectness.clamp(min=0) ** cfg.objectness_weight
     labels = ex.labels[best]
     if cfg.box_mode == "exemplar":
         centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
@@ -453,21 +489,22 @@ def model_and_size(path: Path, image_size: int | None):
     return net, int(size), info.get("sha256")
 
 
-def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig):
+def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None):
     """Detections (COCO results rows) of one drawing, and the exemplars skipped for it."""
     image = _open_rgb(drawing.path)
     fits = (ex.sizes[:, 0] <= image.width) & (ex.sizes[:, 1] <= image.height)
     skipped = sorted({ex.class_names[int(l)] for l in ex.labels[~fits].tolist()} - {
         ex.class_names[int(l)] for l in ex.labels[fits].tolist()})
     usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids)
-    cands = drawing_candidates(net, image, image_size, cfg)
+    cands = drawing_candidates(net, image, image_size, cfg, objectness)
     dets = score_candidates(cands, usable, cfg)
     reasons = [(f"exemplar of {name}", f"larger than drawing {drawing.file_name} "
                 f"({image.width}x{image.height})") for name in skipped]
     return to_coco_results(dets, drawing.image_id, ex), reasons
 
 
-def spot_all(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig):
+def spot_all(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig,
+             objectness=None):
     """Every drawing, split between processes; every process returns the full, ordered result:
     ``(results, skipped)``. A drawing that cannot be decoded is skipped with its reason."""
     from accelerate.utils import gather_object
@@ -476,7 +513,7 @@ def spot_all(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_siz
     local = []
     for i in mine:
         try:
-            rows, reasons = spot_drawing(net, drawings[i], ex, image_size, cfg)
+            rows, reasons = spot_drawing(net, drawings[i], ex, image_size, cfg, objectness)
             local.append((i, rows, reasons))
         except UserError as err:
             local.append((i, [], [(str(drawings[i].path), str(err))]))
@@ -537,6 +574,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--min-score", type=float, default=d.min_score, help="detections below are not written")
     p.add_argument("--box-mode", choices=["exemplar", "candidate"], default=d.box_mode)
     p.add_argument("--tile", type=int, default=d.tile, help="tile side in pixels for large drawings")
+    p.add_argument("--no-objectness", action="store_true",
+                   help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
     return p
 
 
@@ -569,7 +608,13 @@ def main(argv: list[str] | None = None) -> int:
     net = net.to(accelerator.device)
     ex = load_exemplars(Path(args.exemplars), net, image_size, args.shots, args.seed, cfg, sha)
     cfg.count_score, how = _count_score(args.count_score, ex)
-    results, skipped = spot_all(accelerator, net, drawings, ex, image_size, cfg)
+    objectness = None
+    json_path = _coco_json(Path(args.exemplars))
+    if json_path is not None and not args.no_objectness:
+        from symclr_ft.spot_objectness import fit_objectness
+
+        objectness = fit_objectness(json_path, cfg, seed=args.seed)
+    results, skipped = spot_all(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
         out = Path(args.out)
