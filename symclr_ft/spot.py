@@ -572,7 +572,11 @@ def build_parser() -> ArgumentParser:
                    help=f"similarity from which a detection is counted and drawn (default {d.count_score}); "
                    "'auto': symclr-predict's unknown threshold from the exemplars")
     p.add_argument("--min-score", type=float, default=d.min_score, help="detections below are not written")
-    p.add_argument("--box-mode", choices=["exemplar", "candidate"], default=d.box_mode)
+    p.add_argument("--box-mode", choices=["exemplar", "candidate"], default=d.box_mode,
+                   help="box of a detection: the matched exemplar's size, or the candidate's own box")
+    p.add_argument("--objectness-weight", type=float, default=d.objectness_weight,
+                   help="score = similarity x P(symbol) ** this (0: similarity alone)")
+    p.add_argument("--nms-iou", type=float, default=d.nms_iou, help="NMS overlap (IoU) threshold")
     p.add_argument("--tile", type=int, default=d.tile, help="tile side in pixels for large drawings")
     p.add_argument("--no-objectness", action="store_true",
                    help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
@@ -601,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--shots={args.shots}: must be at least 1")
     if args.tile < 256:
         raise UserError(f"--tile={args.tile}: must be at least 256")
-    cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile)
+    cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
+                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou)
     drawings = list_drawings(Path(args.drawings))
     net, image_size, sha = model_and_size(Path(args.model), args.image_size)
     accelerator = make_accelerator()
