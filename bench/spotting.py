@@ -228,6 +228,9 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
     objectness = fit_objectness(exemplar_json, cfg, max_drawings=objectness_drawings, seed=0,
                                 ignore_categories=set(excluded))
     fit_s = time.time() - start
+    if objectness is not None:
+        cfg = replace(cfg, box_padding=objectness.box_padding)
+        print(f"  {name}: box padding {cfg.box_padding} fitted on {exemplar_json.parent.name}", flush=True)
     cands = cached_candidates(net, model, drawings, size, cfg, cache, objectness, tag=f"{exemplar_json}|{sorted(excluded)}")
     cat_ids = sorted(classes)
     ours, tm = [], []
@@ -265,6 +268,8 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     drawings = list_drawings(gt_json)
     net, size, _ = model_and_size(args.model, None)
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
+    cfg = replace(cfg, box_padding=objectness.box_padding)
+    print(f"box padding {cfg.box_padding}", flush=True)
     cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
     cat_ids = sorted({c for d in drawings for c, _ in d.truth})
     exemplars = [embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, s), size, cfg) for s in range(args.draws)]
@@ -326,6 +331,7 @@ def speed(args, cfg: SpotConfig, n: int) -> dict:
     ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, 0), size, cfg)
     t1 = time.perf_counter()
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
+    cfg = replace(cfg, box_padding=objectness.box_padding)
     t2 = time.perf_counter()
     drawings = list_drawings(args.data / "valid" / "_annotations.coco.json")[:n]
     times = []

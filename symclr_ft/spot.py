@@ -619,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         from symclr_ft.spot_objectness import fit_objectness
 
         objectness = fit_objectness(json_path, cfg, seed=args.seed)
+        if objectness is not None:
+            cfg.box_padding = objectness.box_padding
     results, skipped = spot_all(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
