@@ -259,3 +259,22 @@ def test_drawings_folder_ids_follow_file_names(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     drawings = list_drawings(tmp_path)
     assert [(d.file_name, d.image_id, d.truth) for d in drawings] == [("a.jpg", 0, None), ("b.png", 1, None)]
+
+
+def test_folder_exemplars_match_coco_exemplars(net, tmp_path):
+    """A class folder of crops cut as make-shards cuts them gives the same features and box
+    size as the COCO box it was cut from."""
+    from symclr_ft.coco import padded_crop_box
+    from symclr_ft.spot import folder_exemplars, pick_coco_exemplars
+
+    folder, boxes = exemplar_sheet(tmp_path, [0, 1])
+    sheet = Image.open(folder / "sheet.png")
+    crops = tmp_path / "crops"
+    for k, box in zip([0, 1], boxes):
+        (crops / f"class{k}").mkdir(parents=True)
+        sheet.crop(padded_crop_box(box, sheet.width, sheet.height)).save(crops / f"class{k}" / "a.png")
+    from_coco = embed_exemplars(net, pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0), SIZE, SpotConfig())
+    from_folder = embed_exemplars(net, folder_exemplars(crops, 1, 0.1), SIZE, SpotConfig())
+    assert from_folder.class_names == ["class0", "class1"]
+    assert torch.allclose(from_folder.features, from_coco.features, atol=1e-4)
+    assert torch.allclose(from_folder.sizes, from_coco.sizes, atol=2.0)
