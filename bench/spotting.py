@@ -130,19 +130,27 @@ def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
     return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids)
 
 
-def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
-             cat_ids: list[int], score_fn=None) -> dict:
-    """One exemplar draw scored: AP, per-class AP, counting."""
+def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig) -> list[dict]:
     results = []
     for d in drawings:
-        c = cands[d.image_id]
-        dets = score_fn(c, ex, cfg) if score_fn else score_candidates(c, ex, cfg)
-        results.extend(to_coco_results(dets, d.image_id, ex))
+        results.extend(to_coco_results(score_candidates(cands[d.image_id], ex, cfg), d.image_id, ex))
+    return results
+
+
+def counting(results: list[dict], drawings, cat_ids: list[int], count_score: float) -> tuple[float, float]:
+    """Exact-count share and mean absolute count error over (drawing, class) pairs of ``cat_ids``."""
+    counts = count_detections([r for r in results if r["category_id"] in set(cat_ids)], count_score)
+    truth = [replace(d, truth=[t for t in d.truth if t[0] in set(cat_ids)]) for d in drawings]
+    fake = Exemplars(torch.zeros(0), torch.zeros(0), torch.zeros(0), [str(c) for c in cat_ids], cat_ids)
+    return exact_count_share(truth, fake, counts)
+
+
+def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
+             cat_ids: list[int]) -> dict:
+    """One exemplar draw scored: AP, per-class AP, counting."""
+    results = draw_results(cands, drawings, ex, cfg)
     scores = coco_scores(gt_json, results, cat_ids, [d.image_id for d in drawings])
-    counts = count_detections([r for r in results if r["category_id"] in set(cat_ids)], cfg.count_score)
-    truth_drawings = [replace(d, truth=[t for t in d.truth if t[0] in set(cat_ids)]) for d in drawings]
-    fake = Exemplars(ex.features, ex.labels, ex.sizes, [str(c) for c in cat_ids], cat_ids)
-    exact, mae = exact_count_share(truth_drawings, fake, counts)
+    exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
     return {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
 
 
@@ -193,10 +201,7 @@ def template_draw(drawings, picked, gt_json: Path, cat_ids: list[int], greys: di
         for (x0, y0, x1, y1), score, cat in template_detections(greys[d.image_id], templates, cfg=cfg):
             results.append({"image_id": d.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
     scores = coco_scores(gt_json, results, cat_ids, [d.image_id for d in drawings])
-    counts = count_detections(results, cfg.count_score)
-    fake = Exemplars(torch.zeros(0), torch.zeros(0), torch.zeros(0), [str(c) for c in cat_ids], cat_ids)
-    truth = [replace(d, truth=[t for t in d.truth if t[0] in set(cat_ids)]) for d in drawings]
-    exact, mae = exact_count_share(truth, fake, counts)
+    exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
     return {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
 
 
@@ -277,9 +282,12 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     for weight in (0.0, 0.5, 1.0, 2.0):
         for box_mode in ("exemplar", "candidate"):
             for nms_iou in (0.3, 0.5):
-                for count_score in (0.3, 0.4, 0.5, 0.6, 0.7):
-                    c = replace(cfg, objectness_weight=weight, box_mode=box_mode, nms_iou=nms_iou, count_score=count_score)
-                    runs = [run_draw(cands, drawings, ex, c, gt_json, cat_ids) for ex in exemplars]
+                c = replace(cfg, objectness_weight=weight, box_mode=box_mode, nms_iou=nms_iou)
+                per_draw = [draw_results(cands, drawings, ex, c) for ex in exemplars]
+                ap = [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]
+                for count_score in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+                    counted = [counting(r, drawings, cat_ids, count_score) for r in per_draw]
+                    runs = [{**a, "exact_counts": e, "count_mae": m} for a, (e, m) in zip(ap, counted)]
                     rows.append({"objectness_weight": weight, "box_mode": box_mode, "nms_iou": nms_iou,
                                  "count_score": count_score, **summarise(runs, False)})
                     r = rows[-1]
