@@ -578,6 +578,7 @@ def build_parser() -> ArgumentParser:
                    help="score = similarity x P(symbol) ** this (0: similarity alone)")
     p.add_argument("--nms-iou", type=float, default=d.nms_iou, help="NMS overlap (IoU) threshold")
     p.add_argument("--tile", type=int, default=d.tile, help="tile side in pixels for large drawings")
+    p.add_argument("--max-drawings", type=int, default=0, help="only the first N drawings (a quick look; 0: all)")
     p.add_argument("--no-objectness", action="store_true",
                    help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
     return p
@@ -607,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--tile={args.tile}: must be at least 256")
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
                      objectness_weight=args.objectness_weight, nms_iou=args.nms_iou)
-    drawings = list_drawings(Path(args.drawings))
+    drawings = list_drawings(Path(args.drawings))[: args.max_drawings or None]
     net, image_size, sha = model_and_size(Path(args.model), args.image_size)
     accelerator = make_accelerator()
     net = net.to(accelerator.device)
