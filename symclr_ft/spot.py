@@ -56,7 +56,10 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 @dataclass
 class SpotConfig:
-    """Every setting of the spotting pipeline (defaults chosen on the firefighting VALID split)."""
+    """Every setting of the spotting pipeline. ``box_padding`` is refitted to the exemplars'
+    annotations when they come from COCO; the scoring settings (objectness weight, box rule,
+    NMS IoU, count threshold) are what ``bench/spotting.py --tune`` chooses between on the valid
+    split (docs/RESULTS.md)."""
 
     ink_threshold: int = 90  # a pixel is ink when its brightest channel differs this much from paper
     saturation: int = 80  # HSV saturation above which a pixel belongs to a colour group
