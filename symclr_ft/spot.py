@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import math
 import random
 import sys
 from dataclasses import dataclass, field
