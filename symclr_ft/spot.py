@@ -72,14 +72,14 @@ class SpotConfig:
     nms_iou: float = 0.5
     class_agnostic_nms: bool = True
     min_score: float = 0.2  # detections below are not written at all
-    count_score: float = 0.6  # detections counted, drawn and listed as found
+    count_score: float = 0.4  # detections counted, drawn and listed as found (chosen on valid)
     tile: int = 1536
     tile_overlap: int = 320  # at least 2 x (max_side + max dilation) so a symbol fits in some core
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50
     max_candidates: int = 20000
-    objectness_weight: float = 1.0  # score = similarity * P(symbol) ** weight
+    objectness_weight: float = 0.5  # score = similarity * P(symbol) ** weight (chosen on valid)
 
 
 @dataclass
