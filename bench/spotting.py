@@ -1,0 +1,454 @@
+"""Spotting benchmark: COCO AP and counting of symclr-spot against multi-scale template matching.
+
+    flock /work/team/cpu.lock python bench/spotting.py --split test [--draws 10] [--out DIR]
+    flock /work/team/cpu.lock python bench/spotting.py --split valid --tune      # choose settings
+
+Protocol (issue 18): drawings of ``--split`` (firefighting), exemplars drawn from the train
+split, 1 per class, ``--draws`` seeded draws (seed = draw number): mean and 95% interval of COCO
+AP50 and AP@[.5:.95] (pycocotools), per-class AP50, and counting (share of (drawing, class)
+pairs with an exact count; mean absolute count error). Settings:
+
+* trained classes: the main model, every class;
+* held-out folds: each fold model (trained without its fold's classes) with exemplars and
+  ground truth of its fold's classes only;
+* template matching (cv2.matchTemplate, normalised cross-correlation, 3 scales x 4 turns, same
+  exemplars, same NMS and box rule) as the reference row;
+* music pages (muscima test split, exemplars from its train split), capped (``--music-pages``,
+  ``--max-candidates``) so the run stays affordable.
+
+The crops of a drawing's candidates are embedded once per model (cached under ``--cache``); each
+exemplar draw then only embeds its exemplars. Speed and memory have their own mode:
+``--speed`` (seconds per drawing, end to end, 2 threads) and ``--big`` (a 10,000 x 10,000 px
+drawing, tiled, peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from symclr_ft.coco import load_coco  # noqa: E402
+from symclr_ft.spot import (  # noqa: E402
+    Candidates, Drawing, Exemplars, SpotConfig, _open_rgb, count_detections, drawing_candidates,
+    embed_exemplars, list_drawings, model_and_size, pick_coco_exemplars, score_candidates,
+    to_coco_results,
+)
+from symclr_ft.spot_report import exact_count_share  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+T95 = {n: t for n, t in [(2, 12.71), (3, 4.30), (4, 3.18), (5, 2.78), (6, 2.57), (7, 2.45), (8, 2.36), (9, 2.31), (10, 2.26)]}
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def coco_scores(gt_json: Path, results: list[dict], cat_ids: list[int], image_ids: list[int]) -> dict:
+    """pycocotools AP50, AP@[.5:.95] and per-class AP50 over ``cat_ids`` and ``image_ids``."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        if not results:
+            return {"ap50": 0.0, "ap": 0.0, "per_class_ap50": {}}
+        dt = gt.loadRes(results)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.params.catIds = cat_ids
+        ev.params.imgIds = image_ids
+        ev.params.maxDets = [1, 10, 1000]
+        ev.evaluate()
+        ev.accumulate()
+    prec = ev.eval["precision"][:, :, :, 0, -1]  # (T iou, R recall, K class), all areas, 1000 dets
+    per_class = {}
+    for k, cat in enumerate(cat_ids):
+        p = prec[0, :, k]
+        if (p > -1).any():
+            per_class[gt.cats[cat]["name"]] = float(p[p > -1].mean())
+    valid = prec[prec > -1]
+    ap50 = prec[0][prec[0] > -1]
+    return {"ap50": float(ap50.mean()) if ap50.size else 0.0, "ap": float(valid.mean()) if valid.size else 0.0,
+            "per_class_ap50": per_class}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the t 95% interval over draws."""
+    v = np.asarray(values, float)
+    if v.size < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(T95.get(v.size, 1.96) * v.std(ddof=1) / math.sqrt(v.size))
+
+
+# --------------------------------------------------------------------------- candidate cache
+
+
+SCORING_ONLY = ("min_score", "count_score", "nms_iou", "box_mode", "class_agnostic_nms", "objectness_weight")
+
+
+def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
+                      cache: Path, objectness=None, tag: str = "") -> dict[int, Candidates]:
+    """Candidates and crop features of every drawing, computed once per (model, settings)."""
+    keyed = {k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY}
+    stat = model_path.stat()
+    key = hashlib.sha1(json.dumps([str(model_path), stat.st_size, stat.st_mtime, image_size, keyed, tag,
+                                   [str(d.path) for d in drawings]], default=str).encode()).hexdigest()[:16]
+    path = cache / f"cands-{key}.pt"
+    if path.is_file():
+        data = torch.load(path, weights_only=True)
+        return {int(k): Candidates(v["boxes"], v["features"], v["objectness"]) for k, v in data.items()}
+    out = {}
+    start = time.time()
+    for d in drawings:
+        with torch.no_grad():
+            c = drawing_candidates(net, _open_rgb(d.path), image_size, cfg, objectness)
+        out[d.image_id] = c
+    print(f"  embedded candidates of {len(drawings)} drawings in {time.time() - start:.0f} s "
+          f"({sum(c.boxes.shape[0] for c in out.values()) / max(1, len(out)):.0f} per drawing)", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save({str(k): {"boxes": v.boxes, "features": v.features, "objectness": v.objectness}
+                for k, v in out.items()}, path)
+    return out
+
+
+def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
+    mask = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in ex.labels], dtype=torch.bool)
+    return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids)
+
+
+def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig) -> list[dict]:
+    results = []
+    for d in drawings:
+        results.extend(to_coco_results(score_candidates(cands[d.image_id], ex, cfg), d.image_id, ex))
+    return results
+
+
+def counting(results: list[dict], drawings, cat_ids: list[int], count_score: float) -> tuple[float, float]:
+    """Exact-count share and mean absolute count error over (drawing, class) pairs of ``cat_ids``."""
+    counts = count_detections([r for r in results if r["category_id"] in set(cat_ids)], count_score)
+    truth = [replace(d, truth=[t for t in d.truth if t[0] in set(cat_ids)]) for d in drawings]
+    fake = Exemplars(torch.zeros(0), torch.zeros(0), torch.zeros(0), [str(c) for c in cat_ids], cat_ids)
+    return exact_count_share(truth, fake, counts)
+
+
+def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
+             cat_ids: list[int]) -> dict:
+    """One exemplar draw scored: AP, per-class AP, counting."""
+    results = draw_results(cands, drawings, ex, cfg)
+    scores = coco_scores(gt_json, results, cat_ids, [d.image_id for d in drawings])
+    exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
+    return {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
+
+
+# --------------------------------------------------------------------------- template matching
+
+
+def template_exemplars(picked: list[tuple]) -> list[tuple[int, np.ndarray]]:
+    """(category id, grey template) of each exemplar box, in its four quarter turns."""
+    out = []
+    for cat_id, _name, path, bbox in picked:
+        grey = np.asarray(_open_rgb(path).convert("L"))
+        x, y, w, h = (int(round(v)) for v in bbox)
+        patch = grey[max(0, y) : y + max(1, h), max(0, x) : x + max(1, w)]
+        out.extend((cat_id, np.ascontiguousarray(np.rot90(patch, k))) for k in range(4))
+    return out
+
+
+def template_detections(grey: np.ndarray, templates, scales=(0.9, 1.0, 1.1), peak=0.3, cfg=SpotConfig()) -> list[tuple]:
+    """Multi-scale normalised cross-correlation; local maxima above ``peak``; same NMS rule as
+    symclr-spot. Returns (box xyxy, score, category id)."""
+    import cv2
+    from torchvision.ops import nms
+
+    boxes, scores, cats = [], [], []
+    for cat_id, template in templates:
+        for s in scales:
+            t = cv2.resize(template, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s != 1.0 else template
+            th, tw = t.shape
+            if th < 3 or tw < 3 or th > grey.shape[0] or tw > grey.shape[1] or t.std() < 1e-3:
+                continue
+            r = cv2.matchTemplate(grey, t, cv2.TM_CCOEFF_NORMED)
+            local = (r == cv2.dilate(r, np.ones((5, 5), np.uint8))) & (r >= peak)
+            ys, xs = np.nonzero(local)
+            boxes += [[x, y, x + tw, y + th] for x, y in zip(xs.tolist(), ys.tolist())]
+            scores += r[ys, xs].tolist()
+            cats += [cat_id] * len(xs)
+    if not boxes:
+        return []
+    b, sc = torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores)
+    keep = nms(b, sc, cfg.nms_iou).tolist()
+    return [(boxes[i], scores[i], cats[i]) for i in keep]
+
+
+def template_draw(drawings, picked, gt_json: Path, cat_ids: list[int], greys: dict, cfg: SpotConfig) -> dict:
+    templates = template_exemplars(picked)
+    results = []
+    for d in drawings:
+        for (x0, y0, x1, y1), score, cat in template_detections(greys[d.image_id], templates, cfg=cfg):
+            results.append({"image_id": d.image_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    scores = coco_scores(gt_json, results, cat_ids, [d.image_id for d in drawings])
+    exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
+    return {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def fold_settings(summary: Path, names_by_id: dict[int, str]) -> list[tuple[int, Path, set[int]]]:
+    """(fold, model file, COCO ids of its held-out classes) for each fold model present."""
+    if not summary.is_file():
+        return []
+    ids_by_name = {n: i for i, n in names_by_id.items()}
+    out = []
+    for fold in json.loads(summary.read_text())["folds"]:
+        model = summary.parent / f"fold{fold['fold']}" / "model.pt"
+        if model.is_file():
+            out.append((fold["fold"], model, {ids_by_name[n] for n in fold["classes"] if n in ids_by_name}))
+    return out
+
+
+def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_json: Path, classes: set[int],
+                     cfg: SpotConfig, draws: int, cache: Path, excluded: set[int] = frozenset(),
+                     template_draws: int = 0, keep_per_draw: bool = False, objectness_drawings: int = 30) -> dict:
+    """One row of the results table: our method over ``draws`` exemplar draws (and template
+    matching over the first ``template_draws``), restricted to ``classes``."""
+    from symclr_ft.spot_objectness import fit_objectness
+
+    net, size, _ = model_and_size(model, None)
+    start = time.time()
+    objectness = fit_objectness(exemplar_json, cfg, max_drawings=objectness_drawings, seed=0,
+                                ignore_categories=set(excluded))
+    fit_s = time.time() - start
+    if objectness is not None:
+        cfg = replace(cfg, box_padding=objectness.box_padding)
+        print(f"  {name}: box padding {cfg.box_padding} fitted on {exemplar_json.parent.name}", flush=True)
+    cands = cached_candidates(net, model, drawings, size, cfg, cache, objectness, tag=f"{exemplar_json}|{sorted(excluded)}")
+    cat_ids = sorted(classes)
+    ours, tm = [], []
+    greys = {d.image_id: np.asarray(_open_rgb(d.path).convert("L")) for d in drawings} if template_draws else {}
+    for seed in range(draws):
+        picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
+        ex = embed_exemplars(net, picked, size, cfg)
+        ours.append(run_draw(cands, drawings, ex, cfg, gt_json, cat_ids))
+        if seed < template_draws:
+            tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
+        print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else ""), flush=True)
+    return {"name": name, "model": str(model), "objectness_fit_s": fit_s, "ours": summarise(ours, keep_per_draw),
+            "template": summarise(tm, keep_per_draw) if tm else None,
+            "ours_on_template_draws": summarise(ours[:template_draws], False) if tm else None}
+
+
+def summarise(runs: list[dict], keep: bool) -> dict:
+    out = {"draws": len(runs)}
+    for key in ("ap50", "ap", "exact_counts", "count_mae"):
+        out[key] = mean_ci([r[key] for r in runs])
+    classes = sorted({c for r in runs for c in r["per_class_ap50"]})
+    out["per_class_ap50"] = {c: float(np.mean([r["per_class_ap50"].get(c, 0.0) for r in runs])) for c in classes}
+    if keep:
+        out["runs"] = runs
+    return out
+
+
+def tune(args, cfg: SpotConfig) -> list[dict]:
+    """Scoring settings on the VALID split (main model, all classes, ``--draws`` draws):
+    objectness weight x box rule x NMS IoU, and the count threshold for exact counts."""
+    from symclr_ft.spot_objectness import fit_objectness
+
+    exemplar_json = args.data / "train" / "_annotations.coco.json"
+    gt_json = args.data / "valid" / "_annotations.coco.json"
+    drawings = list_drawings(gt_json)
+    net, size, _ = model_and_size(args.model, None)
+    objectness = fit_objectness(exemplar_json, cfg, seed=0)
+    cfg = replace(cfg, box_padding=objectness.box_padding)
+    print(f"box padding {cfg.box_padding}", flush=True)
+    cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
+    cat_ids = sorted({c for d in drawings for c, _ in d.truth})
+    exemplars = [embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, s), size, cfg) for s in range(args.draws)]
+    rows = []
+    for weight in (0.0, 0.5, 1.0, 2.0):
+        for box_mode in ("exemplar", "candidate"):
+            for nms_iou in (0.3, 0.5):
+                c = replace(cfg, objectness_weight=weight, box_mode=box_mode, nms_iou=nms_iou)
+                per_draw = [draw_results(cands, drawings, ex, c) for ex in exemplars]
+                ap = [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]
+                for count_score in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+                    counted = [counting(r, drawings, cat_ids, count_score) for r in per_draw]
+                    runs = [{**a, "exact_counts": e, "count_mae": m} for a, (e, m) in zip(ap, counted)]
+                    rows.append({"objectness_weight": weight, "box_mode": box_mode, "nms_iou": nms_iou,
+                                 "count_score": count_score, **summarise(runs, False)})
+                    r = rows[-1]
+                    print(f"  w={weight} {box_mode} nms={nms_iou} count>={count_score}: AP50 {r['ap50'][0]:.3f} "
+                          f"AP {r['ap'][0]:.3f} exact {r['exact_counts'][0]:.3f} mae {r['count_mae'][0]:.2f}", flush=True)
+    return rows
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--tune", action="store_true", help="grid of scoring settings on the valid split")
+    p.add_argument("--model", type=Path, default=Path("/work/cache/models/lite0_main/model.pt"))
+    p.add_argument("--folds", type=Path, default=Path("/work/cache/novel_lite0/summary.json"))
+    p.add_argument("--data", type=Path, default=DATA / "firefighting")
+    p.add_argument("--music", type=Path, default=DATA / "muscima")
+    p.add_argument("--music-pages", type=int, default=4, help="test pages of the music set (cost cap)")
+    p.add_argument("--draws", type=int, default=10)
+    p.add_argument("--template-draws", type=int, default=3, help="template matching is slow: first N draws")
+    p.add_argument("--skip", nargs="*", default=[], choices=["trained", "folds", "music"])
+    p.add_argument("--cache", type=Path, default=Path("/work/scratch/spot/cache"))
+    p.add_argument("--out", type=Path, default=Path("/work/scratch/spot/bench"))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--choose-from", type=Path, default=None,
+                   help="tune_valid.json: use its best scoring settings (AP50, then exact counts)")
+    p.add_argument("--speed", type=int, default=0, help="also time N valid drawings end to end")
+    p.add_argument("--big", action="store_true", help="also a 10,000 x 10,000 px drawing: time and peak RSS")
+    return p.parse_args(argv)
+
+
+def choose(rows: list[dict]) -> dict:
+    """Best valid setting: highest mean AP50 (objectness weight, box rule, NMS), then among
+    those the count threshold with the most exact counts."""
+    best_ap = max(rows, key=lambda r: r["ap50"][0])
+    same = [r for r in rows if all(r[k] == best_ap[k] for k in ("objectness_weight", "box_mode", "nms_iou"))]
+    best = max(same, key=lambda r: r["exact_counts"][0])
+    return {k: best[k] for k in ("objectness_weight", "box_mode", "nms_iou", "count_score")}
+
+
+def speed(args, cfg: SpotConfig, n: int) -> dict:
+    """Seconds per drawing end to end (decode, candidates, embedding, scoring) on ``n`` valid
+    drawings, exemplars and objectness model prepared once beforehand (timed apart)."""
+    from symclr_ft.spot import spot_drawing
+    from symclr_ft.spot_objectness import fit_objectness
+
+    exemplar_json = args.data / "train" / "_annotations.coco.json"
+    net, size, _ = model_and_size(args.model, None)
+    t0 = time.perf_counter()
+    ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, 0), size, cfg)
+    t1 = time.perf_counter()
+    objectness = fit_objectness(exemplar_json, cfg, seed=0)
+    cfg = replace(cfg, box_padding=objectness.box_padding)
+    t2 = time.perf_counter()
+    drawings = list_drawings(args.data / "valid" / "_annotations.coco.json")[:n]
+    times = []
+    for d in drawings:
+        start = time.perf_counter()
+        with torch.no_grad():
+            spot_drawing(net, d, ex, size, cfg, objectness)
+        times.append(time.perf_counter() - start)
+    return {"drawings": n, "median_s": float(np.median(times)), "mean_s": float(np.mean(times)),
+            "max_s": float(np.max(times)), "exemplars_s": t1 - t0, "objectness_fit_s": t2 - t1,
+            "threads": torch.get_num_threads(), "load_at_start": os.getloadavg()[0]}
+
+
+def big_drawing(args, cfg: SpotConfig) -> dict:
+    """A 10,000 x 10,000 px drawing (valid drawings tiled side by side), spotted in a child
+    process; its peak RSS from the kernel (ru_maxrss of the child)."""
+    import subprocess
+    import tempfile
+
+    from PIL import Image
+
+    tmp = Path(tempfile.mkdtemp(prefix="spot_big_", dir=args.out))
+    sheet = Image.new("RGB", (10_000, 10_000))
+    tiles = list_drawings(args.data / "valid" / "_annotations.coco.json")
+    k = 0
+    for y in range(0, 10_000, 700):
+        for x in range(0, 10_000, 840):
+            sheet.paste(_open_rgb(tiles[k % len(tiles)].path), (x, y))
+            k += 1
+    (tmp / "drawings").mkdir()
+    sheet.save(tmp / "drawings" / "big.png")
+    del sheet
+    cmd = [sys.executable, "-m", "symclr_ft.spot", "--model", str(args.model), "--exemplars",
+           str(args.data / "train"), "--drawings", str(tmp / "drawings"), "--out", str(tmp / "out")]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+    return {"returncode": proc.returncode, "seconds": seconds, "peak_rss_gib": peak,
+            "stdout": proc.stdout[-600:], "stderr": proc.stderr[-600:]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import cv2
+
+    cv2.setNumThreads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cfg = SpotConfig()
+    if args.choose_from:
+        cfg = replace(cfg, **choose(json.loads(args.choose_from.read_text())))
+        print(f"settings chosen on valid: {choose(json.loads(args.choose_from.read_text()))}", flush=True)
+    if args.tune:
+        rows = tune(args, cfg)
+        (args.out / "tune_valid.json").write_text(json.dumps(rows, indent=1))
+        return 0
+    report = {"command": " ".join(sys.argv), "split": args.split, "config": asdict(cfg), "settings": []}
+    exemplar_json = args.data / "train" / "_annotations.coco.json"
+    gt_json = args.data / args.split / "_annotations.coco.json"
+    drawings = list_drawings(gt_json)
+    present = {c for d in drawings for c, _ in d.truth}
+    if "trained" not in args.skip:
+        report["settings"].append(evaluate_setting("trained classes", args.model, drawings, exemplar_json, gt_json, present,
+                                                   cfg, args.draws, args.cache, template_draws=args.template_draws))
+        (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
+    if "folds" not in args.skip:
+        names = {c.id: c.name for c in load_coco(gt_json).categories.values()}
+        for fold, model, classes in fold_settings(args.folds, names):
+            report["settings"].append(evaluate_setting(f"held-out fold {fold}", model, drawings, exemplar_json, gt_json,
+                                                       classes & present, cfg, args.draws, args.cache, excluded=classes))
+            (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
+    if "music" not in args.skip:
+        report["settings"].append(music_setting(args, cfg))
+    if args.speed:
+        report["speed"] = speed(args, cfg, args.speed)
+        print(f"speed: {report['speed']}", flush=True)
+    if args.big:
+        report["big"] = big_drawing(args, cfg)
+        print(f"big drawing: {report['big']}", flush=True)
+    (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
+    print(markdown(report))
+    return 0
+
+
+def music_setting(args, cfg: SpotConfig) -> dict:
+    """MUSCIMA++ test pages (first ``--music-pages`` by file name), exemplars from its train."""
+    exemplar_json = args.music / "train" / "_annotations.coco.json"
+    gt_json = args.music / args.split / "_annotations.coco.json"
+    drawings = list_drawings(gt_json)[: args.music_pages]
+    present = {c for d in drawings for c, _ in d.truth}
+    return evaluate_setting(f"music ({len(drawings)} {args.split} pages)", args.model, drawings, exemplar_json, gt_json,
+                            present, cfg, min(args.draws, 3), args.cache, objectness_drawings=args.music_pages * 2)
+
+
+def fmt(pair) -> str:
+    return f"{pair[0]:.3f} ± {pair[1]:.3f}"
+
+
+def markdown(report: dict) -> str:
+    lines = ["| setting | method | draws | AP50 | AP@[.5:.95] | exact counts | count MAE |", "|---|---|---|---|---|---|---|"]
+    for s in report["settings"]:
+        for method, block in (("symclr-spot", s["ours"]), ("template matching", s["template"]),
+                              ("symclr-spot, same draws", s["ours_on_template_draws"])):
+            if block:
+                lines.append(f"| {s['name']} | {method} | {block['draws']} | {fmt(block['ap50'])} | {fmt(block['ap'])} | "
+                             f"{fmt(block['exact_counts'])} | {fmt(block['count_mae'])} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
