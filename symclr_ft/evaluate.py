@@ -120,9 +120,12 @@ FORWARD_ROWS = 64
 def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot90: bool):
     """L2-normalised features of a uint8 batch; with ``tta_rot90`` the normalised mean of the
     normalised features of the four rotations by 90 degrees."""
-    parts = []
-    for start in range(0, x.shape[0], FORWARD_ROWS):
-        rows = x[start : start + FORWARD_ROWS].to(accelerator.device).float().div_(255.0)
+    parts, size = [], min(FORWARD_ROWS, x.shape[0])
+    for start in range(0, x.shape[0], size):
+        rows = x[start : start + size].to(accelerator.device).float().div_(255.0)
+        real = rows.shape[0]
+        if real < size:  # every forward has the same rows: the row count steers CPU kernels
+            rows = torch.cat([rows, rows.new_zeros((size - real, *rows.shape[1:]))])
         total = None
         for turns in range(4 if tta_rot90 else 1):
             view = torch.rot90(rows, turns, dims=(2, 3)) if turns else rows
@@ -131,7 +134,8 @@ def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot9
             with accelerator.autocast():
                 f = F.normalize(model.features(view).float(), dim=-1)
             total = f if total is None else total + f
-        parts.append(F.normalize(total, dim=-1))
+        # without TTA the features are normalised once: a second pass moves them by ~1e-8
+        parts.append(F.normalize(total[:real], dim=-1) if tta_rot90 else total[:real])
     return torch.cat(parts)
 
 
@@ -200,6 +204,8 @@ def embed_images(
     of gathered in pieces and joined, which would hold it twice. An unreadable crop is an
     error here (evaluation); :func:`embed_stream` lets callers skip it."""
     out, extra, filled = None, [], 0
+    if expected:  # no batch larger than the set: batch size steers CPU kernels, and so the numbers
+        batch_size = max(1, min(batch_size, expected))
     for batch in embed_stream(accelerator, net, images, batch_size, tta_rot90):
         if batch.problems:
             raise UserError(batch.problems[0][1])

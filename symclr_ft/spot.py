@@ -316,13 +316,11 @@ def count_detections(results: list[dict], min_score: float) -> dict[tuple[int, i
 
 
 def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
-    """HOOK for the ``unknown`` threshold of symclr-predict (issue 16's contract
-    ``predict.auto_threshold(features, labels, tpr=0.95)``). Returns None while that module is
-    not there; then counting uses ``count_score`` (chosen on the valid split)."""
-    try:
-        from symclr_ft.predict import auto_threshold  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    """The ``unknown`` threshold of symclr-predict (``predict.auto_threshold``: leave-one-out
+    similarities of the exemplars, 95% accepted); it needs at least two exemplars of some class
+    (``--shots 2`` or more), else a one-line error. Without it counting uses ``count_score``."""
+    from symclr_ft.predict import auto_threshold
+
     return auto_threshold(ex.features, ex.labels, tpr=0.95)
 
 
@@ -440,10 +438,8 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
 def index_exemplars(path: Path, model_sha256: str | None, cfg: SpotConfig) -> Exemplars:
     """Exemplars from a symclr-embed index (issue 16's ``symclr_ft.index``): its features as
     they are (one turn), box sizes from the sources that name one (else 32 px)."""
-    try:
-        from symclr_ft.index import load_index  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError(f"{path}: reading an index needs symclr_ft.index (symclr-embed), not installed") from None
+    from symclr_ft.index import load_index
+
     index = load_index(path, expect_sha256=model_sha256)
     keep = index.labels >= 0
     if not bool(keep.any()):
@@ -462,13 +458,15 @@ def index_exemplars(path: Path, model_sha256: str | None, cfg: SpotConfig) -> Ex
 def load_exemplars(source: Path, net, image_size: int, shots: int, seed: int, cfg: SpotConfig,
                    model_sha256: str | None = None) -> Exemplars:
     """Exemplars from an index file, a COCO split, or an ImageFolder of crops."""
+    from symclr_ft.index import is_index
+
+    if is_index(source):
+        return index_exemplars(source, model_sha256, cfg)
     json_path = _coco_json(source)
     if json_path is not None:
         picked = pick_coco_exemplars(json_path, shots, seed)
     elif source.is_dir():
         picked = folder_exemplars(source, shots, cfg.crop_padding)
-    elif source.exists():
-        return index_exemplars(source, model_sha256, cfg)
     else:
         raise UserError(f"{source}: exemplars not found (expected an index, a COCO split or a folder)")
     if not picked:
@@ -480,17 +478,17 @@ def load_exemplars(source: Path, net, image_size: int, shots: int, seed: int, cf
 
 
 def model_and_size(path: Path, image_size: int | None):
-    """The network, its crop size and sha256. Uses eval's ``model.model_file_info`` when it is
-    there (issue 16 contract), else the run's config.yaml beside the file (as evaluate does)."""
-    from symclr_ft import model as model_module
-    from symclr_ft.evaluate import resolve_image_size
+    """The network, its crop size (``--image-size``, else the run's, from the config.yaml
+    beside the file) and the file's sha256 (``model.model_file_info``)."""
+    from symclr_ft.model import load_model_file, model_file_info
 
     # channels_last as training and evaluation use it: about 1.7x faster on the CPU here
-    net = model_module.load_model_file(path).eval().to(memory_format=torch.channels_last)
-    info_fn = getattr(model_module, "model_file_info", None)
-    info = info_fn(path) if info_fn is not None else {}
-    size = image_size or info.get("image_size") or resolve_image_size(None, path)
-    return net, int(size), info.get("sha256")
+    net = load_model_file(path).eval().to(memory_format=torch.channels_last)
+    info = model_file_info(path)
+    size = image_size or info["image_size"]
+    if not size:
+        raise UserError(f"{path}: --image-size is required (no config.yaml beside the model file)")
+    return net, int(size), info["sha256"]
 
 
 def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None):
@@ -596,7 +594,7 @@ def _count_score(text: str, ex: Exemplars) -> tuple[float, str]:
             raise UserError(f"--count-score={text}: expected a number or 'auto'") from None
     found = reject_threshold(ex)
     if found is None:
-        raise UserError("--count-score=auto needs symclr_ft.predict.auto_threshold (symclr-predict), not installed")
+        raise UserError("--count-score=auto: no threshold from these exemplars")
     return found
 
 
