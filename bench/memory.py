@@ -65,10 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", default=["loop", "train"],
                    choices=["loop", "train", "evaluate", "evaluate_in_memory", "predict"])
     p.add_argument("--predict-queries", type=int, default=100_000)
-    p.add_argument("--cycle-dir", default="/work/scratch/eval/ff_cycled")
-    p.add_argument("--eval-shards", default="/work/scratch/eval/mus_37k")
+    p.add_argument("--cycle-dir", default="runs/bench/ff_cycled")
+    p.add_argument("--eval-shards", default="runs/bench/mus_37k")
     p.add_argument("--combine", default=None, help="build --eval-shards from this shard folder")
-    p.add_argument("--eval-model", default="/work/cache/models/lite0_main/model.pt")
+    p.add_argument("--eval-model", default="runs/fewshot_lite0_cpu/model.pt")
     p.add_argument("--eval-size", type=int, default=96)
     p.add_argument("--child-loop", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child-eval-ref", action="store_true", help=argparse.SUPPRESS)

@@ -1,8 +1,8 @@
 """Open-set recognition on classes the model never trained on: "unknown" instead of a wrong label.
 
-    python bench/open_set.py --shards /work/cache/ff_shards --novel /work/cache/novel_lite0
-    python bench/open_set.py --shards /work/cache/ff_shards --split valid \
-        --model /work/cache/models/lite0_main/model.pt          # choosing the score: valid only
+    python bench/open_set.py --shards shards --novel runs/novel      # fold models of bench/novel_classes.py
+    python bench/open_set.py --shards shards --split valid \
+        --model runs/fewshot_lite0_cpu/model.pt          # choosing the score: valid only
 
 The folds are those of ``bench/novel_classes.py`` (``class_folds`` of the split's classes, same
 seed): for fold k, the model ``NOVEL/fold{k}/model.pt`` was trained without the fold's classes.
@@ -56,8 +56,8 @@ TARGETS = {"auroc": 0.95, "fpr_at_95_tpr": 0.25, "lost": 0.03}
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shards", default="/work/cache/ff_shards")
-    p.add_argument("--novel", default="/work/cache/novel_lite0", help="folder of fold{k}/model.pt")
+    p.add_argument("--shards", default="shards")
+    p.add_argument("--novel", default="runs/novel", help="folder of fold{k}/model.pt")
     p.add_argument("--model", default=None, help="one model for every fold (--split valid)")
     p.add_argument("--split", default="test", choices=["test", "valid"])
     p.add_argument("--folds", type=int, default=3)

@@ -1,7 +1,7 @@
 """Spotting benchmark: COCO AP and counting of symclr-spot against multi-scale template matching.
 
-    flock /work/team/cpu.lock python bench/spotting.py --split test [--draws 10] [--out DIR]
-    flock /work/team/cpu.lock python bench/spotting.py --split valid --tune      # choose settings
+    python bench/spotting.py --split test [--draws 10] [--out DIR]
+    python bench/spotting.py --split valid --tune      # choose settings
 
 Protocol (issue 18): drawings of ``--split`` (firefighting), exemplars drawn from the train
 split, 1 per class, ``--draws`` seeded draws (seed = draw number): mean and 95% interval of COCO
@@ -300,16 +300,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--tune", action="store_true", help="grid of scoring settings on the valid split")
-    p.add_argument("--model", type=Path, default=Path("/work/cache/models/lite0_main/model.pt"))
-    p.add_argument("--folds", type=Path, default=Path("/work/cache/novel_lite0/summary.json"))
+    p.add_argument("--model", type=Path, default=Path("runs/fewshot_lite0_cpu/model.pt"))
+    p.add_argument("--folds", type=Path, default=Path("runs/novel/summary.json"))
     p.add_argument("--data", type=Path, default=DATA / "firefighting")
     p.add_argument("--music", type=Path, default=DATA / "muscima")
     p.add_argument("--music-pages", type=int, default=4, help="test pages of the music set (cost cap)")
     p.add_argument("--draws", type=int, default=10)
     p.add_argument("--template-draws", type=int, default=3, help="template matching is slow: first N draws")
     p.add_argument("--skip", nargs="*", default=[], choices=["trained", "folds", "music"])
-    p.add_argument("--cache", type=Path, default=Path("/work/scratch/spot/cache"))
-    p.add_argument("--out", type=Path, default=Path("/work/scratch/spot/bench"))
+    p.add_argument("--cache", type=Path, default=Path("runs/spotting/cache"))
+    p.add_argument("--out", type=Path, default=Path("runs/spotting"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--choose-from", type=Path, default=None,
                    help="tune_valid.json: use its best scoring settings (AP50, then exact counts)")

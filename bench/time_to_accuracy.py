@@ -2,7 +2,7 @@
 
 One command (both recipes, one after the other, on the same cores)::
 
-    python bench/time_to_accuracy.py --shards /work/cache/ff_shards --seed-epochs 1
+    python bench/time_to_accuracy.py --shards shards --seed-epochs 1
 
 (``--train demo`` then ``--train seed`` does the same in two sittings; the second reports.)
 
