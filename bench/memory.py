@@ -1,4 +1,4 @@
-"""Peak resident memory of a short CPU training run at 224 px, batch 32, default path.
+"""Peak resident memory of training (224 px, batch 32, default path), evaluation and prediction.
 
 One command::
 
@@ -32,7 +32,7 @@ shards give 33,398 support + 6,324 query crops = 39,722). Target: at most 1.5 Gi
 
 Prediction memory (``--modes predict``): ``python -m symclr_ft.predict`` with the valid split
 of ``--shards`` as support and ``--predict-queries`` query crops: the train split of
-``--shards`` cycled through links (``--cycle-dir``) until there are that many. Target: at most
+``--shards`` written again under new keys (``--cycle-dir``) until there are that many. Target: at most
 2 GiB for 100,000 queries. Its wall time also gives the end-to-end rate.
 """
 
@@ -124,23 +124,29 @@ def child_eval_ref(args) -> None:
 
 
 def cycle_train_split(src: Path, out: Path, crops: int) -> int:
-    """A shard folder whose test split is src's train split linked again and again until it
-    holds at least ``crops`` crops; returns how many it holds."""
+    """A shard folder whose test split is src's train split written again and again, each
+    copy's keys prefixed ``c<copy>_`` (a shard set's keys are unique: a linked copy would be
+    refused as a copied shard), until it holds at least ``crops`` crops; returns how many."""
+    from symclr_ft.data import iter_shard, shard_paths
     from symclr_ft.io import read_json, write_json
+    from symclr_ft.shards import ShardSequence
 
     stats = read_json(src / "stats.json", "shard statistics")
     per_copy = stats["splits"]["train"]["crops"]
     copies = -(-crops // per_copy)
-    tars = sorted(src.glob("train-[0-9]*.tar"))
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("test-*.tar"):
         old.unlink()
-    for number, tar in enumerate(tars * copies):
-        (out / f"test-{number:06d}.tar").symlink_to(tar.resolve())
+    shard = ShardSequence(out, "test", shard_size=per_copy)
+    for copy in range(copies):
+        for path in shard_paths(src, "train"):
+            for key, fields in iter_shard(path):
+                shard.write(f"c{copy}_{key}", fields)
+    shard.close()
     (out / "classes.json").write_bytes((src / "classes.json").read_bytes())
-    split = {"crops": per_copy * copies, "shards": len(tars) * copies}
+    split = {"crops": shard.count, "shards": len(shard.files)}
     write_json(out / "stats.json", {**stats, "splits": {"test": split}})
-    return per_copy * copies
+    return shard.count
 
 
 def predict_cmd(args, out_dir: str) -> list[str]:
@@ -243,18 +249,25 @@ def main(argv=None) -> None:
         wall = sum(v[1] for v in results["predict"]) / len(results["predict"])
         notes.append(f"- predict: {queries:,} queries in {wall:.0f} s, {queries / wall:.0f} "
                      "crops/s end to end (start-up and the support's embedding included).")
+    settings = []
+    if {"loop", "train"} & set(results):
+        settings.append(f"Training runs: {args.size} px, batch {args.batch_size}, {args.steps} "
+                        "steps, CPU, bf16 autocast, channels_last.")
+    if {"evaluate", "evaluate_in_memory"} & set(results):
+        settings.append(f"Evaluation runs: {args.eval_shards} (train = support, test = queries), "
+                        f"{args.eval_model}.")
+    if "predict" in results:
+        settings.append(f"Prediction runs: {args.eval_model}, support the valid split of "
+                        f"{args.shards}, queries {args.cycle_dir}.")
     body = "\n".join([
         f"Machine: {machine('cpu')}.",
-        f"{args.size} px, batch {args.batch_size}, {args.steps} steps, CPU, bf16 autocast, "
-        f"channels_last; peak RSS of a fresh process (`os.wait4` ru_maxrss), {args.repeats} run(s) each.",
-        "",
-        f"Evaluation runs: {args.eval_shards} (train = support, test = queries), "
-        f"{args.eval_model}.",
+        f"Peak RSS of a fresh process (`os.wait4` ru_maxrss), {args.repeats} run(s) each.",
+        *settings,
         "",
         table(["run", "peak RSS GiB (max)", "runs", "wall s", "target"], rows),
         *([""] + notes if notes else []),
     ])
-    report("memory", "Peak memory of a short CPU training run", body)
+    report("memory", f"Peak memory: {', '.join(results)}", body)
 
 
 if __name__ == "__main__":

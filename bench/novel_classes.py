@@ -27,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from symclr_ft.batches import input_rule  # noqa: E402
 from symclr_ft.config import load_config  # noqa: E402
 from symclr_ft.data import iter_shard, load_classes, load_split, shard_paths  # noqa: E402
 from symclr_ft.distributed import make_accelerator  # noqa: E402
@@ -76,7 +77,7 @@ def main() -> None:
     shards, out = Path(cfg.data.shards), Path(args.out)
     size = cfg.eval.image_size or cfg.data.image_size
     names = load_classes(shards)
-    rule = (cfg.data.ink, cfg.data.letterbox)  # the input rule the folds train with
+    rule = input_rule(cfg)  # how the folds' training reads its crops: the same here
     train, queries = load_split(shards, "train", size, *rule), load_split(shards, args.split, size, *rule)
     folds = class_folds(queries.labels.numpy(), args.folds, args.per_fold, args.seed)
     accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision)

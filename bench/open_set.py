@@ -13,16 +13,32 @@ queries are every crop of the split of a known or a fold class. Reported with sc
 
 * AUROC of known vs unknown queries from the score (OpenOOD's first metric);
 * FPR at 95% TPR: unknown queries accepted at the threshold that accepts 95% of known ones;
-* at the ``--reject auto`` threshold (``symclr_ft.predict.auto_threshold``: support only, for a
+* at the ``--reject auto`` threshold (``symclr_ft.rejection.auto_threshold``: support only, for a
   1-shot support from augmented views): known queries accepted and correct (the open-set
   classification rate) against unknown queries accepted, and the known-class accuracy lost
   against the closed set.
 
-Scores (``--scores``): ``max`` is the best cosine similarity to the support (the 1-NN score,
-what symclr-predict thresholds); ``margin`` is best minus runner-up similarity. With
-``--split valid --model M`` the folds come from the valid split's classes and one model serves
+Scores (``--scores``, candidates for choosing on the valid folds):
+
+* ``max``: the best cosine similarity to the support (the 1-NN score); ``margin``: best minus
+  runner-up similarity;
+* ``support_views``: what symclr-predict thresholds (``rejection.view_scores``): the best
+  similarity to a class's mean of its crop and augmented views (``views_proto_t``, chosen);
+* ``classnorm`` / ``zscore``: ``max`` minus the mean (and over the spread) of the predicted
+  class's augmented views against its crop: classes whose drawings vary a lot get a lower bar;
+* ``energyT``: ``T * logsumexp(class similarities / T)`` (the energy score over cosine logits);
+* ``views_max`` / ``views_proto``: the augmented views join the support, as more neighbours or
+  in one class mean with the crop; ``views_max_t`` / ``views_proto_t``: the same scores, with
+  the label of ``max`` (nearest crop) and its threshold (a view against its crop alone: its
+  sibling views come from the same drawing and would flatter it).
+
+Every score but ``margin`` gets a support-only threshold at 95% of the views taken as known
+queries (``max`` keeps ``predict.auto_threshold``). ``--tta`` averages every feature over the
+four quarter turns.
+With ``--split valid --model M`` the folds come from the valid split's classes and one model serves
 every fold: that model trained on those classes, so its numbers are optimistic; it is only for
-choosing the score, never a result.
+choosing the score, never a result. ``--split valid --novel DIR`` with the fold models of
+``bench/novel_classes.py --split valid`` is the fair place to choose.
 """
 
 from __future__ import annotations
@@ -42,15 +58,18 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from novel_classes import class_folds  # noqa: E402
 from symclr_ft.data import load_classes, load_split  # noqa: E402
-from symclr_ft.distributed import make_accelerator  # noqa: E402
+from symclr_ft.distributed import inference_precision, make_accelerator  # noqa: E402
 from symclr_ft.evaluate import embed_images  # noqa: E402
-from symclr_ft.knn import draw_supports  # noqa: E402
+from symclr_ft.knn import class_similarity, draw_supports  # noqa: E402
 from symclr_ft.metrics import open_set_summary  # noqa: E402
 from symclr_ft.model import load_model_file, model_file_info  # noqa: E402
-from symclr_ft.predict import (  # noqa: E402
-    VIEW_BLUR, VIEW_SCALE_MIN, VIEWS_PER_CROP, Support, augmented_views, auto_threshold, classify,
+from symclr_ft.predict import Support, classify  # noqa: E402
+from symclr_ft.rejection import (  # noqa: E402
+    VIEW_BLUR, VIEW_SCALE_MIN, VIEWS_PER_CROP, augmented_views, auto_threshold,
 )
 
+SCORES = ["max", "support_views", "margin", "classnorm", "zscore", "energy0.02", "energy0.05", "energy0.1",
+          "views_max", "views_proto", "views_max_t", "views_proto_t"]
 TARGETS = {"auroc": 0.95, "fpr_at_95_tpr": 0.25, "lost": 0.03}
 
 
@@ -64,7 +83,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--per-fold", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="the folds' seed (novel_classes.py's)")
     p.add_argument("--draws", type=int, default=10, help="seeded 1-shot supports per fold")
-    p.add_argument("--scores", nargs="+", default=["max"], choices=["max", "margin"])
+    p.add_argument("--scores", nargs="+", default=["max"], choices=SCORES)
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="embedding precision (symclr-predict's default: auto)")
+    p.add_argument("--tta", action="store_true",
+                   help="features averaged over the four quarter turns (queries, support, views)")
     p.add_argument("--view-scale-min", type=float, default=None,
                    help="smallest area of the augmented views (default: predict.VIEW_SCALE_MIN)")
     p.add_argument("--view-blur", action="store_true", default=None, help="blur the views too")
@@ -73,8 +96,67 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def embed(accelerator, net, crops, batch_size: int) -> torch.Tensor:
-    return embed_images(accelerator, net, [crops.images], batch_size, expected=len(crops))
+def embed(accelerator, net, crops, args) -> torch.Tensor:
+    return embed_images(accelerator, net, [crops.images], args.batch_size, tta_rot90=args.tta,
+                        expected=len(crops), precision=args.precision)
+
+
+def candidate_scores(s_feats, s_labels, views, q_feats, classes: int) -> dict:
+    """Every candidate known-vs-unknown score of one draw, on valid only to choose among them.
+
+    ``s_feats`` (N, D) support crops, ``views`` (N, V, D) augmented views of each, ``q_feats``
+    (Q, D). Per candidate: (score of each query, its predicted class, score of each view taken
+    as a known query) -- the last places a support-only threshold. A view is never compared
+    with itself."""
+    n, v, d = views.shape
+    flat = views.reshape(n * v, d)
+    view_labels = s_labels.repeat_interleave(v)
+    out = {}
+
+    def best_of(sim_q, sim_v, labels):
+        q = class_similarity(sim_q, labels, classes)
+        w = class_similarity(sim_v, labels, classes)
+        return q, w
+
+    # 1-NN on the crops alone: "max" (today's score), and the class-centred versions of it.
+    q_cls, v_cls = best_of(q_feats @ s_feats.T, flat @ s_feats.T, s_labels)
+    q_best, q_pred = q_cls.max(dim=1)
+    v_best = v_cls.max(dim=1).values
+    out["max"] = (q_best, q_pred, v_best)
+    self_sim = (views * s_feats[:, None, :]).sum(-1)  # (N, V): each view against its crop
+    mean_c = torch.zeros(classes).index_put_((s_labels,), self_sim.mean(1))
+    std_c = torch.ones(classes).index_put_((s_labels,), self_sim.std(1).clamp(min=1e-3))
+    v_pred = v_cls.argmax(dim=1)
+    out["classnorm"] = (q_best - mean_c[q_pred], q_pred, v_best - mean_c[v_pred])
+    out["zscore"] = ((q_best - mean_c[q_pred]) / std_c[q_pred], q_pred,
+                     (v_best - mean_c[v_pred]) / std_c[v_pred])
+    for t in (0.02, 0.05, 0.1):
+        finite_q, finite_v = q_cls.clamp(min=-1), v_cls.clamp(min=-1)
+        out[f"energy{t}"] = (t * torch.logsumexp(finite_q / t, 1), q_pred,
+                             t * torch.logsumexp(finite_v / t, 1))
+    # The views join the support: nearest of crop or views (a view never meets itself).
+    bank, bank_labels = torch.cat([s_feats, flat]), torch.cat([s_labels, view_labels])
+    sim_v = flat @ bank.T
+    sim_v[:, n:] -= 3 * torch.eye(n * v)  # itself out
+    q_cls, v_cls = best_of(q_feats @ bank.T, sim_v, bank_labels)
+    q_best, q_pred = q_cls.max(dim=1)
+    out["views_max"] = (q_best, q_pred, v_cls.max(dim=1).values)
+    # A prototype per class from its crop and views (the view's own class mean without it
+    # would need one per view; the bias is small with 9 members and only moves the threshold).
+    protos = torch.nn.functional.normalize(
+        torch.zeros(classes, d).index_add_(0, s_labels, s_feats + views.sum(1)), dim=-1)
+    present = torch.zeros(classes, dtype=torch.bool).index_fill_(0, s_labels, True)
+    q_sc = (q_feats @ protos.T).masked_fill(~present, float("-inf"))
+    v_sc = (flat @ protos.T).masked_fill(~present, float("-inf"))
+    q_best, q_pred = q_sc.max(dim=1)
+    out["views_proto"] = (q_best, q_pred, v_sc.max(dim=1).values)
+    # The same two scores, but the label is still the nearest crop's (the closed-set rule) and
+    # the threshold today's: a view scored against its crop alone, never its sibling views,
+    # which come from the same drawing and would flatter it (marked by a None view score).
+    crop_pred = out["max"][1]
+    out["views_max_t"] = (out["views_max"][0], crop_pred, None)
+    out["views_proto_t"] = (out["views_proto"][0], crop_pred, None)
+    return out
 
 
 def one_draw(accelerator, net, pool, queries, q_feats, unknown, draw, args) -> dict:
@@ -82,23 +164,40 @@ def one_draw(accelerator, net, pool, queries, q_feats, unknown, draw, args) -> d
     crops and their views are embedded)."""
     rows = draw_supports(pool.labels, 1, 1, torch.Generator().manual_seed(1000 + draw))[0]
     labels = pool.labels[rows]
-    names = [str(c) for c in range(int(pool.labels.max()) + 1)]
-    feats = embed_images(accelerator, net, [pool.images[rows]], args.batch_size)
+    classes = int(pool.labels.max()) + 1
+    names = [str(c) for c in range(classes)]
+    tta = args.tta
+    feats = embed_images(accelerator, net, [pool.images[rows]], args.batch_size, tta,
+                         precision=args.precision)
     scale = args.view_scale_min or VIEW_SCALE_MIN
     blur = VIEW_BLUR if args.view_blur is None else args.view_blur
     views = embed_images(accelerator, net, [augmented_views(pool.images[rows], VIEWS_PER_CROP,
-                                                            draw, scale, blur)], args.batch_size)
-    threshold, _ = auto_threshold(feats, labels, 0.95, views.view(len(rows), VIEWS_PER_CROP, -1))
+                                                            draw, scale, blur)], args.batch_size,
+                         tta, precision=args.precision).view(len(rows), VIEWS_PER_CROP, -1)
+    threshold, _ = auto_threshold(feats, labels, 0.95, views)
     pred, best, _, runner_sim = classify(Support(feats, labels, names), q_feats)
     known = ~torch.isin(queries.labels, unknown)
-    correct = (pred == queries.labels) & known
     out = {"threshold": threshold}
+    candidates = {}
+    if set(args.scores) - {"max", "margin"}:
+        candidates = candidate_scores(feats, labels, views, q_feats, classes)
     for score_name in args.scores:
-        score = best if score_name == "max" else best - runner_sim.clamp(min=-1)
-        out[score_name] = open_set_summary(score.numpy(), known.numpy(), correct.numpy(),
-                                           threshold if score_name == "max" else None)
-    if "known_accepted_correct" in out.get("max", {}):
-        out["max"]["lost"] = out["max"]["closed_set_accuracy"] - out["max"]["known_accepted_correct"]
+        if score_name == "max":
+            score, pred_s, cut = best, pred, threshold
+        elif score_name == "support_views":  # what symclr-predict --reject compares
+            score = Support(feats, labels, names, views=views).scores(q_feats, best)
+            pred_s, cut = pred, threshold
+        elif score_name == "margin":
+            score, pred_s, cut = best - runner_sim.clamp(min=-1), pred, None
+        else:
+            score, pred_s, view_score = candidates[score_name]
+            cut = threshold if view_score is None else float(
+                torch.quantile(view_score.double(), 0.05))
+        correct = (pred_s == queries.labels) & known
+        out[score_name] = open_set_summary(score.numpy(), known.numpy(), correct.numpy(), cut)
+        if "known_accepted_correct" in out[score_name]:
+            o = out[score_name]
+            o["lost"] = o["closed_set_accuracy"] - o["known_accepted_correct"]
     return out
 
 
@@ -118,19 +217,20 @@ def mean_of(draws: list[dict], score: str, key: str) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    args.precision = inference_precision(args.mixed_precision)
     names = load_classes(args.shards)
     model_paths = [Path(args.model)] * args.folds if args.model else [
         Path(args.novel) / f"fold{k}" / "model.pt" for k in range(args.folds)]
     size = model_file_info(model_paths[0])["image_size"]
     train, split = load_split(args.shards, "train", size), load_split(args.shards, args.split, size)
     folds = class_folds(split.labels.numpy(), args.folds, args.per_fold, args.seed)
-    accelerator = make_accelerator(mixed_precision="no")
+    accelerator = make_accelerator()
     results = {}
     cache: dict = {}  # one model for every fold (--model): embed the queries once
     for k, (fold, path) in enumerate(zip(folds, model_paths)):
         if path not in cache:
             net = load_model_file(path).eval().to(memory_format=torch.channels_last)
-            cache = {path: (net, embed(accelerator, net, split, args.batch_size))}
+            cache = {path: (net, embed(accelerator, net, split, args))}
         net, q_feats = cache[path]
         results[k] = run_fold(accelerator, net, train, split, q_feats, fold, args)
         o = results[k][0]["max"] if "max" in args.scores else results[k][0][args.scores[0]]
@@ -147,7 +247,7 @@ def write_report(args, folds, names, results: dict, size: int) -> None:
             cells = [score, str(k)]
             for key in ("auroc", "fpr_at_95_tpr", "closed_set_accuracy", "known_accepted_correct",
                         "unknown_accepted", "lost"):
-                if score != "max" and key not in ("auroc", "fpr_at_95_tpr", "closed_set_accuracy"):
+                if score == "margin" and key not in ("auroc", "fpr_at_95_tpr", "closed_set_accuracy"):
                     cells.append("")
                     continue
                 mean, std = mean_of(draws, score, key)
@@ -156,17 +256,19 @@ def write_report(args, folds, names, results: dict, size: int) -> None:
             rows.append(cells)
     everything = [d for r in results.values() for d in r]
     verdicts = []
-    if "max" in args.scores:
+    for score in [s for s in args.scores if s != "margin"]:
         for key, target in TARGETS.items():
-            mean = mean_of(everything, "max", key)[0]
+            mean = mean_of(everything, score, key)[0]
             ok = mean >= target if key == "auroc" else mean <= target
-            verdicts.append(f"{key} {mean:.3f} (target {'>=' if key == 'auroc' else '<='} "
+            verdicts.append(f"{score}: {key} {mean:.3f} (target {'>=' if key == 'auroc' else '<='} "
                             f"{target}): {'met' if ok else '**missed**'}")
     models = args.model or f"{args.novel}/fold{{k}}/model.pt"
     body = "\n".join([
         f"Machine: {machine('cpu')}.",
         f"Split {args.split}, {args.folds} folds of {args.per_fold} unknown classes "
-        f"(novel_classes.class_folds, seed {args.seed}); models {models}; {size} px; "
+        f"(novel_classes.class_folds, seed {args.seed}); models {models}; {size} px"
+        f"{', features averaged over quarter turns' if args.tta else ''}, embedded in "
+        f"{args.precision}; "
         f"{args.draws} seeded 1-shot supports of the known classes per fold; "
         f"auto threshold at 95% TPR from {VIEWS_PER_CROP} augmented views per support crop "
         f"(smallest area {args.view_scale_min or VIEW_SCALE_MIN}, blur "

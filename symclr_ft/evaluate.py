@@ -117,7 +117,18 @@ def _materialise(group: list, batch_size: int):
 FORWARD_ROWS = 64
 
 
-def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot90: bool):
+def _autocast(accelerator, precision: str | None):
+    """Accelerate's autocast; or, with ``precision`` ("no", "bf16", "fp16"), torch's own, so that
+    a command can choose how it embeds without changing Accelerate's process-wide state (which
+    refuses a second precision in one process)."""
+    if precision is None:
+        return accelerator.autocast()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(accelerator.device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot90: bool,
+              precision: str | None = None):
     """L2-normalised features of a uint8 batch; with ``tta_rot90`` the normalised mean of the
     normalised features of the four rotations by 90 degrees."""
     parts, size = [], min(FORWARD_ROWS, x.shape[0])
@@ -131,7 +142,7 @@ def _features(accelerator, model, x: torch.Tensor, channels_last: bool, tta_rot9
             view = torch.rot90(rows, turns, dims=(2, 3)) if turns else rows
             if channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
-            with accelerator.autocast():
+            with _autocast(accelerator, precision):
                 f = F.normalize(model.features(view).float(), dim=-1)
             total = f if total is None else total + f
         # without TTA the features are normalised once: a second pass moves them by ~1e-8
@@ -150,7 +161,8 @@ class EmbeddedBatch:
 
 @torch.no_grad()
 def embed_stream(
-    accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False
+    accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False,
+    precision: str | None = None,
 ) -> Iterator[EmbeddedBatch]:
     """Embed a stream of crops batch by batch; yields their features in input order.
 
@@ -158,6 +170,7 @@ def embed_stream(
     gathered, so every process yields the same rows. Every batch is padded to ``batch_size``
     rows, so its content (and the numbers) do not depend on the process count. A crop whose
     ``load`` raises :class:`~symclr_ft.crops.UnreadableImage` gets a zero row, marked unreadable.
+    ``precision`` overrides the accelerator's mixed precision (:func:`_autocast`).
     """
     model = accelerator.unwrap_model(net)
     was_training = model.training
@@ -172,7 +185,7 @@ def embed_stream(
                 return
             mine = round_[rank] if rank < len(round_) else []
             x, ok, real, problems = _materialise(mine, batch_size)
-            f = _features(accelerator, model, x, channels_last, tta_rot90)
+            f = _features(accelerator, model, x, channels_last, tta_rot90, precision)
             yield _gather_round(accelerator, f, ok, real, problems, batch_size)
     finally:
         model.train(was_training)
@@ -196,7 +209,7 @@ def _gather_round(accelerator, f, ok, real, problems, batch_size: int) -> Embedd
 
 def embed_images(
     accelerator, net, images: Iterable, batch_size: int, tta_rot90: bool = False,
-    expected: int | None = None,
+    expected: int | None = None, precision: str | None = None,
 ) -> torch.Tensor:
     """(N, D) L2-normalised features of a stream of uint8 crops (3, S, S), batches or
     zero-argument calls returning a crop, in input order; only the features are kept.
@@ -206,7 +219,7 @@ def embed_images(
     out, extra, filled = None, [], 0
     if expected:  # no batch larger than the set: batch size steers CPU kernels, and so the numbers
         batch_size = max(1, min(batch_size, expected))
-    for batch in embed_stream(accelerator, net, images, batch_size, tta_rot90):
+    for batch in embed_stream(accelerator, net, images, batch_size, tta_rot90, precision):
         if batch.problems:
             raise UserError(batch.problems[0][1])
         n = batch.features.shape[0]

@@ -2,8 +2,10 @@
 
 An index is a folder written atomically (``io.atomic_dir``)::
 
-    INDEX/features.safetensors   features (N, D) float32, L2-normalised; labels (N,) int64
-    INDEX/index.json             class names, sources, model sha256, image size, input norm
+    INDEX/features.safetensors   features (N, D) float32, L2-normalised; labels (N,) int64;
+                                 with symclr-embed --views, views (N, V, D) float32
+    INDEX/index.json             class names, sources, model sha256, image size, input norm,
+                                 precision of the embedding
 
 safetensors and JSON, never pickle: an index from someone else cannot run code when loaded.
 Features of two models are not comparable, so the index records the SHA-256 of the model
@@ -39,6 +41,8 @@ class FeatureIndex:
     model_sha256: str
     image_size: int
     input_norm: str
+    precision: str = "no"  # Accelerate's mixed_precision of the embedding (features ~1e-5 apart)
+    views: torch.Tensor | None = None  # (N, V, D) augmented views of each crop (symclr-embed --views)
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -59,6 +63,7 @@ def save_index(index: FeatureIndex, path: str | Path) -> Path:
         "model_sha256": index.model_sha256,
         "image_size": int(index.image_size),
         "input_norm": index.input_norm,
+        "precision": index.precision,
         "count": len(index),
         "sources": list(index.sources),
     }
@@ -67,6 +72,8 @@ def save_index(index: FeatureIndex, path: str | Path) -> Path:
             "features": index.features.detach().to("cpu", torch.float32).contiguous(),
             "labels": index.labels.detach().to("cpu", torch.int64).contiguous(),
         }
+        if index.views is not None:
+            tensors["views"] = index.views.detach().to("cpu", torch.float32).contiguous()
         save_file(tensors, str(tmp / FEATURES_FILE))
         write_json(tmp / META_FILE, meta)
     return Path(path)
@@ -91,6 +98,7 @@ def _check_meta(meta, where: Path) -> None:
         "model_sha256": lambda v: isinstance(v, str),
         "image_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 16,
         "input_norm": lambda v: v in ("none", "imagenet"),
+        "precision": lambda v: v in (None, "no", "bf16", "fp16"),
         "sources": lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
     }
     for key, ok in checks.items():
@@ -113,6 +121,11 @@ def _check_tensors(tensors: dict, meta: dict, where: Path) -> None:
         raise UserError(f"{where}: a label is outside -1..{len(meta['class_names']) - 1}")
     if not bool(torch.isfinite(feats).all()):
         raise UserError(f"{where}: features are not all finite")
+    views = tensors.get("views")
+    if views is not None and (views.dtype != torch.float32 or views.dim() != 3
+                              or views.shape[0] != n or views.shape[2] != feats.shape[1]
+                              or not bool(torch.isfinite(views).all())):
+        raise UserError(f"{where}: views must be finite float32 (N, V, D) matching the features")
 
 
 def load_index(path: str | Path, expect_sha256: str | None = None) -> FeatureIndex:
@@ -133,4 +146,6 @@ def load_index(path: str | Path, expect_sha256: str | None = None) -> FeatureInd
     return FeatureIndex(
         tensors["features"], tensors["labels"], meta["class_names"], meta["sources"],
         meta["model_sha256"], meta["image_size"], meta["input_norm"],
+        str(meta.get("precision", "no")),  # indexes written before it was recorded: fp32
+        tensors.get("views"),
     )

@@ -3,16 +3,9 @@
 ``symclr-embed`` turns crops (an image folder, a COCO export, a shard split) into a feature
 index (:mod:`symclr_ft.index`). ``symclr-predict`` labels every query crop by its nearest
 support crops (k-NN, or the nearest class mean with ``--prototypes``) and answers ``unknown``
-when even the best match is less similar than a threshold (``--reject``):
-
-* ``none``: always a class (closed set);
-* a number: that cosine similarity;
-* ``auto``: chosen from the support set alone, no query labels (:func:`auto_threshold`). Each
-  support crop is held out in turn and scored against the rest of its class (leave-one-out);
-  the threshold accepts ``--tpr`` (95%) of these known-class scores. A class with one example
-  has nothing to hold out, so its crop is compared with augmented views of itself (random
-  crops of 30-100% of the area, flips and blur, :func:`augmented_views`): a stand-in for
-  "another drawing of the same symbol" that needs no second example.
+when its score (its best similarity to a class's mean of support crops and their augmented
+views) is below a threshold (``--reject``): ``none`` (always a class), a number, or ``auto``
+(chosen from the support alone). The score and the threshold are :mod:`symclr_ft.rejection`'s.
 
 Queries stream batch by batch and rows are written as they come, so memory stays flat
 whatever the number of queries. A crop that cannot be decoded is skipped and listed in
@@ -33,15 +26,13 @@ from symclr_ft.crops import CropSource, open_source
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
 from symclr_ft.evaluate import embed_images, embed_stream
 from symclr_ft.index import FeatureIndex, is_index, load_index, save_index
+from symclr_ft.inference import folded_for_inference
 from symclr_ft.knn import class_prototypes, class_similarity, draw_supports, knn_vote
+from symclr_ft.rejection import (
+    VIEWS_PER_CROP, auto_threshold, view_features, view_prototypes, view_scores,
+)
 
 UNKNOWN = "unknown"
-VIEWS_PER_CROP = 8
-# Views of a one-example class: crops of 30-100% of the area, flips, blur. Chosen on the valid
-# classes (bench/open_set.py, docs/RESULTS.md): milder views (60-100%, no blur) are so close to
-# their crop that the threshold rejected a fifth of the known queries.
-VIEW_SCALE_MIN = 0.3
-VIEW_BLUR = True
 
 
 # --------------------------------------------------------------------------- embedding sources
@@ -56,11 +47,23 @@ class Model:
     image_size: int
     input_norm: str
     path: Path
+    precision: str = "no"
 
 
-def load_model(path: str | Path, image_size: int | None, accelerator) -> Model:
+def load_model(path: str | Path, image_size: int | None, accelerator,
+               precision: str = "no") -> Model:
+    """A model file (model.pt), or its export (FILE.onnx, run by ONNX Runtime in fp32)."""
     from symclr_ft.model import load_model_file, model_file_info
 
+    if Path(path).suffix == ".onnx":
+        from symclr_ft.export import OnnxFeatures
+
+        onnx = OnnxFeatures(path)
+        info = onnx.info
+        if image_size and image_size != info["image_size"]:
+            raise UserError(f"{path}: exported for {info['image_size']} px crops, not "
+                            f"--image-size={image_size}")
+        return Model(onnx, info["sha256"], info["image_size"], info["input_norm"], Path(path))
     info = model_file_info(path)
     size = image_size or info["image_size"]
     if not size:
@@ -69,7 +72,8 @@ def load_model(path: str | Path, image_size: int | None, accelerator) -> Model:
     if size < 16:
         raise UserError(f"--image-size={size} must be at least 16")
     net = load_model_file(path).to(accelerator.device).to(memory_format=torch.channels_last)
-    return Model(net, info["sha256"], int(size), info["input_norm"], Path(path))
+    net, _ = folded_for_inference(net, int(size))  # the same features, a faster forward
+    return Model(net, info["sha256"], int(size), info["input_norm"], Path(path), precision)
 
 
 def _progress(accelerator, total: int | None, what: str):
@@ -94,7 +98,8 @@ def embed_source(accelerator, model: Model, source: CropSource, batch_size: int,
     total = len(source.crops) if hasattr(source.crops, "__len__") else None
     feats, keep, skipped = [], [], []
     with _progress(accelerator, total, what) as bar:
-        for batch in embed_stream(accelerator, model.net, loads(), batch_size):
+        for batch in embed_stream(accelerator, model.net, loads(), batch_size,
+                                  precision=model.precision):
             start = len(keep)
             skipped += [(start + row, why) for row, why in batch.problems]
             feats.append(batch.features[batch.readable])
@@ -106,6 +111,7 @@ def embed_source(accelerator, model: Model, source: CropSource, batch_size: int,
     index = FeatureIndex(
         torch.cat(feats), torch.tensor(labels, dtype=torch.int64)[rows], list(source.class_names),
         [sources[i] for i in rows], model.sha256, model.image_size, model.input_norm,
+        model.precision,
     )
     return index, [(sources[i], why) for i, why in skipped]
 
@@ -127,83 +133,6 @@ def source_text(source: dict) -> str:
     return f"{source.get('image')}#{bbox}"
 
 
-# --------------------------------------------------------------------------- the threshold
-
-
-def augmented_views(images: torch.Tensor, count: int, seed: int = 0,
-                    scale_min: float = VIEW_SCALE_MIN, blur: bool = VIEW_BLUR) -> torch.Tensor:
-    """``count`` augmented views of each uint8 crop: (N * count, 3, S, S) uint8, crop-major.
-    Random crops of ``scale_min``-100% of the area (aspect 3/4..4/3), flips, and with ``blur``
-    a Gaussian blur (sigma 0.1-2 px, like thicker or scanned lines); no colour changes (the
-    drawings are black on white)."""
-    from symclr_ft.config import ViewsConfig
-    from symclr_ft.views import apply_views, sample_view_params
-
-    cfg = ViewsConfig(preset="simclr", crop_scale_min=scale_min, color_jitter_p=0.0,
-                      grayscale_p=0.0, blur=blur)
-    repeated = images.repeat_interleave(count, dim=0)
-    params = sample_view_params(cfg, len(repeated), torch.Generator().manual_seed(seed))
-    return apply_views(repeated, params).mul_(255).round_().to(torch.uint8)
-
-
-def loo_scores(features: torch.Tensor, labels: torch.Tensor, prototypes: bool = False):
-    """Leave-one-out scores: for each crop whose class has at least two, its similarity to the
-    rest of its class (best crop, or the class mean without it); for every crop, its best
-    similarity to any other class (what an unknown symbol might score). (own, other)."""
-    sim = features @ features.T
-    same = labels[:, None] == labels[None, :]
-    eye = torch.eye(len(labels), dtype=torch.bool)
-    has_peer = (same & ~eye).any(dim=1)
-    if prototypes:
-        one_hot = torch.nn.functional.one_hot(labels).to(features.dtype)
-        sums = one_hot.T @ features  # (C, D)
-        own_mean = torch.nn.functional.normalize(sums[labels] - features, dim=-1)
-        own = (features * own_mean).sum(dim=1)
-        protos = torch.nn.functional.normalize(sums, dim=-1)
-        scores = (features @ protos.T).scatter(1, labels[:, None], float("-inf"))
-        other = scores.max(dim=1).values
-    else:
-        own = sim.masked_fill(~same | eye, float("-inf")).max(dim=1).values
-        other = sim.masked_fill(same, float("-inf")).max(dim=1).values
-    return own[has_peer], other
-
-
-def auto_threshold(features: torch.Tensor, labels: torch.Tensor, tpr: float = 0.95,
-                   view_features: torch.Tensor | None = None,
-                   prototypes: bool = False) -> tuple[float, str]:
-    """A similarity threshold from labelled support features alone: the ``1 - tpr`` quantile
-    of the known-class scores, so that ``tpr`` of them would be accepted. Known-class scores
-    are leave-one-out scores (:func:`loo_scores`) and, for crops alone in their class, the
-    similarity of their ``view_features`` (N, V, D) to the crop itself. Returns the threshold
-    and a sentence saying how it was chosen."""
-    labels = labels.cpu()
-    if len(torch.unique(labels)) < 2:
-        raise UserError("--reject auto: needs a support of at least two classes")
-    own, other = loo_scores(features.cpu(), labels, prototypes)
-    parts, how = [own], [f"{own.numel()} leave-one-out scores"] if own.numel() else []
-    counts = torch.bincount(labels)
-    alone = counts[labels] == 1
-    if bool(alone.any()) and view_features is None:
-        if not own.numel():
-            raise UserError("--reject auto: every class has one example; that needs augmented "
-                            "views of the examples (give the support as images, not an index)")
-        how.append(f"{int(alone.sum())} one-example classes left out (no views)")
-    elif bool(alone.any()):
-        views = view_features.cpu()[alone]  # (A, V, D)
-        parts.append((views * features.cpu()[alone][:, None, :]).sum(dim=-1).flatten())
-        how.append(f"{int(alone.sum())} one-example classes x {views.shape[1]} augmented views")
-    positives = torch.cat(parts).double()
-    threshold = float(torch.quantile(positives, 1.0 - tpr))
-    accepted = float((other >= threshold).double().mean()) if other.numel() else float("nan")
-    sentence = (
-        f"threshold {threshold:.4f}: {100 * tpr:.0f}% of the support's own-class similarities "
-        f"({' + '.join(how)}) are at or above it"
-    )
-    if other.numel():
-        sentence += f"; {100 * accepted:.1f}% of their best other-class similarities are too"
-    return threshold, sentence
-
-
 # --------------------------------------------------------------------------- classification
 
 
@@ -214,12 +143,24 @@ class Support:
     class_names: list[str]
     k: int = 1
     prototypes: bool = False
+    views: torch.Tensor | None = None  # (N, V, D) augmented views of each crop: the unknown score
 
     def __post_init__(self):
         if self.prototypes:
             self.protos, self.present = class_prototypes(
                 self.features, self.labels, len(self.class_names)
             )
+        if self.views is not None:
+            self.view_protos, self.view_present = view_prototypes(
+                self.features, self.labels, self.views, len(self.class_names)
+            )
+
+    def scores(self, queries: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
+        """What --reject compares: :func:`~symclr_ft.rejection.view_scores` with views, else
+        the predicted class's similarity ``best``."""
+        if self.views is None:
+            return best
+        return view_scores(queries, self.view_protos, self.view_present)
 
 
 def classify(support: Support, queries: torch.Tensor):
@@ -267,16 +208,35 @@ def _source_key(source: dict) -> str:
     return json.dumps(source, sort_keys=True)
 
 
-def reload_crops(path, size: int, split: str | None, wanted: list[dict]) -> torch.Tensor:
-    """The uint8 pixels of the crops of ``path`` whose source is in ``wanted``, in that order
-    (read again rather than kept: only these few are needed, for augmented views)."""
-    keys = {_source_key(s): i for i, s in enumerate(wanted)}
-    found: dict[int, torch.Tensor] = {}
+def iter_crops(path, size: int, split: str | None, wanted: list[dict]):
+    """The uint8 pixels of the crops of ``path`` whose source is in ``wanted``, in that order,
+    read again (for augmented views) rather than kept since the embedding. An index lists its
+    crops in the source's order, so nothing waits in ``early`` unless the order differs."""
+    rows: dict[str, list[int]] = {}  # one source may be listed twice (a repeated box)
+    for i, source in enumerate(wanted):
+        rows.setdefault(_source_key(source), []).append(i)
+    early: dict[int, torch.Tensor] = {}
+    upcoming = 0
     for crop in open_source(path, size, split).crops:
-        i = keys.get(_source_key(crop.source))
-        if i is not None:
-            found[i] = crop.load()
-    return torch.stack([found[i] for i in range(len(wanted))])
+        mine = [i for i in rows.get(_source_key(crop.source), []) if i >= upcoming and i not in early]
+        if not mine:
+            continue
+        pixels = crop.load()
+        early.update((i, pixels) for i in mine)
+        while upcoming in early:
+            yield early.pop(upcoming)
+            upcoming += 1
+    if upcoming < len(wanted):
+        raise UserError(f"{path}: {len(wanted) - upcoming} support crops are no longer there "
+                        "(was it changed since it was embedded?)")
+
+
+def embed_views(accelerator, model: Model, path, split: str | None, sources: list[dict],
+                seed: int, batch_size: int, count: int = VIEWS_PER_CROP) -> torch.Tensor:
+    """(N, count, D) features of augmented views of the crops ``sources`` of ``path``."""
+    embed = lambda views: embed_images(accelerator, model.net, [views], batch_size,  # noqa: E731
+                                       precision=model.precision)
+    return view_features(embed, iter_crops(path, model.image_size, split, sources), count, seed)
 
 
 def load_support(accelerator, model: Model, args) -> tuple[FeatureIndex, list]:
@@ -305,27 +265,30 @@ def load_support(accelerator, model: Model, args) -> tuple[FeatureIndex, list]:
         rows = shots_per_class(index.labels, args.shots, args.seed)
         index = FeatureIndex(index.features[rows], index.labels[rows], index.class_names,
                              [index.sources[i] for i in rows], index.model_sha256,
-                             index.image_size, index.input_norm)
+                             index.image_size, index.input_norm, index.precision,
+                             None if index.views is None else index.views[rows])
     return index, skipped
 
 
-def choose_threshold(accelerator, model: Model, support: FeatureIndex, args):
+def support_views(accelerator, model: Model, index: FeatureIndex, args) -> torch.Tensor | None:
+    """(N, V, D) features of augmented views of every support crop, for the unknown score and
+    the threshold of one-example classes (:mod:`symclr_ft.rejection`); None when nothing is
+    rejected, or when the support is an index made without ``--views``."""
+    if parse_reject(args.reject) == "none":
+        return None
+    if is_index(args.support):
+        return index.views
+    return embed_views(accelerator, model, args.support, args.support_split, index.sources,
+                       args.seed, args.batch_size)
+
+
+def choose_threshold(support: FeatureIndex, views: torch.Tensor | None, args):
     """(threshold or None, how it was chosen) for --reject."""
     rule = parse_reject(args.reject)
     if rule == "none":
         return None, "no rejection (--reject none): every query gets a class"
     if rule != "auto":
         return float(rule), f"threshold {float(rule):.4f} given with --reject"
-    counts = torch.bincount(support.labels, minlength=len(support.class_names))
-    alone = (counts[support.labels] == 1).nonzero()[:, 0]
-    views = None
-    if alone.numel() and len(torch.unique(support.labels)) >= 2 and not is_index(args.support):
-        images = reload_crops(args.support, model.image_size, args.support_split,
-                              [support.sources[i] for i in alone])
-        feats = embed_images(accelerator, model.net, [augmented_views(images, VIEWS_PER_CROP,
-                                                                      args.seed)], args.batch_size)
-        views = torch.zeros(len(support), VIEWS_PER_CROP, feats.shape[1])
-        views[alone] = feats.view(len(alone), VIEWS_PER_CROP, -1)
     return auto_threshold(support.features, support.labels, args.tpr, views, args.prototypes)
 
 
@@ -364,7 +327,8 @@ def _embedded_queries(accelerator, model: Model, source: CropSource, batch_size:
 
     total = len(source.crops) if hasattr(source.crops, "__len__") else None
     with _progress(accelerator, total, "queries") as bar:
-        for batch in embed_stream(accelerator, model.net, loads(), batch_size):
+        for batch in embed_stream(accelerator, model.net, loads(), batch_size,
+                                  precision=model.precision):
             n = len(batch.readable)
             mine, pending[:n] = pending[:n], []
             bar.update(n)
@@ -374,8 +338,8 @@ def _embedded_queries(accelerator, model: Model, source: CropSource, batch_size:
 
 @dataclass
 class Outcome:
-    """Per readable query: best similarity, predicted support class, true support class
-    (-1: a class the support lacks, -2: unlabelled); and the skipped crops."""
+    """Per readable query: the score --reject compares, predicted support class, true support
+    class (-1: a class the support lacks, -2: unlabelled); and the skipped crops."""
 
     score: list
     pred: list
@@ -383,8 +347,8 @@ class Outcome:
     skipped: list
 
 
-PRED_COLUMNS = ["source", "predicted", "similarity", "runner_up", "runner_up_similarity",
-                "true_label"]
+PRED_COLUMNS = ["source", "predicted", "similarity", "score", "runner_up",
+                "runner_up_similarity", "true_label"]
 
 
 def write_predictions(handle, support: Support, threshold: float | None, query_names: list[str],
@@ -398,20 +362,22 @@ def write_predictions(handle, support: Support, threshold: float | None, query_n
         out.skipped += [(batch.sources[row], why) for row, why in batch.problems]
         rows = batch.readable.nonzero()[:, 0]
         pred, best, runner, runner_sim = classify(support, batch.features[rows])
+        score = support.scores(batch.features[rows], best)
         for j, i in enumerate(rows.tolist()):
             label = batch.labels[i]
             name = query_names[label] if label >= 0 else ""
-            rejected = threshold is not None and float(best[j]) < threshold
+            rejected = threshold is not None and float(score[j]) < threshold
             has_runner = bool(torch.isfinite(runner_sim[j]))
             writer.writerow([
                 source_text(batch.sources[i]),
                 UNKNOWN if rejected else support.class_names[int(pred[j])],
                 f"{float(best[j]):.4f}",
+                f"{float(score[j]):.4f}",
                 support.class_names[int(runner[j])] if has_runner else "",
                 f"{float(runner_sim[j]):.4f}" if has_runner else "",
                 name,
             ])
-            out.score.append(float(best[j]))
+            out.score.append(float(score[j]))
             out.pred.append(int(pred[j]))
             out.truth.append(to_support.get(name, -1) if label >= 0 else -2)
     return out
@@ -455,7 +421,8 @@ def summary_lines(out: Outcome, support: Support, threshold: float | None) -> tu
 
 def predict_parser() -> ArgumentParser:
     p = ArgumentParser(prog="symclr-predict", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model file (config.yaml beside it: image size)")
+    p.add_argument("--model", required=True,
+                   help="model file (config.yaml beside it: image size), or its symclr-export .onnx")
     p.add_argument("--support", required=True, help="index, labelled image folder, COCO, shards")
     p.add_argument("--query", required=True, help="index, image folder, COCO export or shards")
     p.add_argument("--out", required=True, help="predictions CSV")
@@ -469,7 +436,14 @@ def predict_parser() -> ArgumentParser:
     p.add_argument("--tpr", type=float, default=0.95, help="share of known accepted by auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=None, help="default: the model's run")
+    add_precision_option(p)
     return p
+
+
+def add_precision_option(p: ArgumentParser) -> None:
+    p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                   help="precision of the embedding; auto: bf16 where the hardware has it "
+                        "natively, else fp32 (no)")
 
 
 def _check_args(args) -> None:
@@ -488,16 +462,22 @@ def run_predict(args) -> dict:
     import contextlib
     import os
 
-    from symclr_ft.distributed import make_accelerator
+    from symclr_ft.distributed import inference_precision, make_accelerator
     from symclr_ft.io import atomic_path, write_json
 
     _check_args(args)
-    accelerator = make_accelerator(mixed_precision="no")
-    model = load_model(args.model, args.image_size, accelerator)
+    accelerator = make_accelerator()
+    model = load_model(args.model, args.image_size, accelerator,
+                       inference_precision(args.mixed_precision))
     query_names, batches = query_batches(accelerator, model, args)  # checks --query early
     index, skipped = load_support(accelerator, model, args)
-    threshold, how = choose_threshold(accelerator, model, index, args)
-    support = Support(index.features, index.labels, index.class_names, args.k, args.prototypes)
+    views = support_views(accelerator, model, index, args)
+    threshold, how = choose_threshold(index, views, args)
+    if views is None and args.reject != "none":
+        how += ("; unknown score: the similarity alone (the support index has no augmented "
+                "views: symclr-embed --views 8 stores them)")
+    support = Support(index.features, index.labels, index.class_names, args.k, args.prototypes,
+                      views)
     out = Path(args.out)
     main_process = accelerator.is_main_process
     # Every process classifies (the embedding is shared); only the main one writes.
@@ -514,7 +494,8 @@ def run_predict(args) -> dict:
             write_skipped(out.parent / "skipped.csv", skipped)
         write_json(out.with_suffix(".threshold.json"), {
             "reject": args.reject, "threshold": threshold, "how": how, "tpr": args.tpr,
-            "support": len(index), "classes": len(index.class_names), "summary": numbers,
+            "support": len(index), "classes": len(index.class_names),
+            "precision": model.precision, "summary": numbers,
         })
         print(how)
         print("\n".join(lines) + (f" (listed in {out.parent / 'skipped.csv'})" if skipped else ""))
@@ -533,32 +514,44 @@ def predict_main(argv: list[str] | None = None) -> int:
 
 def embed_parser() -> ArgumentParser:
     p = ArgumentParser(prog="symclr-embed", description="Embed crops into a feature index.")
-    p.add_argument("--model", required=True, help="model file (config.yaml beside it: image size)")
+    p.add_argument("--model", required=True,
+                   help="model file (config.yaml beside it: image size), or its symclr-export .onnx")
     p.add_argument("--input", required=True,
                    help="image folder (class subfolders: labelled), COCO export or json, shards")
     p.add_argument("--out", required=True, help="index folder to write")
     p.add_argument("--split", default=None, help="split of a shard folder or COCO export")
+    p.add_argument("--views", type=int, default=0,
+                   help=f"also store N augmented views per crop (use {VIEWS_PER_CROP} for a support "
+                        "index: symclr-predict --reject scores queries against them)")
+    p.add_argument("--seed", type=int, default=0, help="for --views")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--image-size", type=int, default=None, help="default: the model's run")
+    add_precision_option(p)
     return p
 
 
 def run_embed(args) -> FeatureIndex:
-    from symclr_ft.distributed import make_accelerator
+    from symclr_ft.distributed import inference_precision, make_accelerator
 
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size={args.batch_size}: must be >= 1")
-    accelerator = make_accelerator(mixed_precision="no")
-    model = load_model(args.model, args.image_size, accelerator)
+    if args.batch_size < 1 or args.views < 0:
+        raise UserError(f"--batch-size={args.batch_size} must be >= 1 and --views={args.views} "
+                        ">= 0")
+    accelerator = make_accelerator()
+    model = load_model(args.model, args.image_size, accelerator,
+                       inference_precision(args.mixed_precision))
     source = open_source(args.input, model.image_size, args.split)
     index, skipped = embed_source(accelerator, model, source, args.batch_size)
+    if args.views:
+        index.views = embed_views(accelerator, model, args.input, args.split, index.sources,
+                                  args.seed, args.batch_size, args.views)
     if accelerator.is_main_process:
         save_index(index, args.out)
         if skipped:
             write_skipped(Path(args.out) / "skipped.csv", skipped)
         labelled = int((index.labels >= 0).sum())
+        views = f", {args.views} augmented views each" if args.views else ""
         print(f"{len(index)} crops embedded ({labelled} labelled, {len(index.class_names)} "
-              f"classes), {len(skipped)} skipped -> {args.out}")
+              f"classes{views}), {len(skipped)} skipped -> {args.out}")
     return index
 
 

@@ -316,10 +316,10 @@ def count_detections(results: list[dict], min_score: float) -> dict[tuple[int, i
 
 
 def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
-    """The ``unknown`` threshold of symclr-predict (``predict.auto_threshold``: leave-one-out
+    """The ``unknown`` threshold of symclr-predict (``rejection.auto_threshold``: leave-one-out
     similarities of the exemplars, 95% accepted); it needs at least two exemplars of some class
     (``--shots 2`` or more), else a one-line error. Without it counting uses ``count_score``."""
-    from symclr_ft.predict import auto_threshold
+    from symclr_ft.rejection import auto_threshold
 
     return auto_threshold(ex.features, ex.labels, tpr=0.95)
 

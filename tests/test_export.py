@@ -91,3 +91,40 @@ def test_without_an_image_size_it_says_so(model_file, tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--image-size is required" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_predict_with_the_onnx_file_answers_as_the_model_file_does(model_file, exported,
+                                                                   synth_shards, tmp_path):
+    """symclr-predict --model FILE.onnx runs the export in ONNX Runtime; an index made with the
+    model file is accepted (the export carries its sha256) and the answers are the same."""
+    import csv
+
+    from symclr_ft.predict import embed_main, predict_main
+
+    assert embed_main(["--model", str(model_file), "--image-size", str(SIZE), "--input",
+                       str(synth_shards), "--split", "train", "--mixed-precision", "no",
+                       "--out", str(tmp_path / "support")]) == 0
+    answers = {}
+    for name, model in (("pt", model_file), ("onnx", exported)):
+        extra = ["--image-size", str(SIZE), "--mixed-precision", "no"] if name == "pt" else []
+        out = tmp_path / name / "preds.csv"
+        assert predict_main(["--model", str(model), *extra, "--support", str(tmp_path / "support"),
+                             "--query", str(synth_shards), "--query-split", "test",
+                             "--out", str(out)]) == 0
+        with open(out, newline="") as handle:
+            answers[name] = list(csv.DictReader(handle))
+    assert [r["predicted"] for r in answers["onnx"]] == [r["predicted"] for r in answers["pt"]]
+    assert max(abs(float(a["similarity"]) - float(b["similarity"]))
+               for a, b in zip(answers["onnx"], answers["pt"])) < 1e-3
+
+
+def test_a_file_that_is_not_an_export_is_one_line(tmp_path, capsys):
+    from symclr_ft.predict import embed_main
+
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(SystemExit) as exit_:
+        embed_main(["--model", str(tmp_path / "bad.onnx"), "--input", str(tmp_path),
+                    "--out", str(tmp_path / "idx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "not a readable ONNX model" in err[0]
+    assert not (tmp_path / "idx").exists()

@@ -32,6 +32,23 @@ def test_round_trip_is_exact_and_leaves_no_temporary(tmp_path):
     assert (tmp_path / "idx" / "features.safetensors").read_bytes()[8:9] == b"{"
 
 
+def test_precision_is_recorded_and_older_indexes_read_as_fp32(tmp_path):
+    import json
+
+    index = make_index()
+    index.precision = "bf16"
+    save_index(index, tmp_path / "idx")
+    assert load_index(tmp_path / "idx").precision == "bf16"
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    del meta["precision"]  # written before the field existed
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    assert load_index(tmp_path / "idx").precision == "no"
+    meta["precision"] = "fp8"
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="precision missing or malformed"):
+        load_index(tmp_path / "idx")
+
+
 def test_index_of_another_model_is_one_line_naming_both_hashes(tmp_path):
     save_index(make_index(sha="a" * 64), tmp_path / "idx")
     with pytest.raises(UserError) as err:

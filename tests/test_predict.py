@@ -19,7 +19,7 @@ from PIL import Image
 from symclr_ft.data import load_classes, load_split
 from symclr_ft.errors import UserError
 from symclr_ft.index import load_index
-from symclr_ft.predict import Support, auto_threshold, classify, embed_main, predict_main
+from symclr_ft.predict import Support, classify, embed_main, predict_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,29 +52,6 @@ def test_classify_with_prototypes_and_votes():
     assert int(pred[0]) == 0 and float(best[0]) == pytest.approx(0.96)
     assert float(classify(Support(feats, labels, ["a", "b"], prototypes=True), q)[3][0]) == \
         pytest.approx(float(q[0] @ mean_b))
-
-
-def test_auto_threshold_is_the_quantile_of_leave_one_out_scores():
-    g = torch.Generator().manual_seed(1)
-    feats = F.normalize(torch.randn(30, 6, generator=g, dtype=torch.float64), dim=-1)
-    labels = torch.arange(30) % 4
-    threshold, how = auto_threshold(feats, labels, tpr=0.9)
-    sim = (feats @ feats.T).numpy()
-    own = [max(sim[i, j] for j in range(30) if j != i and labels[j] == labels[i]) for i in range(30)]
-    assert threshold == pytest.approx(np.quantile(own, 0.1))
-    assert "90%" in how and "30 leave-one-out" in how
-    assert np.mean(np.array(own) >= threshold) >= 0.9
-
-
-def test_auto_threshold_with_one_example_classes_uses_their_views():
-    feats = torch.eye(3, dtype=torch.float64)
-    views = F.normalize(feats[:, None, :] + 0.1 * torch.randn(3, 8, 3, dtype=torch.float64), dim=-1)
-    threshold, how = auto_threshold(feats, torch.tensor([0, 1, 2]), 0.95, views)
-    scores = (views * feats[:, None, :]).sum(-1).flatten().numpy()
-    assert threshold == pytest.approx(np.quantile(scores, 0.05))
-    assert "3 one-example classes x 8 augmented views" in how
-    with pytest.raises(UserError, match="at least two classes"):
-        auto_threshold(feats[:2], torch.tensor([0, 0]))
 
 
 # --------------------------------------------------------------------------- the commands
@@ -120,14 +97,38 @@ def test_embed_then_predict_end_to_end(model_file, synth_coco, synth_shards, tmp
                          "--k", "3", "--reject", "auto"]) == 0
     printed = capsys.readouterr().out
     assert "threshold" in printed and "accuracy on" in printed and "micro" in printed
+    assert "symclr-embed --views 8 stores them" in printed  # this index has no views
     table = rows(out)
     test = load_split(synth_shards, "test", 32)
     assert len(table) == len(test) and list(table[0]) == [
-        "source", "predicted", "similarity", "runner_up", "runner_up_similarity", "true_label"]
+        "source", "predicted", "similarity", "score", "runner_up", "runner_up_similarity",
+        "true_label"]
+    # no views in this index: the score is the similarity itself
+    assert all(r["score"] == r["similarity"] for r in table)
     names = load_classes(synth_shards)
     assert [r["true_label"] for r in table] == [names[i] for i in test.labels.tolist()]
     saved = json.loads(out.with_suffix(".threshold.json").read_text())
     assert saved["reject"] == "auto" and -1 <= saved["threshold"] <= 1 and saved["how"]
+
+
+def test_an_index_with_views_answers_as_its_images_do(model_file, half_classes, synth_shards,
+                                                      tmp_path, capsys):
+    """symclr-embed --views stores the views symclr-predict would make from the images, so
+    both supports give the same rows, and a score that is not the plain similarity."""
+    assert embed_main(["--model", str(model_file), "--input", str(half_classes), "--views", "8",
+                       "--out", str(tmp_path / "idx")]) == 0
+    index = load_index(tmp_path / "idx")
+    assert index.views.shape == (len(index), 8, index.features.shape[1])
+    query = ["--query", str(synth_shards), "--query-split", "valid", "--reject", "auto"]
+    for support in ("idx", "images"):
+        path = tmp_path / "idx" if support == "idx" else half_classes
+        assert predict_main(["--model", str(model_file), "--support", str(path), *query,
+                             "--out", str(tmp_path / support / "preds.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "no augmented views" not in printed
+    from_index, from_images = rows(tmp_path / "idx" / "preds.csv"), rows(tmp_path / "images" / "preds.csv")
+    assert from_index == from_images
+    assert any(r["score"] != r["similarity"] for r in from_index)
 
 
 def test_open_set_numbers_when_query_classes_are_missing(model_file, half_classes, synth_shards,

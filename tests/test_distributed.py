@@ -1,0 +1,23 @@
+"""distributed.py's choices that do not need several processes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from symclr_ft.distributed import inference_precision
+
+
+@pytest.mark.parametrize("choice", ["no", "bf16", "fp16"])
+def test_an_explicit_precision_is_kept(choice):
+    assert inference_precision(choice) == choice
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [
+    (True, False, "bf16"), (False, True, "bf16"), (False, False, "no"),
+])
+def test_auto_is_bf16_only_on_a_cpu_that_computes_it_natively(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert inference_precision("auto") == expected
