@@ -86,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scores", nargs="+", default=["max"], choices=SCORES)
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                    help="embedding precision (symclr-predict's default: auto)")
+    p.add_argument("--feature-layers", default=None,
+                   help="features from these EfficientNet stages, e.g. 4+5+head (multilayer.py)")
     p.add_argument("--tta", action="store_true",
                    help="features averaged over the four quarter turns (queries, support, views)")
     p.add_argument("--view-scale-min", type=float, default=None,
@@ -230,6 +232,8 @@ def main(argv=None) -> None:
     for k, (fold, path) in enumerate(zip(folds, model_paths)):
         if path not in cache:
             net = load_model_file(path).eval().to(memory_format=torch.channels_last)
+            if args.feature_layers is not None:
+                net.feature_layers = args.feature_layers
             cache = {path: (net, embed(accelerator, net, split, args))}
         net, q_feats = cache[path]
         results[k] = run_fold(accelerator, net, train, split, q_feats, fold, args)

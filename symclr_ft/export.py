@@ -84,10 +84,10 @@ class OnnxFeatures(nn.Module):
     """An exported feature extractor run by ONNX Runtime, usable wherever a network's
     ``features(x)`` is (symclr-embed and symclr-predict take ``--model FILE.onnx``).
 
-    Why: on a CPU, ONNX Runtime runs EfficientNet-lite0 faster than PyTorch even in bf16, and
-    in fp32 (docs/RESULTS.md). ``info`` is the file's metadata (image size, input
-    normalisation, the sha256 of the model file it came from: an index made with that model
-    file is valid for its export)."""
+    Why: the export is what people deploy; with it here they embed and predict with exactly
+    what they ship, in fp32 (its speed beside PyTorch's: docs/RESULTS.md). ``info`` is the
+    file's metadata (image size, input normalisation, the sha256 of the model file it came
+    from: an index made with that model file is valid for its export)."""
 
     def __init__(self, path: str | Path):
         super().__init__()

@@ -41,7 +41,7 @@ class FeatureIndex:
     model_sha256: str
     image_size: int
     input_norm: str
-    precision: str = "no"  # Accelerate's mixed_precision of the embedding (features ~1e-5 apart)
+    precision: str = "no"  # of the embedding: "no" (fp32), "bf16" or "fp16"
     views: torch.Tensor | None = None  # (N, V, D) augmented views of each crop (symclr-embed --views)
 
     def __len__(self) -> int:

@@ -9,11 +9,13 @@ other drawings of the same symbol, which a one- or few-shot support lacks, and t
 steadier picture of the class than one crop; a symbol the model never saw rarely comes as
 close to it as a redrawn known one. Chosen on the valid splits' held-out class folds over the
 plain nearest-crop similarity and other scores (the closest view, energy, class-normalised,
-margin; bench/open_set.py, docs/RESULTS.md). The label itself stays the nearest crop's: views
-never change an answer, only whether it is given.
+margin; bench/open_set.py, docs/RESULTS.md). The label itself is the classification rule's
+(nearest crops, or class means with ``--prototypes``): views never change an answer, only
+whether it is given.
 
 ``--reject auto`` (:func:`auto_threshold`) needs no labelled query. Each support crop is held
-out in turn and scored against the rest of its class (leave-one-out); a crop alone in its
+out in turn and scored, as a query would be, against the rest of its class and their views
+(leave-one-out); a crop alone in its
 class is scored by its views against the crop itself (never against its sibling views, which
 come from the same drawing and would flatter it). The threshold accepts ``tpr`` (95%) of these
 known-class scores.
@@ -26,7 +28,6 @@ from collections.abc import Callable, Iterable
 import torch
 
 from symclr_ft.errors import UserError
-from symclr_ft.knn import class_similarity
 
 VIEWS_PER_CROP = 8
 # Crops of 30-100% of the area, flips, blur. Chosen on the valid classes (bench/open_set.py,
