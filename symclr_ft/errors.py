@@ -1,4 +1,5 @@
-"""One exception for problems with the user's input, and the one-line way commands report it."""
+"""One exception for problems with the user's input, the one-line way commands report it, and
+how they stop when interrupted (Ctrl-C, SIGTERM)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import contextlib
 import functools
 import re
+import signal
 import sys
+import threading
 from typing import Callable, Iterator, TypeVar
 
 F = TypeVar("F", bound=Callable[..., int | None])
@@ -57,6 +60,26 @@ def interrupt_exits_130() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Handle SIGTERM (``kill``, a scheduler's time limit) like Ctrl-C. By default SIGTERM ends
+    the process without running ``finally`` blocks, which would leave a command's temporary
+    folder behind; as a KeyboardInterrupt it gets the same clean-up, then ``interrupted``, exit
+    130 (:func:`report_user_errors`). Used by make-shards and symclr-synth."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def report_user_errors(main: F) -> F:

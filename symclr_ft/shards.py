@@ -19,21 +19,18 @@ Example::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import webdataset as wds
 from tqdm import tqdm
@@ -50,7 +47,7 @@ from symclr_ft.coco import (
     usable_path,
 )
 from symclr_ft.data import shard_name
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors, sigterm_as_interrupt
 from symclr_ft.io import replace_files
 
 CLASSES_FILE = "classes.json"
@@ -240,25 +237,6 @@ def _move_into_place(new: Path, out: Path) -> None:
         replace_files(new, out, sorted(p for p in out.iterdir() if _is_shard_output(p)))
     except OSError as err:
         raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Handle SIGTERM (``kill``, a scheduler's time limit) like Ctrl-C. By default SIGTERM ends
-    the process without running ``finally`` blocks, which would leave the temporary folder
-    behind; as a KeyboardInterrupt it gets the same clean-up, then ``interrupted``, exit 130."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def make_shards(

@@ -32,7 +32,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from symclr_ft.coco import ANNOTATIONS_FILE, usable_path
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors, sigterm_as_interrupt
 from symclr_ft.io import atomic_dir, read_json
 
 BACKGROUND = (16, 18, 26)
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(
             f"{out}: exists and is not an earlier symclr-synth output; choose a new folder"
         )
-    with atomic_dir(out) as tmp:
+    with sigterm_as_interrupt(), atomic_dir(out) as tmp:  # a kill leaves no temporary folder
         try:
             write_synthetic_coco(tmp, seed=args.seed, **settings)
         except ValueError as err:

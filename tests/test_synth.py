@@ -134,3 +134,30 @@ def test_command_writes_replaces_its_own_output_and_refuses_other_folders(tmp_pa
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path / "x"), "--classes", "0"])
     assert "--classes 0" in capsys.readouterr().err
+
+
+SIGTERM_WHILE_DRAWING = """
+import os, signal, sys
+from symclr_ft import synth
+synth.SCALES["small"] = dict(classes=6, drawings_per_split={"train": 3, "valid": 2},
+                             image_size=(200, 180), symbols_per_drawing=(4, 7))
+real = synth.write_synthetic_coco
+def write_synthetic_coco(folder, **kwargs):
+    (folder / "half-written").write_text("x")
+    os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler's time limit would
+    return real(folder, **kwargs)
+synth.write_synthetic_coco = write_synthetic_coco
+synth.main(sys.argv[1:])
+"""
+
+
+def test_sigterm_leaves_no_temporary_folder(tmp_path):
+    """SIGTERM ends symclr-synth as Ctrl-C does: exit 130, nothing half-written left behind."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", SIGTERM_WHILE_DRAWING, "--out",
+                             str(tmp_path / "synth"), "--scale", "small"],
+                            capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (130, "interrupted\n"), result.stderr
+    assert list(tmp_path.iterdir()) == []
