@@ -65,7 +65,7 @@ from symclr_ft.metrics import open_set_summary  # noqa: E402
 from symclr_ft.model import load_model_file, model_file_info  # noqa: E402
 from symclr_ft.predict import Support, classify  # noqa: E402
 from symclr_ft.rejection import (  # noqa: E402
-    VIEW_BLUR, VIEW_SCALE_MIN, VIEWS_PER_CROP, augmented_views, auto_threshold,
+    VIEW_BLUR, VIEW_SCALE_MIN, VIEWS_PER_CROP, augmented_views, auto_threshold, view_prototypes,
 )
 
 SCORES = ["max", "support_views", "margin", "classnorm", "zscore", "energy0.02", "energy0.05", "energy0.1",
@@ -143,11 +143,9 @@ def candidate_scores(s_feats, s_labels, views, q_feats, classes: int) -> dict:
     q_cls, v_cls = best_of(q_feats @ bank.T, sim_v, bank_labels)
     q_best, q_pred = q_cls.max(dim=1)
     out["views_max"] = (q_best, q_pred, v_cls.max(dim=1).values)
-    # A prototype per class from its crop and views (the view's own class mean without it
-    # would need one per view; the bias is small with 9 members and only moves the threshold).
-    protos = torch.nn.functional.normalize(
-        torch.zeros(classes, d).index_add_(0, s_labels, s_feats + views.sum(1)), dim=-1)
-    present = torch.zeros(classes, dtype=torch.bool).index_fill_(0, s_labels, True)
+    # A prototype per class from its crop and views, as symclr-predict makes it (the view's own
+    # class mean without it would need one per view; only the threshold would move).
+    protos, present = view_prototypes(s_feats, s_labels, views, classes)
     q_sc = (q_feats @ protos.T).masked_fill(~present, float("-inf"))
     v_sc = (flat @ protos.T).masked_fill(~present, float("-inf"))
     q_best, q_pred = q_sc.max(dim=1)

@@ -67,8 +67,7 @@ def loo_scores(features: torch.Tensor, labels: torch.Tensor, prototypes: bool = 
     eye = torch.eye(len(labels), dtype=torch.bool)
     has_peer = (same & ~eye).any(dim=1)
     if prototypes or views is not None:
-        # each crop's part of its class mean: itself, and with views its views too
-        parts = features if views is None else features + views.to(features.dtype).sum(dim=1)
+        parts = _class_mean_parts(features, views)
         one_hot = torch.nn.functional.one_hot(labels).to(features.dtype)
         sums = one_hot.T @ parts  # (C, D)
         own_mean = torch.nn.functional.normalize(sums[labels] - parts, dim=-1)
@@ -145,12 +144,17 @@ def view_features(embed: Callable[[torch.Tensor], torch.Tensor], crops: Iterable
     return torch.cat(parts)
 
 
+def _class_mean_parts(features: torch.Tensor, views: torch.Tensor | None) -> torch.Tensor:
+    """Each crop's part of its class mean: itself, and with ``views`` (N, V, D) its views too."""
+    return features if views is None else features + views.to(features.dtype).sum(dim=1)
+
+
 def view_prototypes(features: torch.Tensor, labels: torch.Tensor, views: torch.Tensor,
                     num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(C, D) L2-normalised mean of each class's support crops and all their augmented
     ``views`` (N, V, D), and (C,) which classes have any."""
     sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype)
-    sums.index_add_(0, labels.cpu(), features.cpu() + views.cpu().to(features.dtype).sum(dim=1))
+    sums.index_add_(0, labels.cpu(), _class_mean_parts(features.cpu(), views.cpu()))
     present = torch.bincount(labels.cpu(), minlength=num_classes) > 0
     return torch.nn.functional.normalize(sums, dim=-1), present
 
