@@ -38,10 +38,10 @@ from accelerate import Accelerator  # noqa: E402
 from accelerate.state import AcceleratorState  # noqa: E402
 
 from symclr_ft.config import Config  # noqa: E402
-from symclr_ft.data import class_unique_batches  # noqa: E402
-from symclr_ft.losses import contrastive_loss  # noqa: E402
-from symclr_ft.model import build_model  # noqa: E402
-from symclr_ft.batches import LocalBatch, views_for  # noqa: E402
+from symclr_ft.data.shardset import class_unique_batches  # noqa: E402
+from symclr_ft.models.losses import contrastive_loss  # noqa: E402
+from symclr_ft.models.backbones import build_model  # noqa: E402
+from symclr_ft.data.batches import LocalBatch, views_for  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,11 +5,11 @@ One command::
 
     python bench/eval_speed.py --shards /tmp/ff_shards
 
-* Embedding: ``symclr_ft.evaluate.embed_images`` (the function evaluation and training use) of
+* Embedding: ``symclr_ft.eval.evaluate.embed_images`` (the function evaluation and training use) of
   ``--images`` train crops at ``--size`` px, batch ``--batch-size`` (EvalConfig's 256), a
   ResNet-18 in channels_last prepared by an ``Accelerator`` with ``mixed_precision`` "no" and
   "bf16", alternated. Also the agreement of the two (mean cosine similarity of the features).
-* k-NN: ``symclr_ft.evaluate.evaluate_model`` with 100 episodes on every train crop as support
+* k-NN: ``symclr_ft.eval.evaluate.evaluate_model`` with 100 episodes on every train crop as support
   and every crop of the valid and test splits as queries (2,606 x 755 and 2,606 x 424 on the
   firefighting data), bf16; its own ``knn_seconds`` (episodes, k-NN votes, metrics; the
   embedding excluded) and ``embed_seconds`` are reported. The k-NN time does not depend on
@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 from benchlib import alternate, fmt, fresh_accelerator, machine, median, report, runs, table, timed
 from symclr_ft.config import EvalConfig, ModelConfig
-from symclr_ft.data import load_classes, load_split
-from symclr_ft.model import build_model
+from symclr_ft.data.shardset import load_classes, load_split
+from symclr_ft.models.backbones import build_model
 
-from symclr_ft.evaluate import embed_images, evaluate_model
+from symclr_ft.eval.evaluate import embed_images, evaluate_model
 
 
 def embed(accelerator, net, images, batch_size):
@@ -90,11 +90,11 @@ def predict_speed(args) -> None:
     import tempfile
 
     from symclr_ft.distributed import inference_precision
-    from symclr_ft.evaluate import FORWARD_ROWS
-    from symclr_ft.export import OnnxFeatures, export_onnx
-    from symclr_ft.inference import folded_for_inference
-    from symclr_ft.model import file_sha256, load_model_file, model_file_info
-    from symclr_ft.predict import embed_parser, predict_parser, run_embed, run_predict
+    from symclr_ft.eval.evaluate import FORWARD_ROWS
+    from symclr_ft.models.export import OnnxFeatures, export_onnx
+    from symclr_ft.models.folding import folded_for_inference
+    from symclr_ft.models.backbones import file_sha256, load_model_file, model_file_info
+    from symclr_ft.use.predict import embed_parser, predict_parser, run_embed, run_predict
 
     info = model_file_info(args.predict_model)
     size = info["image_size"]
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
     ]
     lines = [
         f"Machine: {machine(device)}.",
-        "Embedding: `symclr_ft.evaluate.embed_images`, "
+        "Embedding: `symclr_ft.eval.evaluate.embed_images`, "
         f"{n} train crops, batch {args.batch_size}, ResNet-18 channels_last, {args.steps} pass(es) "
         f"per repetition, {args.repeats} alternations.",
         "",

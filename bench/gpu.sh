@@ -61,7 +61,7 @@ if [ -f "$DATA/classes.json" ]; then
 else
     SHARDS=$WORK/shards
     T0=$(date +%s)
-    timeout -k 10 $(( $(left) - 60 )) "$PYTHON" -m symclr_ft.shards --coco "$DATA" --out "$SHARDS" \
+    timeout -k 10 $(( $(left) - 60 )) "$PYTHON" -m symclr_ft.data.shards --coco "$DATA" --out "$SHARDS" \
         || { echo "error: make-shards failed or timed out" >&2; exit 1; }
     SHARD_S=$(( $(date +%s) - T0 ))
 fi

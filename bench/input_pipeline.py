@@ -30,7 +30,7 @@ from benchlib import (
     timed,
 )
 from seed_reference import SeedCropDataset, SeedPath, seed_loader, simclr_transform
-from symclr_ft.data import load_split
+from symclr_ft.data.shardset import load_split
 
 
 def parse_args(argv=None) -> argparse.Namespace:

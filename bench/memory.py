@@ -13,7 +13,7 @@ child, from ``os.wait4``) is reported. Two kinds of run, alternated ``--repeats`
 * ``train``: the real command, ``python -m symclr_ft.train --config configs/baseline.yaml``
   with ``train.max_steps=--steps`` (CPU, tracking off, a temporary run folder). It also loads
   the evaluation split, evaluates at the end (100 episodes) and writes the run files, so its
-  peak includes evaluation. Needs ``symclr_ft.evaluate`` and ``symclr_ft.report``; skipped
+  peak includes evaluation. Needs ``symclr_ft.eval.evaluate`` and ``symclr_ft.eval.report``; skipped
   (and said so) when they are missing.
 
 Target: at most 4 GiB.
@@ -21,7 +21,7 @@ Target: at most 4 GiB.
 Evaluation memory (``--modes evaluate evaluate_in_memory``), on a large shard set at
 ``--eval-size`` px with ``--eval-model``:
 
-* ``evaluate``: the real command, ``python -m symclr_ft.evaluate`` (crops streamed batch by
+* ``evaluate``: the real command, ``python -m symclr_ft.eval.evaluate`` (crops streamed batch by
   batch, only features kept);
 * ``evaluate_in_memory``: the reference, what the command did before: ``load_split`` of both
   splits (every decoded crop held as uint8) and ``evaluate_model``.
@@ -30,7 +30,7 @@ Evaluation memory (``--modes evaluate evaluate_in_memory``), on a large shard se
 whose train split is SRC's train + valid and whose test split is SRC's test (the muscima
 shards give 33,398 support + 6,324 query crops = 39,722). Target: at most 1.5 GiB.
 
-Prediction memory (``--modes predict``): ``python -m symclr_ft.predict`` with the valid split
+Prediction memory (``--modes predict``): ``python -m symclr_ft.use.predict`` with the valid split
 of ``--shards`` as support and ``--predict-queries`` query crops: the train split of
 ``--shards`` written again under new keys (``--cycle-dir``) until there are that many. Target: at most
 2 GiB for 100,000 queries. Its wall time also gives the end-to-end rate.
@@ -78,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def child_loop(args) -> None:
     """The body of a ``loop`` measurement (runs in the fresh child process)."""
     from benchlib import DefaultPath, bench_config, take_batches
-    from symclr_ft.data import load_split
+    from symclr_ft.data.shardset import load_split
 
     crops = load_split(args.shards, "train", args.size)
     path = DefaultPath(crops.images, crops.labels, bench_config(args.size, args.batch_size))
@@ -111,10 +111,10 @@ def child_eval_ref(args) -> None:
     import torch
 
     from symclr_ft.config import EvalConfig
-    from symclr_ft.data import load_classes, load_split
+    from symclr_ft.data.shardset import load_classes, load_split
     from symclr_ft.distributed import make_accelerator
-    from symclr_ft.evaluate import evaluate_model
-    from symclr_ft.model import load_model_file
+    from symclr_ft.eval.evaluate import evaluate_model
+    from symclr_ft.models.backbones import load_model_file
 
     net = load_model_file(args.eval_model).to(memory_format=torch.channels_last)
     support = load_split(args.eval_shards, "train", args.eval_size)
@@ -127,9 +127,9 @@ def cycle_train_split(src: Path, out: Path, crops: int) -> int:
     """A shard folder whose test split is src's train split written again and again, each
     copy's keys prefixed ``c<copy>_`` (a shard set's keys are unique: a linked copy would be
     refused as a copied shard), until it holds at least ``crops`` crops; returns how many."""
-    from symclr_ft.data import iter_shard, shard_paths
+    from symclr_ft.data.shardset import iter_shard, shard_paths
     from symclr_ft.io import read_json, write_json
-    from symclr_ft.shards import ShardSequence
+    from symclr_ft.data.shards import ShardSequence
 
     stats = read_json(src / "stats.json", "shard statistics")
     per_copy = stats["splits"]["train"]["crops"]
@@ -150,14 +150,14 @@ def cycle_train_split(src: Path, out: Path, crops: int) -> int:
 
 
 def predict_cmd(args, out_dir: str) -> list[str]:
-    return [sys.executable, "-m", "symclr_ft.predict", "--model", args.eval_model,
+    return [sys.executable, "-m", "symclr_ft.use.predict", "--model", args.eval_model,
             "--support", args.shards, "--support-split", "valid", "--query", args.cycle_dir,
             "--query-split", "test", "--out", f"{out_dir}/preds.csv"]
 
 
 def eval_cmd(args, mode: str) -> list[str]:
     if mode == "evaluate":
-        return [sys.executable, "-m", "symclr_ft.evaluate", "--shards", args.eval_shards,
+        return [sys.executable, "-m", "symclr_ft.eval.evaluate", "--shards", args.eval_shards,
                 "--split", "test", "--checkpoint", args.eval_model, "--image-size",
                 str(args.eval_size)]
     return [sys.executable, str(Path(__file__).resolve()), "--child-eval-ref", "--eval-shards",
@@ -204,7 +204,7 @@ def main(argv=None) -> None:
         queries = cycle_train_split(Path(args.shards), Path(args.cycle_dir), args.predict_queries)
     modes = list(args.modes)
     notes = []
-    missing = [m for m in ("symclr_ft.evaluate", "symclr_ft.report") if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("symclr_ft.eval.evaluate", "symclr_ft.eval.report") if importlib.util.find_spec(m) is None]
     if "train" in modes and missing:
         modes.remove("train")
         notes.append(f"- `train` skipped: {', '.join(missing)} not available yet.")
@@ -228,9 +228,9 @@ def main(argv=None) -> None:
     what = {
         "loop": "load_split + default training loop",
         "train": "`python -m symclr_ft.train` (baseline.yaml, incl. final evaluation)",
-        "evaluate": f"`python -m symclr_ft.evaluate` (streamed), {args.eval_size} px",
+        "evaluate": f"`python -m symclr_ft.eval.evaluate` (streamed), {args.eval_size} px",
         "evaluate_in_memory": f"reference: load_split + evaluate_model, {args.eval_size} px",
-        "predict": "`python -m symclr_ft.predict`, "
+        "predict": "`python -m symclr_ft.use.predict`, "
                    f"{queries if 'predict' in args.modes else 0:,} queries",
     }
     for mode, values in results.items():

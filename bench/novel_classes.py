@@ -27,13 +27,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from symclr_ft.batches import input_rule  # noqa: E402
+from symclr_ft.data.batches import input_rule  # noqa: E402
 from symclr_ft.config import load_config  # noqa: E402
-from symclr_ft.data import iter_shard, load_classes, load_split, shard_paths  # noqa: E402
+from symclr_ft.data.shardset import iter_shard, load_classes, load_split, shard_paths  # noqa: E402
 from symclr_ft.distributed import make_accelerator  # noqa: E402
-from symclr_ft.evaluate import evaluate_model  # noqa: E402
-from symclr_ft.model import load_model_file  # noqa: E402
-from symclr_ft.shards import ShardSequence  # noqa: E402
+from symclr_ft.eval.evaluate import evaluate_model  # noqa: E402
+from symclr_ft.models.backbones import load_model_file  # noqa: E402
+from symclr_ft.data.shards import ShardSequence  # noqa: E402
 
 
 def class_folds(labels: np.ndarray, folds: int, per_fold: int, seed: int) -> list[list[int]]:

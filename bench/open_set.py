@@ -9,11 +9,11 @@ seed): for fold k, the model ``NOVEL/fold{k}/model.pt`` was trained without the 
 Those classes are the unknowns (never trained, never in the support); the known classes are the
 rest. Each draw takes a seeded 1-shot support of the known classes from the train split; the
 queries are every crop of the split of a known or a fold class. Reported with scikit-learn
-(``symclr_ft.metrics.open_set_summary``), mean over draws and folds:
+(``symclr_ft.eval.metrics.open_set_summary``), mean over draws and folds:
 
 * AUROC of known vs unknown queries from the score (OpenOOD's first metric);
 * FPR at 95% TPR: unknown queries accepted at the threshold that accepts 95% of known ones;
-* at the ``--reject auto`` threshold (``symclr_ft.rejection.auto_threshold``: support only, for a
+* at the ``--reject auto`` threshold (``symclr_ft.use.rejection.auto_threshold``: support only, for a
   1-shot support from augmented views): known queries accepted and correct (the open-set
   classification rate) against unknown queries accepted, and the known-class accuracy lost
   against the closed set.
@@ -57,14 +57,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from novel_classes import class_folds  # noqa: E402
-from symclr_ft.data import load_classes, load_split  # noqa: E402
+from symclr_ft.data.shardset import load_classes, load_split  # noqa: E402
 from symclr_ft.distributed import inference_precision, make_accelerator  # noqa: E402
-from symclr_ft.evaluate import embed_images  # noqa: E402
-from symclr_ft.knn import class_similarity, draw_supports  # noqa: E402
-from symclr_ft.metrics import open_set_summary  # noqa: E402
-from symclr_ft.model import load_model_file, model_file_info  # noqa: E402
-from symclr_ft.predict import Support, classify  # noqa: E402
-from symclr_ft.rejection import (  # noqa: E402
+from symclr_ft.eval.evaluate import embed_images  # noqa: E402
+from symclr_ft.eval.knn import class_similarity, draw_supports  # noqa: E402
+from symclr_ft.eval.metrics import open_set_summary  # noqa: E402
+from symclr_ft.models.backbones import load_model_file, model_file_info  # noqa: E402
+from symclr_ft.use.predict import Support, classify  # noqa: E402
+from symclr_ft.use.rejection import (  # noqa: E402
     VIEW_BLUR, VIEW_SCALE_MIN, VIEWS_PER_CROP, augmented_views, auto_threshold, view_prototypes,
 )
 

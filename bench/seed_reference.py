@@ -9,7 +9,7 @@ What the seed did per step (sthalles/SimCLR ``data_aug`` + ``simclr.py``):
   0.8s, 0.2s)], p=0.8) -> RandomGrayscale(p=0.2) -> GaussianBlur(int(0.1 size)) -> ToTensor``,
   with sthalles' own ``GaussianBlur`` (always applied, sigma ~ U(0.1, 2), kernel made odd);
 * the default collate, ``torch.cat`` of the two views, an fp32 forward of the same network
-  (``symclr_ft.model.SimCLRNet``, contiguous memory format), ``symclr_ft.losses.info_nce``,
+  (``symclr_ft.models.backbones.SimCLRNet``, contiguous memory format), ``symclr_ft.models.losses.info_nce``,
   backward, ``Adam``.
 
 Example::
@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from symclr_ft.data import iter_shard, shard_paths  # noqa: E402
-from symclr_ft.losses import info_nce  # noqa: E402
-from symclr_ft.model import SimCLRNet  # noqa: E402
+from symclr_ft.data.shardset import iter_shard, shard_paths  # noqa: E402
+from symclr_ft.models.losses import info_nce  # noqa: E402
+from symclr_ft.models.backbones import SimCLRNet  # noqa: E402
 
 
 class GaussianBlur:

@@ -43,13 +43,15 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from symclr_ft.coco import load_coco  # noqa: E402
-from symclr_ft.spot import (  # noqa: E402
-    Candidates, Drawing, Exemplars, SpotConfig, _open_rgb, count_detections, drawing_candidates,
-    embed_exemplars, list_drawings, model_and_size, pick_coco_exemplars, score_candidates,
-    to_coco_results,
+from symclr_ft.data.coco import load_coco  # noqa: E402
+from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
+from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_rgb  # noqa: E402
+from symclr_ft.use.spot.report import count_detections  # noqa: E402
+from symclr_ft.use.spot.spotting import (  # noqa: E402
+    Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
+    pick_coco_exemplars, score_candidates, to_coco_results,
 )
-from symclr_ft.spot_report import exact_count_share  # noqa: E402
+from symclr_ft.use.spot.report import exact_count_share  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 T95 = {n: t for n, t in [(2, 12.71), (3, 4.30), (4, 3.18), (5, 2.78), (6, 2.57), (7, 2.45), (8, 2.36), (9, 2.31), (10, 2.26)]}
@@ -115,7 +117,7 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
     start = time.time()
     for d in drawings:
         with torch.no_grad():
-            c = drawing_candidates(net, _open_rgb(d.path), image_size, cfg, objectness)
+            c = drawing_candidates(net, open_rgb(d.path), image_size, cfg, objectness)
         out[d.image_id] = c
     print(f"  embedded candidates of {len(drawings)} drawings in {time.time() - start:.0f} s "
           f"({sum(c.boxes.shape[0] for c in out.values()) / max(1, len(out)):.0f} per drawing)", flush=True)
@@ -161,7 +163,7 @@ def template_exemplars(picked: list[tuple]) -> list[tuple[int, np.ndarray]]:
     """(category id, grey template) of each exemplar box, in its four quarter turns."""
     out = []
     for cat_id, _name, path, bbox in picked:
-        grey = np.asarray(_open_rgb(path).convert("L"))
+        grey = np.asarray(open_rgb(path).convert("L"))
         x, y, w, h = (int(round(v)) for v in bbox)
         patch = grey[max(0, y) : y + max(1, h), max(0, x) : x + max(1, w)]
         out.extend((cat_id, np.ascontiguousarray(np.rot90(patch, k))) for k in range(4))
@@ -226,7 +228,7 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
                      template_draws: int = 0, keep_per_draw: bool = False, objectness_drawings: int = 30) -> dict:
     """One row of the results table: our method over ``draws`` exemplar draws (and template
     matching over the first ``template_draws``), restricted to ``classes``."""
-    from symclr_ft.spot_objectness import fit_objectness
+    from symclr_ft.use.spot.objectness import fit_objectness
 
     net, size, _ = model_and_size(model, None)
     start = time.time()
@@ -239,7 +241,7 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
     cands = cached_candidates(net, model, drawings, size, cfg, cache, objectness, tag=f"{exemplar_json}|{sorted(excluded)}")
     cat_ids = sorted(classes)
     ours, tm = [], []
-    greys = {d.image_id: np.asarray(_open_rgb(d.path).convert("L")) for d in drawings} if template_draws else {}
+    greys = {d.image_id: np.asarray(open_rgb(d.path).convert("L")) for d in drawings} if template_draws else {}
     for seed in range(draws):
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
@@ -266,7 +268,7 @@ def summarise(runs: list[dict], keep: bool) -> dict:
 def tune(args, cfg: SpotConfig) -> list[dict]:
     """Scoring settings on the VALID split (main model, all classes, ``--draws`` draws):
     objectness weight x box rule x NMS IoU, and the count threshold for exact counts."""
-    from symclr_ft.spot_objectness import fit_objectness
+    from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
     gt_json = args.data / "valid" / "_annotations.coco.json"
@@ -330,8 +332,8 @@ def choose(rows: list[dict]) -> dict:
 def speed(args, cfg: SpotConfig, n: int) -> dict:
     """Seconds per drawing end to end (decode, candidates, embedding, scoring) on ``n`` valid
     drawings, exemplars and objectness model prepared once beforehand (timed apart)."""
-    from symclr_ft.spot import spot_drawing
-    from symclr_ft.spot_objectness import fit_objectness
+    from symclr_ft.use.spot.spotting import spot_drawing
+    from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
     net, size, _ = model_and_size(args.model, None)
@@ -367,12 +369,12 @@ def big_drawing(args, cfg: SpotConfig) -> dict:
     k = 0
     for y in range(0, 10_000, 700):
         for x in range(0, 10_000, 840):
-            sheet.paste(_open_rgb(tiles[k % len(tiles)].path), (x, y))
+            sheet.paste(open_rgb(tiles[k % len(tiles)].path), (x, y))
             k += 1
     (tmp / "drawings").mkdir()
     sheet.save(tmp / "drawings" / "big.png")
     del sheet
-    cmd = [sys.executable, "-m", "symclr_ft.spot", "--model", str(args.model), "--exemplars",
+    cmd = [sys.executable, "-m", "symclr_ft.use.spot.spotting", "--model", str(args.model), "--exemplars",
            str(args.data / "train"), "--drawings", str(tmp / "drawings"), "--out", str(tmp / "out")]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from symclr_ft.data import iter_shard, shard_paths  # noqa: E402
+from symclr_ft.data.shardset import iter_shard, shard_paths  # noqa: E402
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:

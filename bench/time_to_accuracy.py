@@ -91,7 +91,7 @@ def evaluate_start(recipe: dict, args, out_dir: Path) -> dict:
     size, arch, norm, init, precision = resolved(
         recipe["config"], recipe["overrides"],
         ["data.image_size", "model.arch", "model.input_norm", "model.init", "train.mixed_precision"])
-    subprocess.run([sys.executable, "-m", "symclr_ft.evaluate", "--shards", args.shards, "--split", "valid",
+    subprocess.run([sys.executable, "-m", "symclr_ft.eval.evaluate", "--shards", args.shards, "--split", "valid",
                     "--checkpoint", init, "--arch", arch, "--input-norm", norm, "--image-size", size,
                     "--episodes", str(args.episodes), "--mixed-precision", precision, "--out", str(out_dir)],
                    check=True, cwd=REPO)

@@ -31,7 +31,7 @@ from benchlib import (
     timed,
 )
 from seed_reference import SeedCropDataset, SeedPath, seed_loader, simclr_transform
-from symclr_ft.data import load_split
+from symclr_ft.data.shardset import load_split
 
 VARIANTS = {  # name -> (mixed precision, channels_last, torch.compile)
     "fp32, batched views, contiguous": ("no", False, False),

@@ -38,10 +38,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from symclr_ft.config import EvalConfig, ModelConfig, read_yaml  # noqa: E402
-from symclr_ft.data import CropSet, iter_shard, load_classes, shard_paths  # noqa: E402
+from symclr_ft.data.shardset import CropSet, iter_shard, load_classes, shard_paths  # noqa: E402
 from symclr_ft.errors import ArgumentParser, UserError, report_user_errors  # noqa: E402
 from symclr_ft.io import read_json, write_json, write_text  # noqa: E402
-from symclr_ft.preprocess import INK_MODES, decode_crop  # noqa: E402
+from symclr_ft.data.preprocess import INK_MODES, decode_crop  # noqa: E402
 
 METRICS = ("one_shot", "five_shot")
 IMAGENET = "efficientnet_lite0"
@@ -62,7 +62,7 @@ class ModelSpec:
     path: str  # a model file, or "efficientnet_lite0" (the untrained ImageNet weights)
     rule: InputRule
     wise: float = 1.0  # WiSE-FT: weights (1 - wise) * ImageNet init + wise * the file's
-    layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.multilayer); (): the head's
+    layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.models.multilayer); (): the head's
 
 
 def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
@@ -79,7 +79,7 @@ def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
 
 def parse_model(text: str, default: InputRule) -> ModelSpec:
     """``NAME=PATH[,size=N][,ink=MODE][,box=0|1][,wise=A]`` (options override the config's
-    rule; ``wise`` evaluates the WiSE-FT average with the ImageNet init, symclr_ft.wise)."""
+    rule; ``wise`` evaluates the WiSE-FT average with the ImageNet init, symclr_ft.models.wise)."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise UserError(f"--model {text}: expected NAME=PATH")
@@ -115,7 +115,7 @@ def _is_fraction(value: str) -> bool:
 
 
 def imagenet_network():
-    from symclr_ft.model import build_model
+    from symclr_ft.models.backbones import build_model
 
     cfg = ModelConfig(arch="tf_efficientnet_lite0", init=IMAGENET, input_norm="imagenet")
     return build_model(cfg).eval()
@@ -123,9 +123,9 @@ def imagenet_network():
 
 def load_network(spec: ModelSpec):
     """The spec's network; with ``wise < 1`` the WiSE-FT average with the ImageNet init."""
-    from symclr_ft.model import load_model_file
-    from symclr_ft.multilayer import MultiLayerFeatures
-    from symclr_ft.wise import wise_network
+    from symclr_ft.models.backbones import load_model_file
+    from symclr_ft.models.multilayer import MultiLayerFeatures
+    from symclr_ft.models.wise import wise_network
 
     net = imagenet_network() if spec.path == IMAGENET else load_model_file(spec.path).eval()
     if spec.wise < 1.0 and spec.path != IMAGENET:
@@ -148,7 +148,7 @@ def domain_shards(name: str, source: Path, cache: Path) -> Path:
         return source
     if not source.exists():
         raise UserError(f"domain {name}: {source} not found")
-    from symclr_ft.shards import make_shards
+    from symclr_ft.data.shards import make_shards
 
     out = cache / name
     stats = out / "stats.json"
@@ -239,7 +239,7 @@ def summarise(metrics: dict) -> dict:
 
 def evaluate_on(accelerator, net, domain: Domain, rule: InputRule, cfg: EvalConfig, split: str, keep_classes=None) -> dict:
     """evaluate_model on a domain (optionally only the classes ``keep_classes``)."""
-    from symclr_ft.evaluate import evaluate_model
+    from symclr_ft.eval.evaluate import evaluate_model
 
     support, queries = domain.sets(rule)
     if keep_classes is not None:

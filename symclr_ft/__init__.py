@@ -1,7 +1,11 @@
 """symclr_ft: few-shot recognition of symbols in engineering drawings.
 
-COCO drawings -> make-shards -> class-unique contrastive fine-tuning of a SimCLR ResNet-18
-(Accelerate) -> cosine k-NN few-shot evaluation on the 512-d backbone features.
+COCO drawings -> make-shards -> contrastive fine-tuning (Accelerate) -> k-NN few-shot
+evaluation -> feature indexes, predictions with "unknown", and spotting on whole drawings.
 """
 
+from symclr_ft import _moved
+
 __version__ = "0.1.0"
+
+_moved.install()

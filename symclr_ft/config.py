@@ -44,7 +44,7 @@ class DataConfig:
     shuffle_buffer: int = 2000  # streaming mode only
     train_split: str = "train"
     allow_subset: bool = False  # read a shard set that differs from its stats.json (shards removed on purpose)
-    # How a crop becomes the square input (symclr_ft.preprocess), at training AND evaluation:
+    # How a crop becomes the square input (symclr_ft.data.preprocess), at training AND evaluation:
     # canonical: dark grey ink on white whatever the drawing's colours; letterbox: keep the
     # aspect ratio (pad) instead of stretching.
     ink: Literal["none", "canonical", "invert"] = "none"
@@ -60,11 +60,11 @@ class ModelConfig:
     init: str = "random"
     channels_last: bool = True
     input_norm: Literal["none", "imagenet"] = "none"  # sthalles/SimCLR trained on [0,1] input
-    # WiSE-FT (symclr_ft.wise): after the last epoch the weights become
+    # WiSE-FT (symclr_ft.models.wise): after the last epoch the weights become
     # (1 - wise_alpha) * init + wise_alpha * fine-tuned; 1.0: the fine-tuned weights.
     wise_alpha: float = 1.0
     # Evaluation features (k-NN, embed, predict, spot) from several EfficientNet stages, e.g.
-    # "4+5+head" (symclr_ft.multilayer); "": the pooled head features. Training is unchanged.
+    # "4+5+head" (symclr_ft.models.multilayer); "": the pooled head features. Training is unchanged.
     feature_layers: str = ""
 
 
@@ -335,7 +335,7 @@ def _check_run_name(name: str, source: str) -> None:
 
 
 def _check_inputs_rule(cfg: Config, source: str) -> None:
-    """The transfer levers' settings (symclr_ft.preprocess, symclr_ft.multilayer)."""
+    """The transfer levers' settings (symclr_ft.data.preprocess, symclr_ft.models.multilayer)."""
     layers = cfg.model.feature_layers
     if layers and not all(p == "head" or p.isdigit() for p in layers.split("+")):
         raise ConfigError(

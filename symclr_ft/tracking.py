@@ -21,7 +21,7 @@ from typing import Any
 from symclr_ft.config import Config, dump_config
 from symclr_ft.errors import UserError, library_message
 from symclr_ft.io import ensure_writable_dir, read_json, replace_dir, write_json, write_text
-from symclr_ft.model import save_model_file
+from symclr_ft.models.backbones import save_model_file
 
 PROGRESS_FILE = "progress.json"  # in state/: where training stands, as JSON (never a pickle)
 PACKAGES = ("torch", "torchvision", "accelerate", "timm", "webdataset", "scikit-learn", "wandb", "numpy")

@@ -9,7 +9,7 @@ Run it as::
 Read it top to bottom: :func:`train` sets up and loops over epochs, :func:`train_one_epoch`
 loops over steps, :func:`train_step` is one step. Every process computes the same global
 batches (class-unique by default) from the seed and the epoch and trains on its part
-(``symclr_ft.batches``); the two views' projections are gathered from all processes with
+(``symclr_ft.data.batches``); the two views' projections are gathered from all processes with
 gradient and the contrastive loss is computed on the global batch. The run folder
 ``runs/<name>/`` (``tracking.RunFiles``) receives the config, environment, per-epoch history,
 evaluation metrics, a portable model file and resumable state.
@@ -40,16 +40,16 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
     from accelerate.utils import set_seed
     from tqdm import tqdm
 
-    from symclr_ft.batches import LocalBatch, MemorySource, input_rule, make_source, views_for
+    from symclr_ft.data.batches import LocalBatch, MemorySource, input_rule, make_source, views_for
     from symclr_ft.config import Config, config_to_dict, load_config
-    from symclr_ft.data import CropSet, load_classes, load_split
+    from symclr_ft.data.shardset import CropSet, load_classes, load_split
     from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
     from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
-    from symclr_ft.evaluate import evaluate_model, summary_line
-    from symclr_ft.losses import contrastive_loss
-    from symclr_ft.model import build_model
+    from symclr_ft.eval.evaluate import evaluate_model, summary_line
+    from symclr_ft.models.losses import contrastive_loss
+    from symclr_ft.models.backbones import build_model
     from symclr_ft.tracking import RunFiles, environment, wandb_settings
-    from symclr_ft.wise import apply_wise_
+    from symclr_ft.models.wise import apply_wise_
 
 
 @dataclass
@@ -370,7 +370,7 @@ def flat_config(cfg: Config) -> dict:
 
 
 def plot_history(history: list[dict], out_dir: Path) -> None:
-    from symclr_ft.report import plot_history as plot  # matplotlib: loaded only when plotting
+    from symclr_ft.eval.report import plot_history as plot  # matplotlib: loaded only when plotting
 
     plot(history, out_dir)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from symclr_ft import shards, synth
+from symclr_ft.data import shards, synth
 
 SYNTH_CLASSES = 12
 SYNTH_DRAWINGS = {"train": 6, "valid": 6, "test": 6}

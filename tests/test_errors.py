@@ -27,7 +27,7 @@ def test_a_crafted_checkpoint_message_is_quoted_cleanly(tmp_path):
     import torch
 
     from symclr_ft.errors import UserError
-    from symclr_ft.model import read_checkpoint
+    from symclr_ft.models.backbones import read_checkpoint
 
     torch.save({"x": argparse.Namespace(a=1)}, tmp_path / "ns.pt")
     with pytest.raises(UserError) as err:

@@ -26,13 +26,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from symclr_ft import config, shards, train
-from symclr_ft.coco import ANNOTATIONS_FILE
+from symclr_ft import config, train
+
+from symclr_ft.data import shards
+from symclr_ft.data.coco import ANNOTATIONS_FILE
 from symclr_ft.config import Config, config_to_dict
-from symclr_ft.data import iter_shard, load_split
+from symclr_ft.data.shardset import iter_shard, load_split
 from symclr_ft.errors import UserError
-from symclr_ft.model import load_model_file
-from symclr_ft.shards import TAR_HEADERS
+from symclr_ft.models.backbones import load_model_file
+from symclr_ft.data.shards import TAR_HEADERS
 
 
 def fuzz(examples: int):

@@ -28,8 +28,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import SYNTH_CLASSES
-from symclr_ft import config, shards, synth
-from symclr_ft.coco import ANNOTATIONS_FILE, SPLITS
+from symclr_ft import config
+from symclr_ft.data import shards, synth
+from symclr_ft.data.coco import ANNOTATIONS_FILE, SPLITS
 from symclr_ft.config import (
     Config,
     ConfigError,
@@ -38,10 +39,10 @@ from symclr_ft.config import (
     dump_config,
     load_config,
 )
-from symclr_ft.data import iter_shard, load_classes, load_split, verify_split
+from symclr_ft.data.shardset import iter_shard, load_classes, load_split, verify_split
 from symclr_ft.errors import UserError
 from symclr_ft.io import atomic_dir, atomic_path, write_json
-from symclr_ft.shards import TAR_HEADERS
+from symclr_ft.data.shards import TAR_HEADERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # SYMCLR_FUZZ_EXAMPLES=2000 for a longer hunt; 40 keeps the suite fast.
@@ -612,7 +613,7 @@ def test_randomly_damaged_shard_loads_whole_or_says_which_file(data, synth_shard
 
 
 def test_streaming_with_fewer_shards_than_readers(synth_shards):
-    from symclr_ft.data import stream_batches
+    from symclr_ft.data.shardset import stream_batches
 
     with pytest.raises(UserError) as err:
         stream_batches(synth_shards, "test", 16, 4, 1, rank=0, world=2, seed=0, num_workers=2)
@@ -622,7 +623,7 @@ def test_streaming_with_fewer_shards_than_readers(synth_shards):
 
 
 def test_sampler_that_mixes_classes_needs_masking():
-    from symclr_ft.data import check_batch_size
+    from symclr_ft.data.shardset import check_batch_size
 
     with pytest.raises(UserError, match="data.sampler=random puts crops of one class"):
         check_batch_size("random", [0, 0, 1, 2], 2, same_class_ok=False)
@@ -811,7 +812,7 @@ def test_verify_split_reads_headers_only_and_checks_the_same(set_copy):
 
 
 def test_streaming_refuses_a_damaged_set_and_a_damaged_sample(set_copy):
-    from symclr_ft.data import stream_batches
+    from symclr_ft.data.shardset import stream_batches
 
     (set_copy / "train-000001.tar").unlink()
     with pytest.raises(UserError, match="train-000001.tar: shard missing"):

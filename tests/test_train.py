@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from symclr_ft.config import load_config
-from symclr_ft.data import class_unique_batches, load_split
-from symclr_ft.model import load_model_file, read_checkpoint
+from symclr_ft.data.shardset import class_unique_batches, load_split
+from symclr_ft.models.backbones import load_model_file, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -174,9 +174,9 @@ def test_evaluation_is_identical_with_one_and_two_processes(synth_shards, tmp_pa
     """The same checkpoint evaluated by 1 and by 2 processes: identical numbers."""
     common = ["--shards", str(synth_shards), "--split", "valid", "--checkpoint", "random",
               "--image-size", "32", "--episodes", "20", "--mixed-precision", "no"]
-    one = run([sys.executable, "-m", "symclr_ft.evaluate", *common, "--out", str(tmp_path / "one")])
+    one = run([sys.executable, "-m", "symclr_ft.eval.evaluate", *common, "--out", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr[-2000:]
-    two = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "symclr_ft.evaluate", *common,
+    two = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "symclr_ft.eval.evaluate", *common,
                "--out", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
     assert metric_numbers(tmp_path / "one") == metric_numbers(tmp_path / "two")
@@ -226,7 +226,7 @@ def test_bf16_and_fp32_evaluate_within_a_point(synth_shards, tmp_path):
     scores = {}
     for precision in ("no", "bf16"):
         out = tmp_path / f"eval_{precision}"
-        result = run([sys.executable, "-m", "symclr_ft.evaluate", "--shards", str(synth_shards),
+        result = run([sys.executable, "-m", "symclr_ft.eval.evaluate", "--shards", str(synth_shards),
                       "--split", "valid", "--checkpoint", str(tmp_path / "prec" / "model.pt"),
                       "--episodes", "50", "--mixed-precision", precision, "--out", str(out)])
         assert result.returncode == 0, result.stderr[-2000:]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from symclr_ft.config import EvalConfig, ModelConfig
-from symclr_ft.data import iter_shard, load_classes, load_split, shard_paths
+from symclr_ft.data.shardset import iter_shard, load_classes, load_split, shard_paths
 from symclr_ft.distributed import make_accelerator
-from symclr_ft.evaluate import evaluate_model
-from symclr_ft.model import build_model, save_model_file
-from symclr_ft.shards import ShardSequence
+from symclr_ft.eval.evaluate import evaluate_model
+from symclr_ft.models.backbones import build_model, save_model_file
+from symclr_ft.data.shards import ShardSequence
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("transfer", REPO / "bench" / "transfer.py")

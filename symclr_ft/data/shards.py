@@ -1,0 +1,329 @@
+"""The ``make-shards`` command: a COCO export -> WebDataset tars of symbol crops.
+
+Every annotated box becomes one sample: the padded box cut from its drawing at native
+resolution (PNG), its contiguous class index and a json record pointing back to the source
+(see "Shard format" in docs/ARCHITECTURE.md). Cropping once, here, means training and
+evaluation never touch the drawings or the COCO json again.
+
+The output is byte-identical for the same input (fixed tar headers, sorted order, fixed PNG
+settings), so shards can be compared by checksum, and it appears atomically: everything is
+written into a temporary folder beside ``--out`` and moved in only when complete, so a run
+that fails halfway (or is interrupted, SIGTERM included) leaves the previous shards as they
+were. Only make-shards' own files in ``--out`` are ever replaced.
+
+Example::
+
+    make-shards --coco ../shared/data/firefighting --out shards/
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import webdataset as wds
+from tqdm import tqdm
+
+from symclr_ft.data.coco import (
+    SPLITS,
+    CocoSplit,
+    Export,
+    check_image_files,
+    is_padding,
+    load_export,
+    open_image,
+    padded_crop_box,
+    usable_path,
+)
+from symclr_ft.data.shardset import shard_name
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors, sigterm_as_interrupt
+from symclr_ft.io import replace_files
+
+CLASSES_FILE = "classes.json"
+STATS_FILE = "stats.json"
+# Fixed so that the same crop always encodes to the same bytes.
+PNG_SETTINGS = {"format": "PNG", "compress_level": 6, "optimize": False}
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    index: int
+    coco_id: int
+    name: str
+
+
+def build_classes(export: Export) -> list[ClassEntry]:
+    """Contiguous class indices over the categories that have at least one box in any split,
+    sorted by COCO id. Unused categories (the real data's id 0 parent) are not classes, and a
+    class seen only in valid still gets an index so that evaluation can name it."""
+    used = {ann.category_id for split in export.splits for ann in split.annotations}
+    if not used:
+        raise UserError(f"{export.source}: no annotated boxes in any split, nothing to crop")
+    categories = export.categories()
+    return [
+        ClassEntry(index, coco_id, categories[coco_id].name)
+        for index, coco_id in enumerate(sorted(used))
+    ]
+
+
+def sample_key(split: str, index: int) -> str:
+    return f"{split}_{index:07d}"
+
+
+def encode_png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, **PNG_SETTINGS)
+    return buffer.getvalue()
+
+
+# Fixed tar headers (mtime 0, uid/gid 0, no user names), so that the tar bytes depend only on the
+# samples; webdataset writes members in sorted extension order.
+TAR_HEADERS = {"user": "", "group": "", "mode": 0o444, "mtime": 0, "encoder": False}
+
+
+class ShardSequence:
+    """``<split>-000000.tar``, ``<split>-000001.tar``, ... in ``folder`` with at most
+    ``shard_size`` samples each (webdataset's ``ShardWriter`` with fixed tar headers); no file
+    is created for a split without samples. ``count`` is the number of samples written."""
+
+    def __init__(self, folder: Path, split: str, shard_size: int):
+        self.folder, self.split, self.shard_size = Path(folder), split, shard_size
+        self.files: list[Path] = []
+        self.count = 0
+        self._writer: wds.ShardWriter | None = None
+        self._stream: BinaryIO | None = None
+
+    def _open(self, number: str) -> BinaryIO:
+        # Our own opener: the file name is never read as a URL (webdataset would run
+        # "pipe:..." names as shell commands), and we close what we opened.
+        path = self.folder / shard_name(self.split, int(number))
+        self._stream = open(path, "wb")
+        self.files.append(path)
+        return self._stream
+
+    def _closed(self, _name: str) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        if self._writer is None:
+            self._writer = wds.ShardWriter(
+                "%d", maxcount=self.shard_size,  # the opener gets the shard number
+                maxsize=float("inf"), verbose=0, opener=self._open, post=self._closed,
+                **TAR_HEADERS,
+            )  # fmt: skip
+        self._writer.write({"__key__": key, **members})
+        self.count += 1
+
+    def close(self) -> None:
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                writer.close()
+        finally:
+            self._closed("")
+
+
+def _summary(values: list[int]) -> dict[str, float | int | None]:
+    if not values:
+        return {"min": None, "median": None, "mean": None, "max": None}
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "mean": round(statistics.fmean(values), 2),
+        "max": max(values),
+    }
+
+
+def write_split(
+    split: CocoSplit,
+    classes: list[ClassEntry],
+    folder: Path,
+    padding: float,
+    shard_size: int,
+    progress: tqdm | None = None,
+) -> dict[str, Any]:
+    """Crop every box of one split into shards in ``folder``; returns the split's statistics."""
+    class_of = {entry.coco_id: entry for entry in classes}
+    per_class = {entry.name: 0 for entry in classes}
+    widths: list[int] = []
+    heights: list[int] = []
+    shards = ShardSequence(folder, split.name, shard_size)
+    try:
+        for image, annotations in split.annotations_by_image():
+            pixels = open_image(split, image)
+            for ann in annotations:
+                entry = class_of[ann.category_id]
+                crop = padded_crop_box(ann.bbox, image.width, image.height, padding)
+                record = {
+                    "image": image.file_name,
+                    "image_id": image.id,
+                    "annotation_id": ann.id,
+                    "bbox": list(ann.bbox),
+                    "crop": list(crop),
+                    "category_id": ann.category_id,
+                    "category_name": entry.name,
+                    "class_index": entry.index,
+                    "split": split.name,
+                }
+                shards.write(
+                    sample_key(split.name, shards.count),
+                    {
+                        "png": encode_png(pixels.crop(crop)),
+                        "cls": str(entry.index).encode("ascii"),
+                        "json": json.dumps(record).encode("utf-8"),
+                    },
+                )
+                per_class[entry.name] += 1
+                widths.append(crop[2] - crop[0])
+                heights.append(crop[3] - crop[1])
+            if progress is not None:
+                progress.update(1)
+    finally:
+        shards.close()
+    return {
+        "crops": shards.count,
+        "drawings": len(split.images),
+        "shards": len(shards.files),
+        "per_class": per_class,
+        "crop_width": _summary(widths),
+        "crop_height": _summary(heights),
+    }
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+# What make-shards writes into --out, and so all it may replace there: a user's own files
+# (my_backup.tar, README.md, ...) are never moved or deleted.
+OWN_FILE = re.compile(r"(%s)-[0-9]{6}\.tar|%s|%s" % ("|".join(SPLITS), CLASSES_FILE, STATS_FILE))
+
+
+def _is_shard_output(path: Path) -> bool:
+    return OWN_FILE.fullmatch(path.name) is not None and path.is_file()
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output we could not write before any image is read."""
+    if usable_path(out).exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out}: cannot create output folder ({err.strerror})") from None
+    for folder in (out.parent, out) if out.exists() else (out.parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"{out}: output folder is not writable ({folder})")
+
+
+def _move_into_place(new: Path, out: Path) -> None:
+    """Replace make-shards' own files in ``out`` by those in ``new``, keeping anything else
+    there (``io.replace_files``: the old files come back if the move fails or is interrupted)."""
+    try:
+        out.mkdir(exist_ok=True)
+        replace_files(new, out, sorted(p for p in out.iterdir() if _is_shard_output(p)))
+    except OSError as err:
+        raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
+
+
+def make_shards(
+    coco: str | Path, out: str | Path, padding: float = 0.1, shard_size: int = 1000
+) -> dict[str, Any]:
+    """Validate the export, write all shards + classes.json + stats.json atomically into
+    ``out``; returns the stats (the content of stats.json)."""
+    if not is_padding(padding):
+        raise UserError(f"--padding {padding}: must be a finite number >= 0")
+    if shard_size < 1:
+        raise UserError(f"--shard-size {shard_size}: must be at least 1")
+    out = Path(out)
+    export = load_export(coco)
+    classes = build_classes(export)
+    for split in export.splits:
+        check_image_files(split)
+    _check_output(out)
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.make-shards-", dir=out.parent))
+    except OSError as err:
+        raise UserError(f"{out}: cannot write beside the output folder ({err.strerror})") from None
+    try:
+        n_images = sum(1 for split in export.splits for _ in split.annotations_by_image())
+        # disable=None: no bar when stderr is not a terminal (logs, tests).
+        bar = tqdm(total=n_images, unit="img", desc="make-shards", file=sys.stderr, disable=None)
+        with bar:
+            split_stats = {
+                split.name: write_split(split, classes, tmp, padding, shard_size, bar)
+                for split in export.splits
+            }
+        _write_json(
+            tmp / CLASSES_FILE,
+            {
+                "classes": [
+                    {"index": c.index, "coco_id": c.coco_id, "name": c.name} for c in classes
+                ]
+            },
+        )
+        stats = {
+            "splits": split_stats,
+            "padding": padding,
+            "classes": len(classes),
+            "source": str(coco),
+        }
+        _write_json(tmp / STATS_FILE, stats)
+        _move_into_place(tmp, out)
+    except OSError as err:  # input problems are UserErrors by now: this is the output
+        raise UserError(f"{out}: cannot write the shards ({err.strerror or err})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return stats
+
+
+DESCRIPTION = "Cut every annotated symbol of a COCO export into WebDataset shards."
+OPTIONS = [  # option, type, default (None: required), help
+    ("--coco", str, None, "Roboflow COCO export folder (train/ valid/ test/) or one COCO json file"),
+    ("--out", str, None, "output folder for the shards"),
+    ("--padding", float, 0.1, "box padding, as a fraction of its size"),
+    ("--shard-size", int, 1000, "samples per tar file"),
+]
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = ArgumentParser(prog="make-shards", description=DESCRIPTION)
+    for option, kind, default, help_text in OPTIONS:
+        required = default is None
+        parser.add_argument(option, type=kind, default=default, required=required, help=help_text)
+    return parser.parse_args(argv)
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    start = time.perf_counter()
+    with sigterm_as_interrupt():
+        stats = make_shards(args.coco, args.out, args.padding, args.shard_size)
+    seconds = time.perf_counter() - start
+    for name, split in stats["splits"].items():
+        print(
+            f"{name}: {split['crops']} crops from {split['drawings']} drawings, "
+            f"{split['shards']} shards"
+        )
+    total = sum(split["shards"] for split in stats["splits"].values())
+    print(f"{stats['classes']} classes; {total} shards written to {args.out} in {seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

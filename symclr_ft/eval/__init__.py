@@ -1,0 +1,1 @@
+"""Evaluation floor: embedding a split, k-NN episodes (pure), metrics with intervals, reports."""

@@ -1,0 +1,337 @@
+"""Plots and run comparison: training curves, confusion matrices, the ``symclr-report`` table.
+
+``symclr-report runs/a runs/b --out runs/summary`` reads each run folder's ``metrics.json``
+(and ``config.yaml`` for its name and settings) and writes ``summary.md`` (the table, also
+printed) and ``summary.png`` (accuracies with their 95% intervals as error bars).
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global
+backend switch, nothing opens a window) and saved atomically like every other output.
+Accuracies are stored as fractions and shown as percentages.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.io import atomic_path, read_json, write_text
+from symclr_ft.eval.metrics import LABELS, SEED_METRICS, option_blocks, percent
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _figure(width: float = 6.0, height: float = 4.0):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def plot_confusion(
+    matrix: np.ndarray, class_names: Sequence[str], title: str, path: str | Path
+) -> Path:
+    """Row-normalised confusion matrix (rows: true class) as an image, counts in the title."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    rows = matrix.sum(axis=1, keepdims=True)
+    shown = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(4.0, 0.22 * len(class_names) + 2.5)
+    fig = _figure(size + 1.0, size)
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, vmin=0.0, vmax=1.0, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, labels=class_names, rotation=90, fontsize=6)
+    ax.set_yticks(ticks, labels=class_names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: {int(matrix.sum())} predictions, rows normalised")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    return save_figure(fig, path)
+
+
+def plot_per_class(
+    per_class: dict[str, dict[str, float]], path: str | Path, title: str = ""
+) -> Path:
+    """Horizontal grouped bars: per-class accuracy of each metric."""
+    names = list(dict.fromkeys(c for accs in per_class.values() for c in accs))  # class order
+    fig = _figure(7.0, max(3.0, 0.06 * len(names) * max(1, len(per_class)) + 1.5))
+    ax = fig.add_subplot()
+    height = 0.8 / max(1, len(per_class))
+    y = np.arange(len(names))
+    for i, (metric, accs) in enumerate(per_class.items()):
+        values = [100 * accs.get(n, np.nan) for n in names]
+        ax.barh(y + i * height, values, height=height, label=LABELS.get(metric, metric))
+    ax.set_yticks(y + height * (len(per_class) - 1) / 2, labels=names, fontsize=6)
+    ax.invert_yaxis()
+    ax.margins(y=0.01)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy (%)")
+    ax.set_title(f"per-class accuracy {title}".strip())
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return save_figure(fig, path)
+
+
+def _line_plot(xs, series: dict[str, list], ylabel: str, path: Path, log: bool = False) -> Path:
+    fig = _figure()
+    ax = fig.add_subplot()
+    for label, ys in series.items():
+        ax.plot(xs[label] if isinstance(xs, dict) else xs, ys, marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    if len(series) > 1:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _number(value: Any) -> float | None:
+    """A float from a history/metrics value: a number, or a block with ``micro_mean``."""
+    if isinstance(value, dict):
+        value = value.get("micro_mean")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def plot_history(history_rows: list[dict], out_dir: str | Path) -> list[Path]:
+    """loss.png, lr.png and (when some rows hold evaluation results) accuracy.png from the
+    rows of history.jsonl (keys ``epoch, loss, lr, seconds, images_per_s`` and optionally
+    ``one_shot, five_shot, full_knn`` micro means). Returns the written paths."""
+    out_dir = Path(out_dir)
+    written = []
+    for key, ylabel, log in (("loss", "loss", False), ("lr", "learning rate", True)):
+        points = [(r["epoch"], _number(r.get(key))) for r in history_rows if "epoch" in r]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            xs, ys = zip(*points)
+            written.append(
+                _line_plot(list(xs), {key: list(ys)}, ylabel, out_dir / f"{key}.png",
+                           log=log and min(ys) > 0)
+            )
+    xs: dict[str, list] = {}
+    series: dict[str, list] = {}
+    for name in SEED_METRICS:
+        for row in history_rows:
+            value = _number(row.get(name))
+            if value is not None and "epoch" in row:
+                xs.setdefault(LABELS[name], []).append(row["epoch"])
+                series.setdefault(LABELS[name], []).append(100 * value)
+    if series:
+        written.append(_line_plot(xs, series, "accuracy (%)", out_dir / "accuracy.png"))
+    return written
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _read_json(path: Path) -> Any:
+    return read_json(path, "metrics.json", missing_hint="is this a run folder?")
+
+
+def evaluation_blocks(metrics: Any, path: Path) -> list[tuple[str, dict]]:
+    """The evaluation results in a metrics.json: the file itself when it is one evaluation
+    (top-level ``one_shot``...), or each nested mapping that is one (e.g. ``valid``/``test``).
+    Returns (split label, block) pairs; refuses files without a usable block."""
+    if not isinstance(metrics, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    if "one_shot" in metrics:
+        blocks = [(str(metrics.get("split", "")), metrics)]
+    else:
+        blocks = [
+            (str(v.get("split", k)), v)
+            for k, v in metrics.items()
+            if isinstance(v, dict) and "one_shot" in v
+        ]
+    if not blocks:
+        raise UserError(f"{path}: no evaluation results (expected one_shot, five_shot, full_knn)")
+    for _, block in blocks:
+        for name in SEED_METRICS:
+            entry = block.get(name)
+            for key in ("micro_mean", "micro_ci95", "macro_mean"):
+                if not isinstance(entry, dict) or _number(entry.get(key)) is None:
+                    raise UserError(f"{path}: {name}.{key} missing or not a number")
+    return blocks
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """``{"dir", "name", "config" (dict or None), "metrics"}`` of a run folder."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    metrics = _read_json(metrics_path)
+    evaluation_blocks(metrics, metrics_path)  # validate early, naming the file
+    config = None
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file():
+        try:
+            config = yaml.safe_load(config_path.read_text())
+        except (OSError, yaml.YAMLError):
+            raise UserError(f"{config_path}: not valid YAML") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{config_path}: expected a mapping of sections")
+    run_section = (config or {}).get("run")
+    if run_section is not None and not isinstance(run_section, dict):
+        raise UserError(f"{config_path}: section run must be a mapping of keys")
+    name = (run_section or {}).get("name") or run_dir.name
+    return {"dir": run_dir, "name": str(name), "config": config, "metrics": metrics}
+
+
+def settings_text(config: dict | None) -> str:
+    """The settings that tell runs apart, short: arch, init, loss, sampler, views, epochs."""
+    if not config:
+        return ""
+
+    def get(section: str, key: str):
+        values = config.get(section)
+        return values.get(key) if isinstance(values, dict) else None
+
+    parts = [
+        get("model", "arch"),
+        get("model", "init"),
+        get("loss", "name"),
+        get("data", "sampler"),
+        get("views", "preset"),
+        f"{get('train', 'epochs')} ep" if get("train", "epochs") is not None else None,
+        f"lr {get('optim', 'lr')}" if get("optim", "lr") is not None else None,
+    ]
+    return ", ".join(str(p) for p in parts if p not in (None, ""))
+
+
+def _duration(seconds: Any) -> str:
+    s = _number(seconds)
+    if s is None:
+        return ""
+    return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min"
+
+
+def table_rows(runs: list[dict]) -> list[dict]:
+    """One row per (run, evaluation block): the label and the blocks, ready for tables/plots."""
+    rows = []
+    names = [r["name"] for r in runs]
+    for run in runs:
+        name = run["name"] if names.count(run["name"]) == 1 else str(run["dir"])
+        path = run["dir"] / "metrics.json"
+        blocks = evaluation_blocks(run["metrics"], path)
+        for split, block in blocks:
+            label = f"{name} ({split})" if len(blocks) > 1 and split else name
+            rows.append({"label": label, "run": run, "split": split, "block": block})
+    return rows
+
+
+def markdown_table(runs: list[dict]) -> str:
+    """The comparison table of the seed's metrics (percent; ± the 95% CI half-width), then a
+    table of the options (TTA, centring, prototypes) when any run has them."""
+    rows = table_rows(runs)
+    head = (
+        "| run | split | size | 1-shot | 1-shot macro | 5-shot | 5-shot macro | full k-NN "
+        "| full macro | images/s | train time | settings |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in rows:
+        b = row["block"]
+        train = row["run"]["metrics"].get("train") or {}
+        ips = _number(train.get("images_per_s")) if isinstance(train, dict) else None
+        seconds = train.get("seconds") if isinstance(train, dict) else None
+        cells = [
+            row["label"],
+            row["split"],
+            str(b.get("image_size", "")),
+            percent(b["one_shot"], table=True),
+            percent(b["one_shot"], "macro", ci=False, table=True),
+            percent(b["five_shot"], table=True),
+            percent(b["five_shot"], "macro", ci=False, table=True),
+            percent(b["full_knn"], table=True),
+            percent(b["full_knn"], "macro", ci=False, table=True),
+            f"{ips:.0f}" if ips is not None else "",
+            _duration(seconds),
+            settings_text(row["run"]["config"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Accuracy in %, micro unless marked macro (class-balanced); ± is the 95% interval "
+        "half-width: over episodes for 1-/5-shot, Wilson over queries for full k-NN."
+    )
+    options = [(row, name, block) for row in rows for name, block in option_blocks(row["block"])]
+    if options:
+        lines += ["", "Options (next to the seed's definitions, same episodes):", ""]
+        lines += ["| run | metric | micro | macro |", "|---|---|---|---|"]
+        for row, name, block in options:
+            lines.append(
+                f"| {row['label']} | {name} | {percent(block, table=True)} "
+                f"| {percent(block, 'macro', ci=False, table=True)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(runs: list[dict], path: str | Path) -> Path:
+    """Grouped bars (1-shot, 5-shot, full k-NN; one bar per run) with 95% CI error bars
+    (the asymmetric Wilson bounds for full k-NN when present)."""
+    rows = table_rows(runs)
+    fig = _figure(max(6.0, 1.2 * len(rows) + 4.0), 4.5)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(SEED_METRICS))
+    for i, row in enumerate(rows):
+        means, low, high = [], [], []
+        for name in SEED_METRICS:
+            block = row["block"][name]
+            m = 100 * block["micro_mean"]
+            lo = _number(block.get("micro_ci95_low"))
+            hi = _number(block.get("micro_ci95_high"))
+            if lo is None or hi is None:
+                lo = block["micro_mean"] - block["micro_ci95"]
+                hi = block["micro_mean"] + block["micro_ci95"]
+            means.append(m)
+            low.append(max(0.0, m - 100 * lo))
+            high.append(max(0.0, 100 * hi - m))
+        ax.bar(x + i * width, means, width, yerr=[low, high], capsize=3, label=row["label"])
+    ax.set_xticks(x + width * (len(rows) - 1) / 2, labels=[LABELS[n] for n in SEED_METRICS])
+    ax.set_ylabel("accuracy (%), 95% CI")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog="symclr-report", description="Compare run folders side by side (markdown + PNG)."
+    )
+    p.add_argument("runs", nargs="+", help="run folders holding metrics.json")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: <parent of first run>/summary)"
+    )
+    return p
+
+
+@report_user_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runs = [load_run(r) for r in args.runs]
+    out = Path(args.out) if args.out else Path(args.runs[0]).parent / "summary"
+    table = markdown_table(runs)
+    write_text(out / "summary.md", table)
+    plot_comparison(runs, out / "summary.png")
+    print(table, end="")
+    print(f"wrote {out / 'summary.md'} and {out / 'summary.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""Class-agnostic candidate boxes on a drawing (no learning): ink components split by colour,
+long straight runs removed, at a few dilation radii, tile by tile, with cheap shape descriptors
+that the objectness model reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage as ndi
+
+from symclr_ft.use.spot.config import SpotConfig
+
+
+DESCRIPTORS = ("width", "height", "aspect", "area", "ink_inside", "ink_around", "red", "green", "blue")
+
+
+def box_descriptors(rgb: np.ndarray, ink: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """(N, 9) descriptors of integer boxes on one image (or tile) with its ink mask."""
+    integral = np.pad(ink.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    height, width = ink.shape
+
+    def inked(x0, y0, x1, y1):
+        return integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+
+    rows = []
+    for x0, y0, x1, y1 in boxes:
+        w, h = x1 - x0, y1 - y0
+        ax0, ay0 = max(0, x0 - w // 2), max(0, y0 - h // 2)
+        ax1, ay1 = min(width, x1 + w // 2), min(height, y1 + h // 2)
+        inside = ink[y0:y1, x0:x1]
+        colour = rgb[y0:y1, x0:x1][inside].mean(axis=0) if inside.any() else np.zeros(3)
+        rows.append([w, h, w / h, w * h, inked(x0, y0, x1, y1) / (w * h),
+                     inked(ax0, ay0, ax1, ay1) / ((ax1 - ax0) * (ay1 - ay0)), *colour])
+    return np.asarray(rows, dtype=np.float32).reshape(-1, len(DESCRIPTORS))
+
+
+def ink_masks(rgb: np.ndarray, cfg: SpotConfig) -> list[np.ndarray]:
+    """Boolean ink masks: all ink, plus ink of each colour group (grey and six hues), so that a
+    green symbol on a red wire is a component of its own in the green mask."""
+    paper = np.median(rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)], axis=(0, 1))
+    diff = np.abs(rgb.astype(np.int16) - paper.astype(np.int16)).max(axis=2)
+    ink = diff > cfg.ink_threshold
+    hsv = np.asarray(Image.fromarray(rgb).convert("HSV"))
+    saturated = hsv[..., 1] > cfg.saturation
+    hue = ((hsv[..., 0].astype(np.int16) + 21) // 43) % 6
+    groups = [ink & ~saturated] + [ink & saturated & (hue == k) for k in range(6)]
+    return [ink] + [g for g in groups if g.sum() > 20 and not np.array_equal(g, ink)]
+
+
+def _component_boxes(mask: np.ndarray, cfg: SpotConfig) -> list[tuple[int, int, int, int]]:
+    """Boxes of connected components after removing long straight runs, at each dilation."""
+    lines = ndi.binary_opening(mask, structure=np.ones((1, cfg.line_length), bool))
+    lines |= ndi.binary_opening(mask, structure=np.ones((cfg.line_length, 1), bool))
+    strokes = mask & ~lines
+    boxes = []
+    for r in cfg.dilations:
+        grown = ndi.binary_dilation(strokes, iterations=r) if r else strokes
+        labels, _ = ndi.label(grown, structure=np.ones((3, 3), bool))
+        for sl in ndi.find_objects(labels):
+            x0, y0, x1, y1 = sl[1].start + r, sl[0].start + r, sl[1].stop - r, sl[0].stop - r
+            w, h = x1 - x0, y1 - y0
+            if cfg.min_side <= max(w, h) <= cfg.max_side and min(w, h) >= 3:
+                boxes.append((x0, y0, x1, y1))
+    return boxes
+
+
+def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[tuple[tuple, tuple]]:
+    """Tiles ``((x0, y0, x1, y1), core)``: tiles overlap by ``overlap``; the cores (each tile's
+    own region, split at the middle of every overlap) partition the drawing exactly."""
+
+    def spans(n: int) -> list[tuple[int, int, int, int]]:
+        if n <= tile:
+            return [(0, n, 0, n)]
+        step = tile - overlap
+        starts = list(range(0, n - tile, step)) + [n - tile]
+        out = []
+        for i, s in enumerate(starts):
+            lo = 0 if i == 0 else (s + starts[i - 1] + tile) // 2
+            hi = n if i == len(starts) - 1 else (starts[i + 1] + s + tile) // 2
+            out.append((s, s + tile, lo, hi))
+        return out
+
+    return [
+        ((x0, y0, x1, y1), (cx0, cy0, cx1, cy1))
+        for y0, y1, cy0, cy1 in spans(height)
+        for x0, x1, cx0, cx1 in spans(width)
+    ]
+
+
+def candidate_boxes_with_descriptors(rgb: np.ndarray, cfg: SpotConfig) -> tuple[torch.Tensor, np.ndarray]:
+    """Class-agnostic candidate boxes (N, 4) of one drawing (H, W, 3 uint8), tile by tile, and
+    their shape descriptors (spot_objectness) computed in the tile that owns them."""
+    height, width = rgb.shape[:2]
+    found: dict[tuple[int, int, int, int], np.ndarray] = {}
+    for (x0, y0, x1, y1), (cx0, cy0, cx1, cy1) in tile_grid(width, height, cfg.tile, cfg.tile_overlap):
+        tile = rgb[y0:y1, x0:x1]
+        masks = ink_masks(tile, cfg)
+        owned = set()
+        for mask in masks:
+            for bx0, by0, bx1, by1 in _component_boxes(mask, cfg):
+                if cx0 <= x0 + (bx0 + bx1) / 2 < cx1 and cy0 <= y0 + (by0 + by1) / 2 < cy1:
+                    owned.add((bx0, by0, bx1, by1))
+        local = sorted(owned)
+        for box, desc in zip(local, box_descriptors(tile, masks[0], local)):
+            found[(box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0)] = desc
+    boxes = sorted(found)
+    desc = np.stack([found[b] for b in boxes]) if boxes else np.zeros((0, len(DESCRIPTORS)), np.float32)
+    return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), desc
+
+
+def candidate_boxes(rgb: np.ndarray, cfg: SpotConfig) -> torch.Tensor:
+    """Class-agnostic candidate boxes (N, 4), sorted."""
+    return candidate_boxes_with_descriptors(rgb, cfg)[0]
+
+
+def select_candidates(boxes: torch.Tensor, desc: np.ndarray, objectness, width: int, height: int,
+                      cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates worth embedding and their P(symbol): the most symbol-like ones, at most
+    ``candidates_per_megapixel`` (and ``max_candidates``); without an objectness model, the
+    largest ones, each with probability 1."""
+    limit = min(cfg.max_candidates, max(cfg.min_candidates, round(cfg.candidates_per_megapixel * width * height / 1e6)))
+    if objectness is None:  # no way to tell symbols from letters: look at three times as many
+        limit = min(cfg.max_candidates, 3 * limit)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        order = torch.argsort(-area, stable=True)[:limit]
+        return boxes[order], torch.ones(len(order))
+    prob = torch.from_numpy(objectness.probability(desc))
+    order = torch.argsort(-prob, stable=True)[:limit]
+    return boxes[order], prob[order]
+
+
+def pad_boxes(boxes: torch.Tensor, padding: float, width: int, height: int) -> torch.Tensor:
+    """Grow boxes by ``padding`` of their size on each side, clipped to the drawing."""
+    size = boxes[:, 2:] - boxes[:, :2]
+    grown = torch.cat([boxes[:, :2] - padding * size, boxes[:, 2:] + padding * size], dim=1)
+    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype)
+    return torch.minimum(grown.clamp(min=0), limit)
