@@ -256,20 +256,65 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(synth_shards, t
 
 # A short fixed-seed run, recorded from the code before the training loop was restructured
 # (commit b4622cd): the refactor must not change what is computed. Per epoch: (epoch, global
-# step, mean loss, learning rate, 1-shot, 5-shot, full k-NN micro accuracy on valid).
+# step, mean loss, learning rate).
+#
+# What these numbers depend on (issue 24, item 13): the steps and rates only on the code; the
+# losses also on the float rounding of the CPU's kernels, which oneDNN and ATen choose by
+# instruction set (on one machine: AVX-512 and AVX2 kernels agree to 1e-6 relative, SSE4.1
+# ones drift to 1.8e-4 by the third epoch; pinned to 1e-3, far below what a change of the
+# loss, the sampler or the schedule moves). The
+# k-NN accuracies of this tiny run are NOT pinned: its features are nearly collapsed (every
+# cosine similarity in 0.96-1.0 after the first epoch, median gap between a query's two nearest
+# neighbours 2.3e-6), so which neighbour is nearest is decided by that same rounding (up to
+# 1.2e-5 apart between kernels): the same run gave 1-shot 0.237 with AVX-512 kernels and 0.244
+# with AVX2 ones, on one machine, with the same package versions. Instead the test checks that
+# the reported accuracies are what a slow reference k-NN computes from the run's own features
+# and seeded episodes, which are pinned by their hash.
 PINNED_HISTORY = [
-    (0, 13, 1.125975177838252, 3e-4, 0.23720930232558138, 0.33953488372093027, 0.3488372093023256),
-    (1, 26, 1.130778826200045, 3e-4, 0.26046511627906976, 0.3, 0.3953488372093023),
-    (2, 39, 0.9914331436157227, 1.5e-4, 0.23953488372093026, 0.27441860465116286, 0.37209302325581395),
+    (0, 13, 1.125975177838252, 3e-4),
+    (1, 26, 1.130778826200045, 3e-4),
+    (2, 39, 0.9914331436157227, 1.5e-4),
 ]
-PINNED_MACRO = {"one_shot": 0.24647435897435893, "five_shot": 0.24764957264957266, "full_knn": 0.3514957264957265}
+# sha256 of the seeded episodes' support indices (1-shot, 5-shot) of every evaluation: they
+# depend only on the seed and the train split, never on the CPU (both sorts in draw_supports
+# are stable).
+PINNED_EPISODES = "b183325657738864bafa0ff2fffc3561d51a32432925f141aadf25173092a5af"
 
 
-def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_path):
+def reference_accuracy(sim: torch.Tensor, support_labels, targets, supports, k: int) -> float:
+    """Mean over episodes of the share of queries whose k-NN vote (ties: the class of the
+    nearest neighbour among the tied classes) is right; loops, obviously correct."""
+    accs = []
+    for episode in supports.tolist():
+        right = 0
+        for q in range(sim.shape[0]):
+            order = sorted(episode, key=lambda j: (-float(sim[q, j]), episode.index(j)))[:k]
+            labels = [int(support_labels[j]) for j in order]
+            votes = {c: labels.count(c) for c in labels}
+            best = max(votes.values())
+            right += next(c for c in labels if votes[c] == best) == int(targets[q])
+        accs.append(right / sim.shape[0])
+    return sum(accs) / len(accs)
+
+
+def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_path, monkeypatch):
     """Three epochs on one process in fp32, one held at the full learning rate and two
-    evaluated: losses, rates and accuracies equal the numbers recorded above."""
-    import symclr_ft.train as train_module
+    evaluated: steps, rates and losses equal the numbers recorded above; every reported
+    accuracy is the reference k-NN's on the run's own features and pinned episodes."""
+    import hashlib
 
+    import symclr_ft.eval.evaluate as evaluate_module
+    import symclr_ft.train as train_module
+    from symclr_ft.eval.knn import FEW_SHOT, FULL_K, draw_supports
+
+    seen = []
+    real = evaluate_module.evaluate_features
+
+    def spy(accelerator, feature_sets, support, queries, cfg, *rest, **kw):
+        seen.append((feature_sets[""], support.labels.clone(), queries.labels.clone(), cfg.seed, cfg.episodes))
+        return real(accelerator, feature_sets, support, queries, cfg, *rest, **kw)
+
+    monkeypatch.setattr(evaluate_module, "evaluate_features", spy)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the recorded numbers were computed with one thread
     try:
@@ -280,14 +325,24 @@ def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_pa
         torch.set_num_threads(threads)
     rows = history(tmp_path / "pinned")
     assert [(r["epoch"], r["step"]) for r in rows] == [p[:2] for p in PINNED_HISTORY]
-    for row, (_, _, loss, lr, one, five, full) in zip(rows, PINNED_HISTORY):
-        assert row["loss"] == pytest.approx(loss, rel=1e-6) and row["lr"] == pytest.approx(lr, rel=1e-9)
-        got = (row["one_shot"], row["five_shot"], row["full_knn"])
-        assert got == pytest.approx((one, five, full), rel=1e-6)
-    last = PINNED_HISTORY[-1]
-    for name, micro in zip(("one_shot", "five_shot", "full_knn"), last[4:]):
-        assert metrics[name]["micro_mean"] == pytest.approx(micro, rel=1e-6)
-        assert metrics[name]["macro_mean"] == pytest.approx(PINNED_MACRO[name], rel=1e-6)
+    for row, (_, _, loss, lr) in zip(rows, PINNED_HISTORY):
+        assert row["loss"] == pytest.approx(loss, rel=1e-3) and row["lr"] == pytest.approx(lr, rel=1e-9)
+    final = {n: metrics[n]["micro_mean"] for n in ("one_shot", "five_shot", "full_knn")}
+    assert len(seen) == len(rows)  # every epoch; the last one's metrics are the run's
+    assert final == {n: rows[-1][n] for n in final}
+    digest = hashlib.sha256()
+    for reported, ((s_feats, q_feats), s_labels, q_labels, seed, episodes) in zip(rows, seen):
+        keep = torch.isin(q_labels, s_labels)
+        sim, targets = q_feats[keep] @ s_feats.T, q_labels[keep]
+        generator = torch.Generator().manual_seed(seed)
+        for name, (shots, k) in FEW_SHOT.items():
+            supports = draw_supports(s_labels, shots, episodes, generator)
+            digest.update(supports.numpy().tobytes())
+            assert reported[name] == pytest.approx(reference_accuracy(sim, s_labels, targets, supports, k), abs=1e-9)
+        everything = torch.arange(len(s_labels))[None]
+        assert reported["full_knn"] == pytest.approx(
+            reference_accuracy(sim, s_labels, targets, everything, FULL_K), abs=1e-9)
+    assert digest.hexdigest() == PINNED_EPISODES
     assert metrics["train"]["epochs"] == 3 and metrics["train"]["num_processes"] == 1
 
 

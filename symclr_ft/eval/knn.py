@@ -24,6 +24,25 @@ FULL_K = 5
 _CHUNK_ELEMENTS = 1 << 22
 
 
+def nearest(sim: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` largest values along the last dimension, largest first; equal
+    values in support order (the lower index first).
+
+    ``torch.topk`` leaves the order of equal values to its kernel, and which kernel runs depends
+    on the CPU's instruction set: identical support crops (equal similarities) then gave other
+    neighbours, and other accuracies, on another machine (issue 24). This costs about what topk
+    costs; a stable full sort would cost 45 times more on a muscima-sized support set."""
+    k = min(k, sim.shape[-1])
+    kth = sim.topk(k, dim=-1).values[..., -1:]
+    above = sim > kth
+    tied = sim == kth
+    room = k - above.sum(dim=-1, keepdim=True)
+    chosen = above | (tied & (tied.cumsum(dim=-1) <= room))
+    index = chosen.nonzero()[:, -1].reshape(*sim.shape[:-1], k)  # ascending support order
+    order = sim.gather(-1, index).sort(dim=-1, descending=True, stable=True).indices
+    return index.gather(-1, order)
+
+
 def knn_vote(neighbour_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Majority vote over the last dimension of ``neighbour_labels`` (..., k).
 
@@ -62,7 +81,9 @@ def draw_supports(
     n = labels.numel()
     # A random permutation per episode, then a stable sort by class: classes end up in
     # contiguous blocks (at the same positions in every episode), random inside each block.
-    perm = torch.rand((episodes, n), generator=generator).argsort(dim=1)
+    # Both sorts are stable: equal random numbers (float32 has 2**24 values) must not be
+    # ordered by whichever sort kernel the CPU's instruction set selects (issue 24).
+    perm = torch.rand((episodes, n), generator=generator).argsort(dim=1, stable=True)
     by_class = labels[perm].argsort(dim=1, stable=True)
     order = perm.gather(1, by_class)
     sorted_labels = labels.sort(stable=True).values
@@ -93,9 +114,9 @@ def few_shot_predictions(
     parts = []
     for start in range(0, e_total, per_chunk):
         idx = supports[start : start + per_chunk]  # (e, S)
-        nearest = sim[:, idx].topk(k, dim=-1).indices  # (Q, e, k), most similar first
+        nearest_k = nearest(sim[:, idx], k)  # (Q, e, k), most similar first
         labels = support_labels[idx].unsqueeze(0).expand(q, -1, -1)  # (Q, e, S)
-        parts.append(knn_vote(labels.gather(-1, nearest), num_classes).T)
+        parts.append(knn_vote(labels.gather(-1, nearest_k), num_classes).T)
     return torch.cat(parts, dim=0)
 
 

@@ -237,3 +237,17 @@ def test_protocols_in_query_blocks_equal_one_block(monkeypatch):
     assert set(whole) == {"one_shot_x", "five_shot_x", "full_knn_x", "five_shot_proto_x"}
     for name in whole:
         assert torch.equal(whole[name], blocks[name])
+
+
+def test_nearest_breaks_ties_by_support_order_like_a_stable_sort():
+    """knn.nearest equals a stable descending sort (equal values: lower index first) on data
+    full of ties, at every k, over leading batch dimensions (issue 24: topk's order of equal
+    values depends on the CPU's kernel)."""
+    from symclr_ft.eval.knn import nearest
+
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randint(0, 4, (7, 3, 20), generator=g).float() / 4  # many equal values
+    reference = sim.sort(dim=-1, descending=True, stable=True).indices
+    for k in (1, 3, 5, 20, 25):
+        assert torch.equal(nearest(sim, k), reference[..., : min(k, 20)])
+    assert nearest(torch.tensor([[0.5, 0.9, 0.5, 0.9]]), 3).tolist() == [[1, 3, 0]]
