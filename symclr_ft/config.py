@@ -166,7 +166,7 @@ _POSITIVE = ("loss.temperature", "optim.lr")
 _PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
 # Keys renamed since earlier versions, still read as aliases: old dotted name -> new one.
 _RENAMED = {"optim.warmup_epochs": "optim.hold_epochs"}
-_INIT_KINDS = ("random", "simclr", "torchvision", "timm", "efficientnet_lite0")
+_INIT_KINDS = ("random", "simclr", "torchvision", "timm", "efficientnet_lite0", "universe")
 
 
 # annotation -> (accepts the YAML value, what it expects); floats have their own rules below.
@@ -316,10 +316,10 @@ def _check_init(init: str, source: str) -> None:
     kind = init.split(":", 1)[0]
     if kind not in _INIT_KINDS:
         raise ConfigError(
-            f"{source}: model.init={init!r} must be random, efficientnet_lite0 or KIND:PATH "
-            "with KIND one of simclr, torchvision, timm, efficientnet_lite0"
+            f"{source}: model.init={init!r} must be random, efficientnet_lite0, universe or "
+            "KIND:PATH with KIND one of simclr, torchvision, timm, efficientnet_lite0, universe"
         )
-    if kind not in ("random", "efficientnet_lite0") and ":" not in init:
+    if kind not in ("random", "efficientnet_lite0", "universe") and ":" not in init:
         raise ConfigError(f"{source}: model.init={init!r} needs a file path: {kind}:PATH")
 
 

