@@ -15,7 +15,7 @@ import warnings
 MOVED = {
     "coco": "data.coco", "shards": "data.shards", "data": "data.shardset", "crops": "data.crops",
     "preprocess": "data.preprocess", "views": "data.views", "batches": "data.batches",
-    "synth": "data.synth", "glyphs": "data.glyphs",
+    "synth": "data.synth", "glyphs": "data.universe",
     "model": "models.backbones", "losses": "models.losses", "inference": "models.folding",
     "multilayer": "models.multilayer", "wise": "models.wise", "export": "models.export",
     "knn": "eval.knn", "metrics": "eval.metrics", "evaluate": "eval.evaluate", "report": "eval.report",

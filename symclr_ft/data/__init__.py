@@ -2,8 +2,8 @@
 
 ``coco`` reads exports, ``shards`` writes them as WebDataset shards (make-shards), ``shardset``
 reads and verifies shard sets, ``crops`` says where a crop comes from, ``preprocess`` is the
-model's input rule, ``views`` and ``batches`` make training batches, ``synth`` and ``glyphs``
-generate drawings and symbol classes. Nothing here imports a model.
+model's input rule, ``views`` and ``batches`` make training batches, ``synth`` generates drawings and
+``universe`` thousands of symbol classes (font glyphs and procedural ones). Nothing here imports a model.
 """
 
 
