@@ -531,9 +531,9 @@ def _scan(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 def render_instance(cls: UniverseClass, instance: int, seed: int = 0, split: str = "train") -> tuple[Image.Image, dict]:
     """One instance of ``cls`` as an RGB crop in make-shards' frame (ink box + 10% padding),
-    about 64-96 px on its longer side, and a record of how it was drawn."""
+    about 55-100 px on its longer side (a 46-69 px symbol, turned and padded), and a record of how it was drawn."""
     rng = np.random.default_rng([seed, cls.key, SPLIT_STREAMS[split], instance])
-    ink, source = _symbol_ink(cls, rng, int(rng.integers(54, 80)))
+    ink, source = _symbol_ink(cls, rng, int(rng.integers(46, 70)))
     ink = _warp(ink, rng)
     box = _ink_box(ink)
     ink = np.maximum(ink, _context(ink.shape, box, rng))
