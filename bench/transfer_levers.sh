@@ -15,7 +15,9 @@ python bench/transfer.py $V --folds main=$FOLDS --folds main_w07=$FOLDS --folds 
   --model main=$MAIN --model main_w07=$MAIN,wise=0.7 --model main_w05=$MAIN,wise=0.5 --model main_inv=$MAIN,ink=invert \
   --model main_l45h=$MAIN,layers=4+5+head --model main_l345h=$MAIN,layers=3+4+5+head --out $OUT/levers_main
 # 2. the training lever T1: canonical ink + 120 procedural glyph classes, 7 epochs
-python -m symclr_ft.data.glyphs --shards $FF --out $OUT/ff_glyphs120 --classes 120 --per-class 8
+# (the glyphs of docs/RESULTS.md were drawn by glyphs.py, now symclr_ft/data/universe.py's procedural source,
+#  rendered with its richer instance model: a rerun draws other crops)
+symclr-universe --mix-with $FF --out $OUT/ff_glyphs120 --classes 120 --per-class 8 --procedural 1
 python -m symclr_ft.train --config configs/fewshot_lite0_cpu.yaml data.shards=$OUT/ff_glyphs120 train.epochs=7 \
   data.ink=canonical run.out_dir=$OUT run.name=t1 run.tracking=none eval.tta_rot90=false --overwrite
 T=$OUT/t1/model.pt

@@ -684,7 +684,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         _check_args(args)
         start = time.perf_counter()
-        fonts = find_fonts(args.fonts)
+        # only procedural classes (--procedural 1) need no font at all
+        fonts = find_fonts(args.fonts) if args.procedural < 1 else []
         classes = build_universe(args.classes, args.seed, fonts, args.procedural, where=args.fonts or "system fonts")
         chosen = time.perf_counter()
         with sigterm_as_interrupt():

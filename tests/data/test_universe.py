@@ -207,3 +207,17 @@ def test_bad_requests_get_one_line_and_exit_2(case, system_fonts, synth_shards, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and expect in err, err
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_an_unreadable_font_is_skipped_and_named(small_fonts, tmp_path, capsys):
+    (small_fonts / "broken.ttf").write_bytes(b"not a font at all")
+    classes = universe.build_universe(10, seed=0, fonts=universe.find_fonts(small_fonts), procedural=0)
+    assert len(classes) == 10 and not any("broken" in f for c in classes for f in c.fonts)
+    assert "warning: broken.ttf: unreadable font skipped" in capsys.readouterr().err
+
+
+def test_procedural_classes_alone_need_no_font(tmp_path, monkeypatch):
+    monkeypatch.setattr(universe, "find_fonts", lambda folder=None: pytest.fail("fonts were looked for"))
+    assert run(["--out", str(tmp_path / "p"), "--classes", "6", "--per-class", "2", "--procedural", "1"]) == 0
+    assert load_classes(tmp_path / "p") == [f"glyph-0-{i:05d}" for i in range(6)]
+    verify_split(tmp_path / "p", "train")
