@@ -23,10 +23,10 @@ Classes come from two sources:
 No two kept classes look the same: each class's canonical rendering (ink box padded to a square,
 ``CANON`` x ``CANON`` px, mean removed, unit norm) is compared with every kept one, and a class
 whose normalised correlation with one of them reaches ``DUPLICATE`` is dropped (Latin "A" and
-Greek "Alpha", "O" and "0" in many fonts). Candidates are drawn round-robin over strata (the
-first word of the Unicode name within a 4096-codepoint region: "TANGUT", "EGYPTIAN", "BLACK",
-"CIRCLED", ...), in an order fixed by the seed, so that a few thousand classes span arrows,
-geometric and technical symbols, scripts and hieroglyphs rather than one big block.
+Greek "Alpha", "O" and "0" in many fonts). Candidates are drawn round-robin over strata (a
+letter's script, "TANGUT", "EGYPTIAN", "CHEROKEE"; a symbol's 256-codepoint page: arrows, math
+operators, technical, geometric shapes, dingbats), in an order fixed by the seed, so that a few
+thousand classes span symbols, scripts and hieroglyphs rather than one big block.
 
 Instances vary font, stroke weight, hand-drawn jitter (a smooth elastic warp), a small affine
 (rotation up to 10 degrees, scale, shear), a crossing wire, short text beside the symbol, ink and
@@ -273,10 +273,13 @@ def glyph_mask(path: str, codepoint: int, em: int) -> np.ndarray:
 
 
 def ink_crop(ink: np.ndarray, level: float = 0.25) -> np.ndarray:
-    rows, cols = np.nonzero(ink > level)
-    if rows.size == 0:
+    """``ink`` cut to its ink box and scaled to full strength (a hairline that antialiasing
+    greyed is still a line); an empty array when there is no ink."""
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak <= 0:
         return ink[:0, :0]
-    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    rows, cols = np.nonzero(ink > level * peak)
+    return ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] / peak
 
 
 def canonical(ink: np.ndarray) -> np.ndarray:
@@ -314,17 +317,21 @@ class UniverseClass:
         return self.codepoint if self.glyph is None else 0x200000 + self.glyph.index
 
 
-def _stratum(codepoint: int) -> int:
-    """A stand-in for the Unicode block (the standard library has no block table): the
-    256-codepoint page, so that a script or a symbol block of many pages weighs accordingly
-    but no single one floods the first thousand classes."""
-    return codepoint >> 8
+def _stratum(codepoint: int) -> tuple[str, int]:
+    """Where a codepoint is drawn from, for the round-robin: a letter's script (the first word
+    of its name; one stratum however many thousand letters it has, so that Tangut or cuneiform
+    do not flood the first classes) or, for symbols, digits and punctuation, its 256-codepoint
+    page (a stand-in for the Unicode block: the standard library has no block table)."""
+    char = chr(codepoint)
+    if unicodedata.category(char).startswith("L"):
+        return (unicodedata.name(char, "unnamed").split(" ")[0], codepoint >> 16)
+    return ("", codepoint >> 8)
 
 
 def candidate_order(coverage: dict[int, list[str]], seed: int) -> list[int]:
     """Every covered codepoint once, round-robin over the strata, both shuffled by ``seed``."""
     rng = random.Random(f"universe-order:{seed}")
-    strata: dict[int, list[int]] = {}
+    strata: dict[tuple[str, int], list[int]] = {}
     for cp in sorted(coverage):
         strata.setdefault(_stratum(cp), []).append(cp)
     groups = [strata[k] for k in sorted(strata)]
@@ -360,7 +367,7 @@ def font_class(cp: int, fonts: list[str], notdef: _NotdefCache) -> tuple[Univers
         if ink.size == 0 or max(ink.shape) < MIN_INK_SIDE * EM or ink.sum() < 12:
             continue
         fingerprint = canonical(ink)
-        if notdef.looks_missing(path, fingerprint):
+        if not fingerprint.any() or notdef.looks_missing(path, fingerprint):
             continue
         drawn.append((path, max(ink.shape) / EM, fingerprint))
     if not drawn:
@@ -449,7 +456,9 @@ def _symbol_ink(cls: UniverseClass, rng: np.random.Generator, size: int) -> tupl
         source = Path(cls.fonts[i]).name
     weight = rng.choice(("thin", "plain", "plain", "bold", "heavy"))
     if weight == "thin":
-        ink = np.clip((ink - 0.4) / 0.6, 0, 1)
+        thinned = np.clip((ink - 0.4) / 0.6, 0, 1)
+        if (thinned > 0.5).sum() >= 0.5 * (ink > 0.5).sum():  # thin strokes stay as they are
+            ink = thinned
     elif weight != "plain":
         ink = ndimage.grey_dilation(ink, size=(2, 2) if weight == "bold" else (3, 3))
     return ink, source
@@ -504,9 +513,9 @@ def _context(shape: tuple[int, int], box: tuple[int, int, int, int], rng: np.ran
 
 
 def _ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.nonzero(ink > 0.25)
-    if rows.size == 0:
-        rows, cols = np.nonzero(ink > 0)
+    rows, cols = np.nonzero(ink > 0.25 * max(float(ink.max()), 1e-6))
+    if rows.size == 0:  # nothing drawn at all: the whole canvas is the box
+        return 0, 0, ink.shape[1], ink.shape[0]
     x0, y0 = int(cols.min()), int(rows.min())
     return x0, y0, int(cols.max()) - x0 + 1, int(rows.max()) - y0 + 1
 
@@ -566,6 +575,15 @@ def _render_class(job: tuple[int, UniverseClass, int, dict[str, int], int]) -> d
     return out
 
 
+def _quiet_worker() -> None:
+    """Workers leave Ctrl-C and SIGTERM to the parent (which cleans up and ends them), instead
+    of inheriting its handlers and printing a traceback each."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _rendered(classes: list[UniverseClass], seed: int, counts: dict[str, int], offset: int, workers: int):
     """Rendered classes in order; a pool of ``workers`` processes renders ahead, and as each
     instance depends only on its own seed the bytes are the same for any pool size."""
@@ -575,7 +593,7 @@ def _rendered(classes: list[UniverseClass], seed: int, counts: dict[str, int], o
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
         yield from pool.imap(_render_class, jobs, chunksize=8)
 
 
