@@ -1,6 +1,7 @@
 """Transfer benchmark: how well features recognise symbols never trained on, in styles never seen.
 
     python bench/transfer.py --imagenet --model lite0=runs/lite0/model.pt --folds lite0=runs/novel_lite0 \
+        --model universe=runs/universe/model.pt,untrained_ff=1 \
         --ff-shards shards --domain music=../shared/data/muscima --cache runs/transfer/domains \
         --out runs/transfer
 
@@ -11,12 +12,19 @@ columns:
 * firefighting, held-out folds: for a model given ``--folds NAME=DIR`` (``DIR/summary.json`` from
   bench/novel_classes.py, ``DIR/fold{k}/model.pt`` trained without fold k's classes), each fold's
   own model among the fold's 10 classes only (support their train crops, queries their
-  ``--split`` crops), averaged over the folds; the untrained ImageNet row uses the same classes;
+  ``--split`` crops), averaged over the folds. A model that never trained on firefighting (the
+  untrained ImageNet row, and ``--model NAME=PATH,untrained_ff=1``, e.g. pretrained on the symbol
+  universe only) needs no fold models: every class is held out for it, so the model itself is
+  evaluated among the same folds' classes (those of the first ``--folds``);
 * every ``--domain NAME=PATH``: a COCO export (shards made on the fly with make-shards into
   ``--cache/NAME``, reused while the source is the same) or a shards folder; support every crop
   of its train split, queries its
   ``--split`` split, as symclr-evaluate does. ``--support-cap`` / ``--query-cap`` (per class,
   every domain) make choosing on valid splits cheaper; the reported run uses neither.
+* every domain that has classes drawn as letters or digits (:func:`is_text_class`; in music the
+  dynamics f, m, p, s and the time-signature numerals) gets a second column over its other
+  classes: any font-rendered training set holds letters and digits, so only the other classes
+  measure transfer to symbols never seen.
 
 Numbers: mean of ``--episodes`` seeded episodes, ± the 95% interval half-width (for the mean of
 folds: the folds' intervals combined as independent, sqrt(sum ci^2) / K), and macro
@@ -27,6 +35,7 @@ letterbox) from the config.yaml beside its file, the rule it was trained with.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +55,30 @@ from symclr_ft.data.preprocess import INK_MODES, decode_crop  # noqa: E402
 METRICS = ("one_shot", "five_shot")
 IMAGENET = "efficientnet_lite0"
 
+# Classes drawn as text. MUSCIMA++ names its dynamics letters dynamicLetterF/M/P/S and its
+# time-signature digits numeral2..numeral8; a class named by one letter or digit is text too.
+# ornamentTrill and timeSigCommon stay symbols: music fonts draw them as their own glyphs.
+TEXT_CLASS = re.compile(r"dynamicLetter[A-Za-z]|numeral\d+|[A-Za-z0-9]")
+SYMBOLS_SUFFIX = " w/o letters, digits"
+
+
+def is_text_class(name: str) -> bool:
+    """Whether a class is a letter or a digit (:data:`TEXT_CLASS`), which any font universe
+    holds, so that recognising it says little about transfer to unseen symbols."""
+    return TEXT_CLASS.fullmatch(name) is not None
+
+
+def symbol_classes(names: list[str]) -> set[int] | None:
+    """Indices of the classes that are not letters or digits; None when there is no text class
+    (then the domain needs no second column) or nothing else."""
+    keep = {i for i, name in enumerate(names) if not is_text_class(name)}
+    return keep if 0 < len(keep) < len(names) else None
+
+
+def domain_columns(domain: "Domain") -> list[str]:
+    """The table's columns of a domain: all classes, and the non-text classes when they differ."""
+    return [domain.name] + ([domain.name + SYMBOLS_SUFFIX] if domain.symbols is not None else [])
+
 
 @dataclass(frozen=True)
 class InputRule:
@@ -63,6 +96,7 @@ class ModelSpec:
     rule: InputRule
     wise: float = 1.0  # WiSE-FT: weights (1 - wise) * ImageNet init + wise * the file's
     layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.models.multilayer); (): the head's
+    untrained_ff: bool = False  # never trained on firefighting: its held-out folds need no fold models
 
 
 def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
@@ -78,8 +112,9 @@ def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
 
 
 def parse_model(text: str, default: InputRule) -> ModelSpec:
-    """``NAME=PATH[,size=N][,ink=MODE][,box=0|1][,wise=A]`` (options override the config's
-    rule; ``wise`` evaluates the WiSE-FT average with the ImageNet init, symclr_ft.models.wise)."""
+    """``NAME=PATH[,size=N][,ink=MODE][,box=0|1][,wise=A][,untrained_ff=0|1]`` (options override
+    the config's rule; ``wise`` evaluates the WiSE-FT average with the ImageNet init,
+    symclr_ft.models.wise; ``untrained_ff=1``: the model never saw a firefighting class)."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise UserError(f"--model {text}: expected NAME=PATH")
@@ -87,10 +122,12 @@ def parse_model(text: str, default: InputRule) -> ModelSpec:
     rule = default if path == IMAGENET else rule_from_config(Path(path), default)
     if path != IMAGENET and not Path(path).is_file():
         raise UserError(f"{path}: model file not found")
-    wise, layers = 1.0, ()
+    wise, layers, untrained = 1.0, (), path == IMAGENET
     for opt in opts:
         key, _, value = opt.partition("=")
-        if key == "wise" and _is_fraction(value):
+        if key == "untrained_ff" and value in ("0", "1"):
+            untrained = value == "1"
+        elif key == "wise" and _is_fraction(value):
             wise = float(value)
         elif key == "layers" and value:
             layers = tuple(value.split("+"))
@@ -102,9 +139,10 @@ def parse_model(text: str, default: InputRule) -> ModelSpec:
             rule = InputRule(rule.size, rule.ink, value == "1")
         else:
             raise UserError(
-                f"--model {text}: bad option {opt!r} (size=N>=16, ink={'|'.join(INK_MODES)}, box=0|1, wise=0..1, layers=4+5+head)"
+                f"--model {text}: bad option {opt!r} (size=N>=16, ink={'|'.join(INK_MODES)}, box=0|1, "
+                "wise=0..1, layers=4+5+head, untrained_ff=0|1)"
             )
-    return ModelSpec(name, path, rule, wise, layers)
+    return ModelSpec(name, path, rule, wise, layers, untrained)
 
 
 def _is_fraction(value: str) -> bool:
@@ -207,6 +245,7 @@ class Domain:
     support_raw: tuple
     query_raw: tuple
     _decoded: dict | None = None
+    symbols: set[int] | None = None  # the classes that are not letters or digits (symbol_classes)
 
     def sets(self, rule: InputRule) -> tuple[CropSet, CropSet]:
         self._decoded = self._decoded or {}
@@ -222,7 +261,7 @@ def load_domain(name: str, shards: Path, split: str, cap: int = 0, query_cap: in
     support = read_split(name, shards, "train", cap)
     queries = read_split(name, shards, split, query_cap, seed=1)
     check_shared_classes(name, support[1], queries[1], split)
-    return Domain(name, classes, support, queries)
+    return Domain(name, classes, support, queries, symbols=symbol_classes(classes))
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -247,6 +286,39 @@ def evaluate_on(accelerator, net, domain: Domain, rule: InputRule, cfg: EvalConf
         support, queries = support.subset(torch.isin(support.labels, wanted)), queries.subset(torch.isin(queries.labels, wanted))
     metrics = evaluate_model(accelerator, net.to(accelerator.device), support, queries, cfg, domain.classes, None, split)
     return summarise(metrics)
+
+
+def evaluate_subsets(accelerator, net, domain: Domain, rule: InputRule, cfg: EvalConfig, split: str,
+                     subsets: dict[str, set[int] | None]) -> dict[str, dict]:
+    """:func:`evaluate_on` for several class subsets of one domain (None: every class), the
+    crops embedded once: a subset's numbers are those of its crops' features, the episodes
+    drawn from its support labels as evaluate_model draws them."""
+    from symclr_ft.eval.evaluate import embed_feature_sets, evaluate_features
+
+    support, queries = domain.sets(rule)
+    sets = embed_feature_sets(accelerator, net.to(accelerator.device), lambda: [support.images],
+                              lambda: [queries.images], cfg, (len(support), len(queries)))
+    out = {}
+    for key, classes in subsets.items():
+        s_keep, q_keep = _in_classes(support.labels, classes), _in_classes(queries.labels, classes)
+        part = {sfx: (s[s_keep.to(s.device)], q[q_keep.to(q.device)]) for sfx, (s, q) in sets.items()}
+        metrics = evaluate_features(
+            accelerator, part, _labelled(support, s_keep), _labelled(queries, q_keep), cfg,
+            domain.classes, None, split, rule.size)
+        out[key] = summarise(metrics)
+    return out
+
+
+def _in_classes(labels: torch.Tensor, classes: set[int] | None) -> torch.Tensor:
+    if classes is None:
+        return torch.ones(len(labels), dtype=torch.bool)
+    return torch.isin(labels, torch.tensor(sorted(classes), dtype=labels.dtype))
+
+
+def _labelled(crops: CropSet, keep: torch.Tensor):
+    from symclr_ft.eval.evaluate import Labelled
+
+    return Labelled(crops.labels[keep].cpu(), [k for k, kept in zip(crops.keys, keep.tolist()) if kept])
 
 
 def mean_of_folds(results: list[dict]) -> dict:
@@ -278,33 +350,49 @@ def read_folds(folds_dir: Path, class_names: list[str]) -> list[tuple[Path, list
     return out
 
 
+def firefighting_columns(accelerator, net, spec: ModelSpec, ff: Domain, folds: list | None,
+                         cfg: EvalConfig, split: str) -> dict:
+    """The trained-classes column and, with ``folds`` ((model file or None, classes) each), the
+    held-out column: None as the file means the model itself (it never trained on firefighting),
+    and then the domain is embedded once for every fold."""
+    if folds is None or any(f is not None for f, _ in folds):
+        out = {"firefighting": evaluate_on(accelerator, net, ff, spec.rule, cfg, split)}
+        per_fold = [evaluate_on(accelerator, load_network(
+            ModelSpec(spec.name, str(f), spec.rule, spec.wise, spec.layers)), ff, spec.rule, cfg, split, classes)
+            for f, classes in folds or []]
+    else:
+        subsets = {"firefighting": None} | {f"fold{k}": set(classes) for k, (_, classes) in enumerate(folds)}
+        columns = evaluate_subsets(accelerator, net, ff, spec.rule, cfg, split, subsets)
+        out = {"firefighting": columns.pop("firefighting")}
+        per_fold = list(columns.values())
+    if folds is not None:
+        out["heldout"] = {**mean_of_folds(per_fold), "folds": per_fold}
+    return out
+
+
 def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], ff: Domain | None,
                   domains: list[Domain], cfg: EvalConfig, split: str) -> list[dict]:
     """Every column for every model: a list of rows ``{"model", "rule", COLUMN: numbers}``."""
     fold_sets = {name: read_folds(d, ff.classes) for name, d in folds.items()} if ff else {}
     shared_folds = next(iter(fold_sets.values()), None)
+    columns = [c for d in domains for c in domain_columns(d)]
     rows = []
     for spec in models:
         net = load_network(spec)
         row = {"model": spec.name, "path": spec.path, "rule": vars(spec.rule), "wise": spec.wise,
-               "layers": list(spec.layers) or [x for x in getattr(net, "feature_layers", "").split("+") if x]}
+               "layers": list(spec.layers) or [x for x in getattr(net, "feature_layers", "").split("+") if x],
+               "untrained_ff": spec.untrained_ff}
         if ff is not None:
-            row["firefighting"] = evaluate_on(accelerator, net, ff, spec.rule, cfg, split)
             fold_list = fold_sets.get(spec.name)
-            if fold_list is None and spec.path == IMAGENET and shared_folds is not None:
+            if fold_list is None and spec.untrained_ff and shared_folds is not None:
                 fold_list = [(None, classes) for _, classes in shared_folds]
-            if fold_list is not None:
-                per_fold = []
-                for model_file, classes in fold_list:
-                    fold_net = net if model_file is None else load_network(
-                        ModelSpec(spec.name, str(model_file), spec.rule, spec.wise, spec.layers))
-                    per_fold.append(evaluate_on(accelerator, fold_net, ff, spec.rule, cfg, split, classes))
-                row["heldout"] = {**mean_of_folds(per_fold), "folds": per_fold}
+            row.update(firefighting_columns(accelerator, net, spec, ff, fold_list, cfg, split))
         for domain in domains:
-            row[domain.name] = evaluate_on(accelerator, net, domain, spec.rule, cfg, split)
+            subsets = {domain.name: None} | ({domain.name + SYMBOLS_SUFFIX: domain.symbols} if domain.symbols else {})
+            row.update(evaluate_subsets(accelerator, net, domain, spec.rule, cfg, split, subsets))
         rows.append(row)
         # A row as soon as it is known: a long run can be read (or stopped) half-way.
-        print(markdown_table([row], [d.name for d in domains]).splitlines()[-1], file=sys.stderr, flush=True)
+        print(markdown_table([row], columns).splitlines()[-1], file=sys.stderr, flush=True)
     return rows
 
 
@@ -328,6 +416,7 @@ def markdown_table(rows: list[dict], domains: list[str]) -> str:
         rule = r["rule"]
         wise = f", WiSE {r['wise']:g}" if r.get("wise", 1.0) < 1.0 else ""
         wise += f", layers {'+'.join(r['layers'])}" if r.get("layers") else ""
+        wise += ", never trained on firefighting" if r.get("untrained_ff") and r["path"] != IMAGENET else ""
         cells = [r["model"], f"{rule['size']} px, ink {rule['ink']}, {'letterbox' if rule['box'] else 'stretch'}{wise}",
                  _cell(r.get("firefighting")), _cell(r.get("heldout")), *(_cell(r.get(d)) for d in domains)]
         if base is not None:
@@ -338,7 +427,8 @@ def markdown_table(rows: list[dict], domains: list[str]) -> str:
 
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="bench/transfer.py", description="Transfer benchmark (one table).")
-    p.add_argument("--model", action="append", default=[], help="NAME=PATH[,size=N,ink=MODE,box=0|1,wise=A]")
+    p.add_argument("--model", action="append", default=[],
+                   help="NAME=PATH[,size=N,ink=MODE,box=0|1,wise=A,untrained_ff=1]")
     p.add_argument("--imagenet", action="store_true", help="add the untrained ImageNet EfficientNet-lite0")
     p.add_argument("--imagenet-size", type=int, default=96)
     p.add_argument("--folds", action="append", default=[], help="NAME=DIR of bench/novel_classes.py")
@@ -379,6 +469,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(folds) - {m.name for m in models}
     if unknown:
         raise UserError(f"--folds {sorted(unknown)[0]}: no --model of that name")
+    untrained = sorted(set(folds) & {m.name for m in models if m.untrained_ff})
+    if untrained:
+        raise UserError(f"--folds {untrained[0]}: that model never trained on firefighting (untrained_ff=1); "
+                        "its held-out column evaluates the model itself, no fold models")
     # Every domain is read and checked before any model is evaluated: bad input fails fast.
     caps = (args.support_cap, args.query_cap)
     ff = load_domain("firefighting", Path(args.ff_shards), args.split, *caps) if args.ff_shards else None
@@ -389,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = make_accelerator(mixed_precision=args.mixed_precision)
     cfg = EvalConfig(split=args.split, episodes=args.episodes, seed=args.seed)
     rows = run_benchmark(accelerator, models, folds, ff, domains, cfg, args.split)
-    table = markdown_table(rows, [d.name for d in domains])
+    table = markdown_table(rows, [c for d in domains for c in domain_columns(d)])
     out = Path(args.out)
     write_json(out / "transfer.json", {"split": args.split, "episodes": args.episodes, "support_cap": args.support_cap,
                                        "query_cap": args.query_cap,

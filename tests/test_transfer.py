@@ -149,3 +149,84 @@ def test_cli_writes_the_table(synth_shards, tiny_model, tmp_path):
 def test_query_cap_limits_queries_per_class(synth_shards):
     domain = transfer.load_domain("synth", synth_shards, "test", cap=3, query_cap=1)
     assert torch.bincount(domain.query_raw[1]).max() == 1 and torch.bincount(domain.support_raw[1]).max() <= 3
+
+
+MUSCIMA_CLASSES = [
+    "accidentalDoubleSharp", "accidentalFlat", "accidentalNatural", "accidentalSharp", "articulationAccent",
+    "articulationStaccato", "articulationTenuto", "augmentationDot", "cClef", "dynamicLetterF", "dynamicLetterM",
+    "dynamicLetterP", "dynamicLetterS", "fClef", "fermataAbove", "flag16thDown", "flag16thUp", "flag8thDown",
+    "flag8thUp", "gClef", "graceNoteAcciaccatura", "multiMeasureRest", "noteheadFull", "noteheadFullSmall",
+    "noteheadHalf", "noteheadWhole", "numeral2", "numeral3", "numeral4", "numeral6", "numeral8", "ornamentTrill",
+    "rest16th", "rest8th", "restHalf", "restQuarter", "restWhole", "timeSigCommon",
+]  # shards/muscima/classes.json
+
+
+def test_text_classes_of_music_are_the_dynamics_letters_and_numerals():
+    text = [n for n in MUSCIMA_CLASSES if transfer.is_text_class(n)]
+    assert text == ["dynamicLetterF", "dynamicLetterM", "dynamicLetterP", "dynamicLetterS",
+                    "numeral2", "numeral3", "numeral4", "numeral6", "numeral8"]
+    symbols = transfer.symbol_classes(MUSCIMA_CLASSES)
+    assert len(symbols) == 29 and MUSCIMA_CLASSES.index("ornamentTrill") in symbols
+    assert transfer.is_text_class("A") and transfer.is_text_class("7") and not transfer.is_text_class("arrow")
+    assert transfer.symbol_classes(["arrow", "valve"]) is None  # no text class: no second column
+    assert transfer.symbol_classes(["A", "7"]) is None  # nothing but text
+
+
+def test_symbols_column_is_evaluate_on_the_non_text_classes(synth_shards, tiny_model):
+    spec = transfer.parse_model(f"m={tiny_model},ink=none,box=0", transfer.InputRule(96))
+    domain = transfer.load_domain("synth", synth_shards, "test")
+    assert domain.symbols is None  # synthetic names hold no letter or digit class
+    domain.classes = ["A", "7", *domain.classes[2:]]
+    domain.symbols = transfer.symbol_classes(domain.classes)
+    acc = make_accelerator(mixed_precision="no")
+    cfg = EvalConfig(split="test", episodes=5)
+    row = transfer.run_benchmark(acc, [spec], {}, None, [domain], cfg, "test")[0]
+    net = transfer.load_network(spec)
+    key = "synth" + transfer.SYMBOLS_SUFFIX
+    direct = transfer.evaluate_on(acc, net, domain, spec.rule, cfg, "test", set(range(2, len(domain.classes))))
+    everything = transfer.evaluate_on(acc, net, domain, spec.rule, cfg, "test")
+    for m in transfer.METRICS:
+        assert row[key][m]["micro_mean"] == pytest.approx(direct[m]["micro_mean"])
+        assert row["synth"][m]["micro_mean"] == pytest.approx(everything[m]["micro_mean"])
+    header = transfer.markdown_table([row], transfer.domain_columns(domain)).splitlines()[0]
+    assert header.endswith(f"| synth | {key} |")
+
+
+def test_untrained_ff_model_is_its_own_heldout_model(synth_shards, tiny_model, tmp_path):
+    """A model that never saw firefighting: the held-out column is the model itself among
+    each fold's classes, no fold model read (the folds folder holds none for it)."""
+    folds = tmp_path / "folds"
+    for k in (0, 1):
+        (folds / f"fold{k}").mkdir(parents=True)
+        shutil.copy(tiny_model, folds / f"fold{k}" / "model.pt")
+    names = load_classes(synth_shards)
+    fold_classes = [names[:4], names[4:8]]
+    transfer.write_json(folds / "summary.json", {"folds": [{"fold": k, "classes": c} for k, c in enumerate(fold_classes)]})
+    trained = transfer.parse_model(f"m={tiny_model}", transfer.InputRule(96))
+    torch.manual_seed(1)
+    other = tmp_path / "u" / "model.pt"
+    other.parent.mkdir()
+    save_model_file(build_model(ModelConfig(arch="resnet18")), other, epoch=0)
+    untrained = transfer.parse_model(f"u={other},size={SIZE},untrained_ff=1", transfer.InputRule(96))
+    assert untrained.untrained_ff and not trained.untrained_ff
+    ff = transfer.load_domain("firefighting", synth_shards, "test")
+    cfg = EvalConfig(split="test", episodes=4)
+    acc = make_accelerator(mixed_precision="no")
+    rows = transfer.run_benchmark(acc, [trained, untrained], {"m": folds}, ff, [], cfg, "test")
+    net = transfer.load_network(untrained)
+    per_fold = [transfer.evaluate_on(acc, net, ff, untrained.rule, cfg, "test", set(range(a, a + 4))) for a in (0, 4)]
+    want = transfer.mean_of_folds(per_fold)
+    for m in transfer.METRICS:
+        assert rows[1]["heldout"][m]["micro_mean"] == pytest.approx(want[m]["micro_mean"])
+        assert rows[1]["firefighting"][m]["micro_mean"] == pytest.approx(
+            transfer.evaluate_on(acc, net, ff, untrained.rule, cfg, "test")[m]["micro_mean"])
+    assert "never trained on firefighting" in transfer.markdown_table(rows, []).splitlines()[3]
+
+
+def test_folds_for_an_untrained_ff_model_is_one_line_exit_2(synth_shards, tiny_model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        transfer.main(["--model", f"u={tiny_model},untrained_ff=1", "--folds", f"u={tmp_path}",
+                       "--ff-shards", str(synth_shards), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.startswith("error: --folds u: that model never trained") and "\n" not in err
+    assert not (tmp_path / "o").exists()

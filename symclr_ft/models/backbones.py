@@ -315,6 +315,29 @@ def load_model_file(path: str | Path) -> SimCLRNet:
     return net
 
 
+def load_state_weights(net: SimCLRNet, path: str | Path) -> SimCLRNet:
+    """Load the weights of a training state (Accelerate's ``state/model.safetensors``) into
+    ``net``, built from the run's model settings with ``init=random``: the resumable state is
+    the only copy of the weights at a given step (the curve of bench/universe_curve.py reads
+    the copies kept after each epoch). safetensors holds no pickle; every key must fit."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: state weights file not found")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise UserError(f"{path}: not a safetensors file ({library_message(err)})") from None
+    if not state:
+        raise UserError(f"{path}: no weights in the file")
+    for prefix in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers, when saved wrapped
+        state = _strip_prefix(state, prefix)
+    _load_into(net, state, path, f"a SimCLR {net.arch} (out_dim {net.head[-1].out_features})")
+    return net
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB blocks: the identity of a model file, stored in
     feature indexes so that features of two different models are never compared."""
