@@ -15,7 +15,8 @@ columns:
   ``--split`` crops), averaged over the folds. A model that never trained on firefighting (the
   untrained ImageNet row, and ``--model NAME=PATH,untrained_ff=1``, e.g. pretrained on the symbol
   universe only) needs no fold models: every class is held out for it, so the model itself is
-  evaluated among the same folds' classes (those of the first ``--folds``);
+  evaluated among the same folds' classes (those of ``--fold-classes DIR``, else of the first
+  ``--folds``);
 * every ``--domain NAME=PATH``: a COCO export (shards made on the fly with make-shards into
   ``--cache/NAME``, reused while the source is the same) or a shards folder; support every crop
   of its train split, queries its
@@ -98,6 +99,9 @@ class ModelSpec:
     layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.models.multilayer); (): the head's
     untrained_ff: bool = False  # never trained on firefighting: its held-out folds need no fold models
 
+    def __post_init__(self):
+        self.untrained_ff = self.untrained_ff or self.path == IMAGENET  # the untrained ImageNet weights
+
 
 def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
     """The input rule in the config.yaml beside a model file (``eval.image_size`` or
@@ -122,7 +126,7 @@ def parse_model(text: str, default: InputRule) -> ModelSpec:
     rule = default if path == IMAGENET else rule_from_config(Path(path), default)
     if path != IMAGENET and not Path(path).is_file():
         raise UserError(f"{path}: model file not found")
-    wise, layers, untrained = 1.0, (), path == IMAGENET
+    wise, layers, untrained = 1.0, (), False
     for opt in opts:
         key, _, value = opt.partition("=")
         if key == "untrained_ff" and value in ("0", "1"):
@@ -371,10 +375,14 @@ def firefighting_columns(accelerator, net, spec: ModelSpec, ff: Domain, folds: l
 
 
 def run_benchmark(accelerator, models: list[ModelSpec], folds: dict[str, Path], ff: Domain | None,
-                  domains: list[Domain], cfg: EvalConfig, split: str) -> list[dict]:
-    """Every column for every model: a list of rows ``{"model", "rule", COLUMN: numbers}``."""
+                  domains: list[Domain], cfg: EvalConfig, split: str, fold_classes: Path | None = None) -> list[dict]:
+    """Every column for every model: a list of rows ``{"model", "rule", COLUMN: numbers}``.
+    The rows of models that never trained on firefighting use the fold classes of
+    ``fold_classes`` (a summary.json's folder), else those of the first of ``folds``."""
     fold_sets = {name: read_folds(d, ff.classes) for name, d in folds.items()} if ff else {}
     shared_folds = next(iter(fold_sets.values()), None)
+    if ff and fold_classes is not None:
+        shared_folds = read_folds(fold_classes, ff.classes)
     columns = [c for d in domains for c in domain_columns(d)]
     rows = []
     for spec in models:
@@ -432,6 +440,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--imagenet", action="store_true", help="add the untrained ImageNet EfficientNet-lite0")
     p.add_argument("--imagenet-size", type=int, default=96)
     p.add_argument("--folds", action="append", default=[], help="NAME=DIR of bench/novel_classes.py")
+    p.add_argument("--fold-classes", default=None,
+                   help="DIR of bench/novel_classes.py whose summary.json gives the held-out classes of the rows "
+                        "that never trained on firefighting (default: those of the first --folds); no model read")
     p.add_argument("--ff-shards", default=None, help="firefighting shards (trained + held-out columns)")
     p.add_argument("--domain", action="append", default=[], help="NAME=COCO export or shards folder")
     p.add_argument("--cache", default="runs/transfer/domains", help="where domain shards are made")
@@ -482,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
 
     accelerator = make_accelerator(mixed_precision=args.mixed_precision)
     cfg = EvalConfig(split=args.split, episodes=args.episodes, seed=args.seed)
-    rows = run_benchmark(accelerator, models, folds, ff, domains, cfg, args.split)
+    fold_classes = Path(args.fold_classes) if args.fold_classes else None
+    rows = run_benchmark(accelerator, models, folds, ff, domains, cfg, args.split, fold_classes)
     table = markdown_table(rows, [c for d in domains for c in domain_columns(d)])
     out = Path(args.out)
     write_json(out / "transfer.json", {"split": args.split, "episodes": args.episodes, "support_cap": args.support_cap,

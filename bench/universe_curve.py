@@ -2,7 +2,7 @@
 move transfer to symbols never seen? (issue 26: the curve that says why a target is out of reach)
 
     python bench/universe_curve.py --run universe=runs/universe,snapshots=runs/universe_epochs \
-        --music shards/muscima --episodes 20 --support-cap 5 --query-cap 10 --out runs/universe_curve
+        --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/universe_curve
 
 A series per ``--run NAME=RUN_DIR[,snapshots=DIR][,classes=N]``: RUN_DIR is a training run folder
 (the resolved ``config.yaml`` that train.py writes, its ``history.jsonl``); its points are
@@ -260,7 +260,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--music", default="shards/muscima", help="music shards folder or COCO export")
     p.add_argument("--cache", default="runs/transfer/domains", help="where a COCO export is made into shards")
     p.add_argument("--split", default="valid", help="query split (support: train)")
-    p.add_argument("--support-cap", type=int, default=5, help="max train crops per class (0: all)")
+    p.add_argument("--support-cap", type=int, default=10,
+                   help="max train crops per class (0: all; above 5, so that 5-shot episodes differ)")
     p.add_argument("--query-cap", type=int, default=20, help="max query crops per class (0: all)")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)

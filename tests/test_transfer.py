@@ -209,6 +209,7 @@ def test_untrained_ff_model_is_its_own_heldout_model(synth_shards, tiny_model, t
     save_model_file(build_model(ModelConfig(arch="resnet18")), other, epoch=0)
     untrained = transfer.parse_model(f"u={other},size={SIZE},untrained_ff=1", transfer.InputRule(96))
     assert untrained.untrained_ff and not trained.untrained_ff
+    assert transfer.ModelSpec("ImageNet", transfer.IMAGENET, transfer.InputRule()).untrained_ff
     ff = transfer.load_domain("firefighting", synth_shards, "test")
     cfg = EvalConfig(split="test", episodes=4)
     acc = make_accelerator(mixed_precision="no")
@@ -221,6 +222,16 @@ def test_untrained_ff_model_is_its_own_heldout_model(synth_shards, tiny_model, t
         assert rows[1]["firefighting"][m]["micro_mean"] == pytest.approx(
             transfer.evaluate_on(acc, net, ff, untrained.rule, cfg, "test")[m]["micro_mean"])
     assert "never trained on firefighting" in transfer.markdown_table(rows, []).splitlines()[3]
+    # From the command line with only the fold classes (a summary.json, no fold model at all).
+    classes_only = tmp_path / "classes_only"
+    classes_only.mkdir()
+    shutil.copy(folds / "summary.json", classes_only / "summary.json")
+    out = tmp_path / "out"
+    assert transfer.main(["--model", f"u={other},size={SIZE},untrained_ff=1", "--fold-classes", str(classes_only),
+                          "--ff-shards", str(synth_shards), "--episodes", "4", "--mixed-precision", "no",
+                          "--out", str(out)]) == 0
+    row = transfer.read_json(out / "transfer.json")["rows"][0]
+    assert row["untrained_ff"] and row["heldout"]["one_shot"]["micro_mean"] == pytest.approx(want["one_shot"]["micro_mean"])
 
 
 def test_folds_for_an_untrained_ff_model_is_one_line_exit_2(synth_shards, tiny_model, tmp_path, capsys):
