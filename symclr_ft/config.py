@@ -160,8 +160,12 @@ _AT_LEAST: dict[str, float] = {
     "train.max_steps": 0, "train.save_every": 1, "eval.episodes": 1, "eval.batch_size": 1,
     "model.wise_alpha": 0,
 }
+# The largest crop side any command accepts: symbols are trained and embedded at 72-224 px;
+# beyond 1024 px a batch of crops takes gigabytes for nothing (distributed.check_forward_memory).
+MAX_IMAGE_SIZE = 1024
 # Largest valid value by key: every episode holds a random permutation of the support set.
-_AT_MOST: dict[str, float] = {"eval.episodes": 10_000, "model.wise_alpha": 1}
+_AT_MOST: dict[str, float] = {"eval.episodes": 10_000, "model.wise_alpha": 1,
+                              "data.image_size": MAX_IMAGE_SIZE, "eval.image_size": MAX_IMAGE_SIZE}
 _POSITIVE = ("loss.temperature", "optim.lr")
 _PROBABILITIES = ("views.color_jitter_p", "views.grayscale_p")
 # Keys renamed since earlier versions, still read as aliases: old dotted name -> new one.
@@ -298,7 +302,7 @@ def _range_problem(key: str, value: Any) -> str | None:
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
-    for key in (*_AT_LEAST, *_POSITIVE, *_PROBABILITIES):
+    for key in dict.fromkeys((*_AT_LEAST, *_AT_MOST, *_POSITIVE, *_PROBABILITIES)):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         problem = _range_problem(key, value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import math
 import re
 import signal
 import sys
@@ -32,6 +33,62 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def bounded_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number in ``lo..hi`` (either end open when None): one
+    helper for the numeric options of every command, so that a value outside its range is
+    refused by the parser (one line, exit 2) before any work, not by a traceback minutes later."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:  # not a number, or more than 4300 digits
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {_shown(text)}") from None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is outside {_range_text(lo, hi)}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse calls the type in its own messages
+    parse.bounds = (lo, hi)  # type: ignore[attr-defined]
+    return parse
+
+
+def bounded_float(lo: float | None = None, hi: float | None = None, finite: bool = True,
+                  above: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for a number in ``[lo, hi]`` (``(lo, hi]`` with ``above``);
+    NaN is always refused (no range holds it), infinities unless ``finite`` is False."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {_shown(text)}") from None
+        if math.isnan(value) or (finite and math.isinf(value)):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {_shown(text)}")
+        low_ok = lo is None or (value > lo if above else value >= lo)
+        if not low_ok or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is outside {_range_text(lo, hi, above)}")
+        return value
+
+    parse.__name__ = "number"
+    parse.bounds = (lo, hi)  # type: ignore[attr-defined]
+    return parse
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """A value quoted in a one-line message: repr (so control characters show), cut when long."""
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def _range_text(lo, hi, above: bool = False) -> str:
+    num = lambda v: str(v) if isinstance(v, int) else f"{v:g}"  # noqa: E731
+    if hi is None:
+        return f"the range {'>' if above else '>='} {num(lo)}"
+    if lo is None:
+        return f"the range <= {num(hi)}"
+    return f"the range {'(' if above else '['}{num(lo)}, {num(hi)}]"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")

@@ -20,7 +20,7 @@ from typing import Any
 
 from symclr_ft.config import Config, dump_config
 from symclr_ft.errors import UserError, library_message
-from symclr_ft.io import ensure_writable_dir, read_json, replace_dir, write_json, write_text
+from symclr_ft.io import OutputKind, ensure_writable_dir, read_json, replace_dir, write_json, write_text
 from symclr_ft.models.backbones import save_model_file
 
 PROGRESS_FILE = "progress.json"  # in state/: where training stands, as JSON (never a pickle)
@@ -68,6 +68,8 @@ RUN_ENTRIES = (
     "accuracy.png", "eval", "state", "state.tmp", ".state.old", "wandb",
 )
 RUN_PATTERNS = ("batches-rank*.jsonl", ".*.tmp")  # batch logs; io's temporary files
+# The same rule as every command's output folder (io.OutputKind): these entries and no others.
+RUN_OUTPUT = OutputKind("symclr-train", RUN_ENTRIES, RUN_PATTERNS)
 
 
 class RunFiles:
@@ -97,12 +99,7 @@ class RunFiles:
 
     def own_entries(self) -> list[Path]:
         """The entries of the folder that a run wrote (names it can give in advance)."""
-        if not self.dir.is_dir():
-            return []
-        found = [self.dir / name for name in RUN_ENTRIES if os.path.lexists(self.dir / name)]
-        for pattern in RUN_PATTERNS:
-            found += [p for p in self.dir.glob(pattern) if p not in found]
-        return sorted(found)
+        return RUN_OUTPUT.entries_in(self.dir)
 
     def has_training(self) -> bool:
         """Whether anything trained was kept here (a saved state, history, model or metrics);

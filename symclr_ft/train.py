@@ -389,6 +389,12 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    return build_parser().parse_known_args(argv)
+
+
+def build_parser() -> ArgumentParser:
+    """The command's flags; every number is a config key (section.key=value, checked by
+    ``config.validate``), none is a flag of its own."""
     parser = ArgumentParser(
         description="Fine-tune a SimCLR backbone on symbol crops (hand-written Accelerate loop).",
         epilog="Any config key can be overridden as section.key=value, e.g. optim.lr=1e-3.",
@@ -397,7 +403,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--resume", action="store_true", help="continue runs/<name> from its saved state")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing run (only after the new one has checked its inputs)")
-    return parser.parse_known_args(argv)
+    return parser
 
 
 @report_user_errors

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import io
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -30,7 +32,7 @@ from PIL import Image
 
 from symclr_ft.data import coco
 from symclr_ft.data.preprocess import prepare_crop
-from symclr_ft.errors import UserError
+from symclr_ft.errors import UserError, library_message
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 # What PIL raises for a file it cannot decode (not an image, truncated, broken chunk, bomb).
@@ -63,16 +65,36 @@ def square_tensor(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def _decode_bytes(data: bytes, rule: int | tuple, where: str) -> torch.Tensor:
-    """PNG bytes as a square crop; ``rule``: the size, or (size, ink, letterbox)."""
+    """Image bytes as a square crop, decoded as make-shards decodes drawings (``coco.to_rgb``);
+    ``rule``: the size, or (size, ink, letterbox)."""
     size, ink, letterbox = rule if isinstance(rule, tuple) else (rule, "none", False)
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return prepare_crop(img, size, ink, letterbox)
+            img.load()
+            return prepare_crop(coco.to_rgb(img, where), size, ink, letterbox)
     except DECODE_ERRORS as err:
-        raise UnreadableImage(f"{where}: cannot decode image ({err})") from None
+        raise UnreadableImage(f"{where}: cannot decode image ({decode_reason(err)})") from None
+    except UserError as err:  # a mode to_rgb cannot convert, or values it cannot scale
+        raise UnreadableImage(str(err)) from None
+
+
+def decode_reason(err: BaseException) -> str:
+    """What PIL says about an image it cannot decode, without the in-memory file it was
+    handed (``<_io.BytesIO object at 0x...>`` means nothing to a user reading skipped.csv)."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image file PIL can read"
+    if isinstance(err, Image.DecompressionBombError):
+        return "too large to decode safely"
+    return _IN_MEMORY.sub("the image", library_message(err))
+
+
+_IN_MEMORY = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 def _decode_file(path: Path, size: int) -> torch.Tensor:
+    if path.is_symlink() and not path.exists():
+        raise UnreadableImage(f"{path}: broken symbolic link (to {os.readlink(path)}, which "
+                              "does not exist)")
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -115,9 +137,18 @@ def _shard_crops(shard_dir, split: str, allow_subset: bool, num_classes: int, ru
             raise UserError(
                 f"{path}: sample {key} has class {label}, but classes.json has {num_classes}"
             )
+        meta = meta if isinstance(meta, dict) else {}
         source = {"key": key, "image": meta.get("image"), "bbox": meta.get("bbox")}
-        where = f"{path}: sample {key}"
+        where = f"{path}: sample {key} ({_origin(meta)})"
         yield Crop(source, label, functools.partial(_decode_bytes, png, rule, where))
+
+
+def _origin(meta: dict) -> str:
+    """Where a shard sample was cut from, as make-shards recorded it: drawing, image id, box."""
+    bbox = meta.get("bbox")
+    box = ",".join(f"{v:g}" for v in bbox) if isinstance(bbox, list) and all(
+        isinstance(v, (int, float)) for v in bbox) else "?"
+    return f"drawing {meta.get('image', '?')}, image id {meta.get('image_id', '?')}, box {box}"
 
 
 # --------------------------------------------------------------------------- COCO
@@ -188,8 +219,11 @@ class _Drawing:
 
 
 def _images_in(folder: Path) -> list[Path]:
+    """Image files of ``folder``, by suffix; a link among them that leads nowhere is kept, so
+    that it is listed in skipped.csv with its reason rather than dropped without a word."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or (p.is_symlink() and not p.exists()))
     )
 
 

@@ -67,11 +67,15 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
 
 
 def prepare_crop(image: Image.Image, size: int, ink: str = "none", box: bool = False) -> torch.Tensor:
-    """An RGB PIL crop -> (3, size, size) uint8 tensor: ink rule first (at native
-    resolution, where the border is cleanest), then letterbox (``box``) or stretch."""
+    """A PIL crop -> (3, size, size) uint8 tensor: decoded to RGB as make-shards decodes
+    drawings (``coco.to_rgb``: 16-bit scaled, alpha-only ink kept; a :class:`UserError` for a
+    mode it cannot convert), the ink rule (at native resolution, where the border is
+    cleanest), then letterbox (``box``) or stretch."""
+    from symclr_ft.data.coco import to_rgb
+
     if ink not in INK_MODES:
         raise ValueError(f"ink={ink!r}: expected one of {INK_MODES}")
-    image = image.convert("RGB")
+    image = image if image.mode == "RGB" else to_rgb(image)
     if ink == "canonical":
         image = Image.fromarray(canonical_ink(np.asarray(image)))
     elif ink == "invert":

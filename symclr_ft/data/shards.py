@@ -21,12 +21,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import re
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +40,12 @@ from symclr_ft.data.coco import (
     load_export,
     open_image,
     padded_crop_box,
-    usable_path,
 )
 from symclr_ft.data.shardset import shard_name
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors, sigterm_as_interrupt
-from symclr_ft.io import replace_files
+from symclr_ft.errors import (
+    ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
+)
+from symclr_ft.io import OutputKind, output_dir
 
 CLASSES_FILE = "classes.json"
 STATS_FILE = "stats.json"
@@ -208,35 +205,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 # What make-shards writes into --out, and so all it may replace there: a user's own files
-# (my_backup.tar, README.md, ...) are never moved or deleted.
-OWN_FILE = re.compile(r"(%s)-[0-9]{6}\.tar|%s|%s" % ("|".join(SPLITS), CLASSES_FILE, STATS_FILE))
-
-
-def _is_shard_output(path: Path) -> bool:
-    return OWN_FILE.fullmatch(path.name) is not None and path.is_file()
-
-
-def _check_output(out: Path) -> None:
-    """Refuse an output we could not write before any image is read."""
-    if usable_path(out).exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out}: cannot create output folder ({err.strerror})") from None
-    for folder in (out.parent, out) if out.exists() else (out.parent,):
-        if not os.access(folder, os.W_OK | os.X_OK):
-            raise UserError(f"{out}: output folder is not writable ({folder})")
-
-
-def _move_into_place(new: Path, out: Path) -> None:
-    """Replace make-shards' own files in ``out`` by those in ``new``, keeping anything else
-    there (``io.replace_files``: the old files come back if the move fails or is interrupted)."""
-    try:
-        out.mkdir(exist_ok=True)
-        replace_files(new, out, sorted(p for p in out.iterdir() if _is_shard_output(p)))
-    except OSError as err:
-        raise UserError(f"{out}: cannot move the new shards into place ({err.strerror})") from None
+# (my_backup.tar, README.md, ...) are never moved or deleted. Its folder is shared (the
+# repository's shards/ holds a tracked README), and its entries have names no one else uses,
+# so it writes among other files without --overwrite (io.output_dir's rule, overwrite=True:
+# only these entries are replaced).
+SHARD_OUTPUT = OutputKind(
+    "make-shards", (CLASSES_FILE, STATS_FILE),
+    tuple(f"{split}-{'[0-9]' * 6}.tar" for split in SPLITS), manifest=False,
+)
 
 
 def make_shards(
@@ -253,41 +229,30 @@ def make_shards(
     classes = build_classes(export)
     for split in export.splits:
         check_image_files(split)
-    _check_output(out)
-
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.make-shards-", dir=out.parent))
-    except OSError as err:
-        raise UserError(f"{out}: cannot write beside the output folder ({err.strerror})") from None
-    try:
-        n_images = sum(1 for split in export.splits for _ in split.annotations_by_image())
-        # disable=None: no bar when stderr is not a terminal (logs, tests).
-        bar = tqdm(total=n_images, unit="img", desc="make-shards", file=sys.stderr, disable=None)
-        with bar:
-            split_stats = {
-                split.name: write_split(split, classes, tmp, padding, shard_size, bar)
-                for split in export.splits
-            }
-        _write_json(
-            tmp / CLASSES_FILE,
-            {
-                "classes": [
-                    {"index": c.index, "coco_id": c.coco_id, "name": c.name} for c in classes
-                ]
-            },
-        )
-        stats = {
-            "splits": split_stats,
-            "padding": padding,
-            "classes": len(classes),
-            "source": str(coco),
-        }
-        _write_json(tmp / STATS_FILE, stats)
-        _move_into_place(tmp, out)
+        with output_dir(out, SHARD_OUTPUT, overwrite=True) as tmp:
+            stats = _write_shard_set(export, classes, tmp, padding, shard_size, str(coco))
     except OSError as err:  # input problems are UserErrors by now: this is the output
         raise UserError(f"{out}: cannot write the shards ({err.strerror or err})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return stats
+
+
+def _write_shard_set(export, classes, tmp: Path, padding: float, shard_size: int, source: str) -> dict:
+    """Every split's shards, classes.json and stats.json into the temporary folder ``tmp``."""
+    n_images = sum(1 for split in export.splits for _ in split.annotations_by_image())
+    # disable=None: no bar when stderr is not a terminal (logs, tests).
+    bar = tqdm(total=n_images, unit="img", desc="make-shards", file=sys.stderr, disable=None)
+    with bar:
+        split_stats = {
+            split.name: write_split(split, classes, tmp, padding, shard_size, bar)
+            for split in export.splits
+        }
+    _write_json(
+        tmp / CLASSES_FILE,
+        {"classes": [{"index": c.index, "coco_id": c.coco_id, "name": c.name} for c in classes]},
+    )
+    stats = {"splits": split_stats, "padding": padding, "classes": len(classes), "source": source}
+    _write_json(tmp / STATS_FILE, stats)
     return stats
 
 
@@ -295,17 +260,21 @@ DESCRIPTION = "Cut every annotated symbol of a COCO export into WebDataset shard
 OPTIONS = [  # option, type, default (None: required), help
     ("--coco", str, None, "Roboflow COCO export folder (train/ valid/ test/) or one COCO json file"),
     ("--out", str, None, "output folder for the shards"),
-    ("--padding", float, 0.1, "box padding, as a fraction of its size"),
-    ("--shard-size", int, 1000, "samples per tar file"),
+    ("--padding", bounded_float(0.0), 0.1, "box padding, as a fraction of its size"),
+    ("--shard-size", bounded_int(1), 1000, "samples per tar file"),
 ]
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="make-shards", description=DESCRIPTION)
     for option, kind, default, help_text in OPTIONS:
         required = default is None
         parser.add_argument(option, type=kind, default=default, required=required, help=help_text)
-    return parser.parse_args(argv)
+    return parser
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 @report_user_errors

@@ -32,8 +32,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from symclr_ft.data.coco import ANNOTATIONS_FILE, usable_path
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors, sigterm_as_interrupt
-from symclr_ft.io import atomic_dir, read_json
+from symclr_ft.errors import (
+    ArgumentParser, UserError, bounded_int, report_user_errors, sigterm_as_interrupt,
+)
+from symclr_ft.io import OutputKind, output_dir, read_json
 
 BACKGROUND = (16, 18, 26)
 SYMBOL_COLOURS = [
@@ -51,6 +53,10 @@ DISTRACTOR_TEXT = (
 MIN_SYMBOL, MAX_SYMBOL = 20, 60
 PARENT_CATEGORY = "synthetic-symbols"
 MARKER_FILE = "README.synthetic.txt"
+# What symclr-synth writes into --out (io.output_dir's rule); outputs written before outputs
+# carried a manifest are told by the marker file.
+SYNTH_OUTPUT = OutputKind("symclr-synth", ("train", "valid", "test", MARKER_FILE), legacy=(MARKER_FILE,))
+MAX_SEED = 2**32 - 1  # numpy's and random's seeds alike
 
 SCALES = {
     # small: a few seconds to generate; tests use smaller settings still.
@@ -399,13 +405,18 @@ def write_synthetic_coco(
     return out_dir
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="symclr-synth",
         description="Write synthetic engineering drawings as a Roboflow-style COCO export.",
     )
     parser.add_argument(
-        "--out", required=True, help="output folder (new, or an earlier symclr-synth output)"
+        "--out", required=True, help="output folder (new, empty, or an earlier symclr-synth output)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="write into a folder that is not an earlier output (only symclr-synth's own entries "
+        "are replaced: train/, valid/, test/, README.synthetic.txt)",
     )
     parser.add_argument(
         "--scale",
@@ -414,10 +425,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="small: quick (12 classes, 24 train drawings); demo: for a short training run",
     )
     parser.add_argument(
-        "--classes", type=int, default=None, help="number of classes (default: from --scale)"
+        "--classes", type=bounded_int(1, 200), default=None,
+        help="number of classes, 1..200 (default: from --scale)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0)
+    return parser
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 @report_user_errors
@@ -425,18 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     settings = dict(SCALES[args.scale])
     if args.classes is not None:
-        if not 1 <= args.classes <= 200:
-            raise UserError(f"--classes {args.classes}: must be between 1 and 200")
         settings["classes"] = args.classes
     out = usable_path(args.out)
     # Replace only a folder this command wrote: --out pointing at real data must not wipe it.
-    ours = out.is_dir() and (not any(out.iterdir()) or (out / MARKER_FILE).is_file())
-    if out.exists() and not ours:
-        raise UserError(
-            f"{out}: exists and is not an earlier symclr-synth output; choose a new folder"
-        )
-    with sigterm_as_interrupt(), atomic_dir(out) as tmp:  # a kill leaves no temporary folder
-        try:
+    with sigterm_as_interrupt(), output_dir(out, SYNTH_OUTPUT, args.overwrite) as tmp:
+        try:  # a kill leaves no temporary folder
             write_synthetic_coco(tmp, seed=args.seed, **settings)
         except ValueError as err:
             raise UserError(f"{out}: {err}") from None

@@ -624,16 +624,28 @@ def _copy_source(source: Path, folder: Path, train) -> None:
             train.write(key, fields)
 
 
+def universe_output():
+    """What symclr-universe writes into its folder: make-shards' entries, under its own command
+    name (io.output_dir's rule: a folder of the user's, or a make-shards set, is not written
+    into without --overwrite; an earlier universe is replaced)."""
+    from symclr_ft.data.shards import SHARD_OUTPUT
+    from symclr_ft.io import OutputKind
+
+    return OutputKind("symclr-universe", SHARD_OUTPUT.names, SHARD_OUTPUT.patterns)
+
+
 def write_universe(out: str | Path, classes: list[UniverseClass], per_class: int, valid_per_class: int = 2,
                    seed: int = 0, mix_with: str | Path | None = None, workers: int = 2,
-                   shard_size: int = 1000) -> dict:
-    """Write the universe as a make-shards set into ``out`` (atomically): ``per_class`` train and
-    ``valid_per_class`` valid instances of every class. With ``mix_with``: a copy of that
-    make-shards set whose train split also holds the universe classes, appended after its own
-    (valid and test copied unchanged). Returns the stats (stats.json)."""
+                   shard_size: int = 1000, overwrite: bool = False) -> dict:
+    """Write the universe as a make-shards set into ``out`` (complete or not at all, by the
+    output rule of ``io.output_dir``: a new or empty folder or an earlier universe; any other
+    folder only with ``overwrite``, and then only shard files are replaced): ``per_class``
+    train and ``valid_per_class`` valid instances of every class. With ``mix_with``: a copy of
+    that make-shards set whose train split also holds the universe classes, appended after its
+    own (valid and test copied unchanged). Returns the stats (stats.json)."""
     from symclr_ft.data.shards import ShardSequence
     from symclr_ft.data.shardset import load_classes, verify_split
-    from symclr_ft.io import atomic_dir
+    from symclr_ft.io import output_dir
 
     base = load_classes(mix_with) if mix_with else []
     for split in ("train", "valid", "test") if mix_with else ():
@@ -641,7 +653,7 @@ def write_universe(out: str | Path, classes: list[UniverseClass], per_class: int
     counts = {"train": per_class} if mix_with else {"train": per_class, "valid": valid_per_class}
     counts = {k: v for k, v in counts.items() if v > 0}
     names = [c.name for c in classes]
-    with atomic_dir(out) as tmp:
+    with output_dir(out, universe_output(), overwrite) as tmp:
         writers = {split: ShardSequence(tmp, split, shard_size) for split in counts}
         sizes: dict[str, list] = {split: [] for split in counts}
         try:
@@ -669,29 +681,35 @@ def write_universe(out: str | Path, classes: list[UniverseClass], per_class: int
 
 
 def build_parser():
-    from symclr_ft.errors import ArgumentParser
+    from symclr_ft.errors import ArgumentParser, bounded_float, bounded_int
 
     p = ArgumentParser(prog="symclr-universe",
                        description="Render font-glyph and procedural symbol classes into a make-shards set.")
-    p.add_argument("--out", required=True, help="new shards folder")
-    p.add_argument("--classes", type=int, required=True, help="distinct classes to render")
-    p.add_argument("--per-class", type=int, default=16, help="train instances per class")
-    p.add_argument("--valid-per-class", type=int, default=2, help="valid instances per class (not with --mix-with)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="new shards folder (or an earlier universe: replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not an earlier universe (only shard files, "
+                   "classes.json and stats.json are replaced)")
+    p.add_argument("--classes", type=bounded_int(1, 1_000_000), required=True, help="distinct classes to render")
+    p.add_argument("--per-class", type=bounded_int(1, 100_000), default=16, help="train instances per class")
+    p.add_argument("--valid-per-class", type=bounded_int(0, 100_000), default=2,
+                   help="valid instances per class (not with --mix-with)")
+    p.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0)
     p.add_argument("--fonts", default=None, help="font folder to use instead of the system's font packages")
-    p.add_argument("--procedural", type=float, default=0.1, help="share of procedural glyph classes")
+    p.add_argument("--procedural", type=bounded_float(0.0, 1.0), default=0.1,
+                   help="share of procedural glyph classes, in [0, 1]")
     p.add_argument("--mix-with", default=None, help="make-shards set to copy and append the classes to")
-    p.add_argument("--workers", type=int, default=2, help="rendering processes (the output does not depend on it)")
+    p.add_argument("--workers", type=bounded_int(1, 1024), default=2,
+                   help="rendering processes (the output does not depend on it)")
     return p
 
 
 def _check_args(args) -> None:
-    if args.classes < 1 or args.per_class < 1 or args.valid_per_class < 0:
-        raise UserError("--classes and --per-class must be at least 1, --valid-per-class at least 0")
-    if not 0 <= args.procedural <= 1:
-        raise UserError(f"--procedural {args.procedural}: must be between 0 and 1")
+    """What the parser cannot see; then the output folder, before any class is chosen."""
+    from symclr_ft.io import check_output_dir
+
     if args.mix_with and Path(args.out).resolve() == Path(args.mix_with).resolve():
         raise UserError(f"{args.out}: must differ from --mix-with")
+    check_output_dir(args.out, universe_output(), args.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -708,7 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = time.perf_counter()
         with sigterm_as_interrupt():
             stats = write_universe(args.out, classes, args.per_class, args.valid_per_class, args.seed,
-                                   args.mix_with, args.workers)
+                                   args.mix_with, args.workers, overwrite=args.overwrite)
         done = time.perf_counter()
         splits = ", ".join(f"{k}: {v['crops']} crops" for k, v in stats["splits"].items())
         print(f"{args.out}: {len(classes)} universe classes ({splits}); classes chosen in "

@@ -518,7 +518,8 @@ _FLAG_KEYS = {
 
 
 def build_parser():
-    from symclr_ft.errors import ArgumentParser
+    from symclr_ft.config import MAX_IMAGE_SIZE
+    from symclr_ft.errors import ArgumentParser, bounded_int
 
     p = ArgumentParser(
         prog="symclr-evaluate",
@@ -535,12 +536,12 @@ def build_parser():
     p.add_argument("--support-split", help="support split (data.train_split, default train)")
     p.add_argument("--arch", help="architecture for random/KIND:PATH (model.arch)")
     p.add_argument("--input-norm", choices=["none", "imagenet"], help="model.input_norm")
-    p.add_argument("--image-size", type=int,
-                   help="crop size (eval.image_size); default: the run's, from config.yaml beside "
-                   "the checkpoint, else data.image_size of --config")
-    p.add_argument("--episodes", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--batch-size", type=int, help="per process (eval.batch_size)")
+    p.add_argument("--image-size", type=bounded_int(16, MAX_IMAGE_SIZE),
+                   help=f"crop size, 16..{MAX_IMAGE_SIZE} (eval.image_size); default: the run's, "
+                   "from config.yaml beside the checkpoint, else data.image_size of --config")
+    p.add_argument("--episodes", type=bounded_int(1, 10_000), help="support draws, 1..10000")
+    p.add_argument("--seed", type=bounded_int(0, 2**63 - 1))
+    p.add_argument("--batch-size", type=bounded_int(1, 65_536), help="per process (eval.batch_size)")
     p.add_argument("--tta-rot90", action="store_true", default=None, help="also 4-rotation TTA")
     p.add_argument("--centering", action="store_true", default=None, help="also SimpleShot")
     p.add_argument("--prototypes", action="store_true", default=None, help="also 5-shot prototypes")

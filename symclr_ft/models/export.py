@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from symclr_ft.errors import ArgumentParser, UserError, library_message, report_user_errors
+from symclr_ft.config import MAX_IMAGE_SIZE
+from symclr_ft.errors import ArgumentParser, UserError, bounded_int, library_message, report_user_errors
 from symclr_ft.io import atomic_path
 
 OPSET = 17  # ONNX Runtime >= 1.12 and most other runtimes read it
@@ -58,16 +59,20 @@ def export_onnx(net: nn.Module, image_size: int, out: str | Path, metadata: dict
     out = Path(out)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic in timm's padding
-        torch.onnx.export(
-            extractor, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-            input_names=["images"], output_names=["features"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-        )
-        model = onnx.load(str(tmp))
-        for key, value in (metadata or {}).items():
-            model.metadata_props.add(key=key, value=str(value))
-        onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
+        try:
+            torch.onnx.export(
+                extractor, (example,), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=["images"], output_names=["features"],
+                dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+            )
+            model = onnx.load(str(tmp))
+            for key, value in (metadata or {}).items():
+                model.metadata_props.add(key=key, value=str(value))
+            onnx.checker.check_model(model)
+            onnx.save(model, str(tmp))
+        except OSError as err:  # a full disk: the temporary file goes, the old file stays
+            raise UserError(f"{out}: cannot write the ONNX file "
+                            f"({err.strerror or library_message(err)})") from None
     return out
 
 
@@ -149,8 +154,9 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument("--model", required=True, help="model file (model.pt) or run folder")
     p.add_argument("--onnx", required=True, help="ONNX file to write")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="crop size S; default: the run's, from config.yaml beside the model file")
+    p.add_argument("--image-size", type=bounded_int(16, MAX_IMAGE_SIZE), default=None,
+                   help=f"crop size S, 16..{MAX_IMAGE_SIZE}; default: the run's, from config.yaml "
+                   "beside the model file")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing ONNX Runtime's features with PyTorch's on random crops")
     return p

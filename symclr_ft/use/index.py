@@ -1,6 +1,7 @@
 """Feature index files: the embedded crops of a support (or query) set, kept to be reused.
 
-An index is a folder written atomically (``io.atomic_dir``)::
+An index is a folder written by the output rule of ``io.output_dir`` (complete or not at all;
+only a folder it wrote itself is replaced, and in it only its own files)::
 
     INDEX/features.safetensors   features (N, D) float32, L2-normalised; labels (N,) int64;
                                  with symclr-embed --views, views (N, V, D) float32
@@ -19,17 +20,23 @@ Example::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from symclr_ft.errors import UserError
-from symclr_ft.io import atomic_dir, read_json, write_json
+from symclr_ft.errors import UserError, library_message
+from symclr_ft.io import OutputKind, output_dir, read_json
 
 FEATURES_FILE = "features.safetensors"
 META_FILE = "index.json"
 FORMAT = "symclr_ft feature index 1"
+SKIPPED_FILE = "skipped.csv"  # crops symclr-embed could not decode, with the reason
+# What symclr-embed writes into its folder; an index written before outputs carried a
+# manifest is told by its two files.
+INDEX_OUTPUT = OutputKind("symclr-embed", (FEATURES_FILE, META_FILE, SKIPPED_FILE),
+                          legacy=(FEATURES_FILE, META_FILE))
 
 
 @dataclass
@@ -53,8 +60,19 @@ def is_index(path: str | Path) -> bool:
     return path.is_dir() and (path / META_FILE).is_file() and (path / FEATURES_FILE).is_file()
 
 
-def save_index(index: FeatureIndex, path: str | Path) -> Path:
-    """Write ``index`` to the folder ``path`` (replacing it only when complete)."""
+def save_index(index: FeatureIndex, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``index`` to the folder ``path``: a new or empty folder, or an earlier index
+    (replaced only when the new one is complete); any other folder only with ``overwrite``,
+    and then only the index's own files in it are replaced (``io.output_dir``)."""
+    with output_dir(path, INDEX_OUTPUT, overwrite) as tmp:
+        write_index(index, tmp, path)
+    return Path(path)
+
+
+def write_index(index: FeatureIndex, folder: Path, where: str | Path) -> None:
+    """The index's two files into ``folder`` (the temporary folder of the output ``where``,
+    which messages name); a full disk is one line (safetensors raises its own error type)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     meta = {
@@ -67,16 +85,18 @@ def save_index(index: FeatureIndex, path: str | Path) -> Path:
         "count": len(index),
         "sources": list(index.sources),
     }
-    with atomic_dir(path) as tmp:
-        tensors = {
-            "features": index.features.detach().to("cpu", torch.float32).contiguous(),
-            "labels": index.labels.detach().to("cpu", torch.int64).contiguous(),
-        }
-        if index.views is not None:
-            tensors["views"] = index.views.detach().to("cpu", torch.float32).contiguous()
-        save_file(tensors, str(tmp / FEATURES_FILE))
-        write_json(tmp / META_FILE, meta)
-    return Path(path)
+    tensors = {
+        "features": index.features.detach().to("cpu", torch.float32).contiguous(),
+        "labels": index.labels.detach().to("cpu", torch.int64).contiguous(),
+    }
+    if index.views is not None:
+        tensors["views"] = index.views.detach().to("cpu", torch.float32).contiguous()
+    try:
+        save_file(tensors, str(folder / FEATURES_FILE))
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    except (SafetensorError, OSError) as err:
+        reason = getattr(err, "strerror", None) or library_message(err)
+        raise UserError(f"{where}: cannot write the feature index ({reason})") from None
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -8,13 +8,17 @@ views) is below a threshold (``--reject``): ``none`` (always a class), a number,
 (chosen from the support alone). The score and the threshold are :mod:`symclr_ft.use.rejection`'s.
 
 Queries stream batch by batch and rows are written as they come, so memory stays flat
-whatever the number of queries. A crop that cannot be decoded is skipped and listed in
-``skipped.csv``; the run fails only when nothing was readable.
+whatever the number of queries. A crop that cannot be decoded is skipped and listed with its
+reason in the skip list, named after the output (``p.skipped.csv`` beside ``p.csv``;
+``skipped.csv`` inside an index folder); the run fails only when nothing was readable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +27,14 @@ import numpy as np
 import torch
 
 from symclr_ft.data.crops import CropSource, open_source
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.errors import (
+    ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
+)
 from symclr_ft.eval.evaluate import embed_images, embed_stream
-from symclr_ft.use.index import FeatureIndex, is_index, load_index, save_index
+from symclr_ft.io import atomic_files, ensure_writable_dir
+from symclr_ft.use.index import (
+    INDEX_OUTPUT, SKIPPED_FILE, FeatureIndex, is_index, load_index, write_index,
+)
 from symclr_ft.models.folding import folded_for_inference
 from symclr_ft.eval.knn import class_prototypes, class_similarity, draw_supports, knn_vote
 from symclr_ft.use.rejection import (
@@ -51,8 +60,9 @@ class Model:
 
 
 def load_model(path: str | Path, image_size: int | None, accelerator,
-               precision: str = "no") -> Model:
-    """A model file (model.pt), or its export (FILE.onnx, run by ONNX Runtime in fp32)."""
+               precision: str = "no", batch_size: int | None = None) -> Model:
+    """A model file (model.pt), or its export (FILE.onnx, run by ONNX Runtime in fp32). With
+    ``batch_size``, a crop size whose batches would not fit in memory is refused first."""
     from symclr_ft.models.backbones import load_model_file, model_file_info
 
     if Path(path).suffix == ".onnx":
@@ -63,17 +73,29 @@ def load_model(path: str | Path, image_size: int | None, accelerator,
         if image_size and image_size != info["image_size"]:
             raise UserError(f"{path}: exported for {info['image_size']} px crops, not "
                             f"--image-size={image_size}")
+        _check_size(info["image_size"], batch_size, path)
         return Model(onnx, info["sha256"], info["image_size"], info["input_norm"], Path(path))
     info = model_file_info(path)
     size = image_size or info["image_size"]
     if not size:
         raise UserError(f"{path}: no config.yaml beside it to take the image size from; "
                         "pass --image-size")
-    if size < 16:
-        raise UserError(f"--image-size={size} must be at least 16")
+    _check_size(int(size), batch_size, path)
     net = load_model_file(path).to(accelerator.device).to(memory_format=torch.channels_last)
     net, _ = folded_for_inference(net, int(size))  # the same features, a faster forward
     return Model(net, info["sha256"], int(size), info["input_norm"], Path(path), precision)
+
+
+def _check_size(size: int, batch_size: int | None, path) -> None:
+    """The crop size (the flag's, or the run's) in 16..MAX_IMAGE_SIZE, and its batches in
+    memory, before any crop is read."""
+    from symclr_ft.config import MAX_IMAGE_SIZE
+    from symclr_ft.distributed import check_forward_memory
+
+    if not 16 <= size <= MAX_IMAGE_SIZE:
+        raise UserError(f"{path}: image size {size} must be in 16..{MAX_IMAGE_SIZE}")
+    if batch_size:
+        check_forward_memory(size, batch_size, "lower --batch-size (or --image-size)")
 
 
 def _progress(accelerator, total: int | None, what: str):
@@ -117,9 +139,8 @@ def embed_source(accelerator, model: Model, source: CropSource, batch_size: int,
 
 
 def write_skipped(path: Path, skipped: list[tuple[dict, str]]) -> None:
-    from symclr_ft.io import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+    """The skip list (source, reason) into ``path``, a file of an output's temporary folder."""
+    with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "reason"])
         writer.writerows([source_text(s), why] for s, why in skipped)
@@ -191,6 +212,7 @@ def shots_per_class(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor
 
 
 def parse_reject(text: str) -> str | float:
+    """``none``, ``auto`` or a cosine similarity in [-1, 1]."""
     if text in ("none", "auto"):
         return text
     try:
@@ -202,9 +224,19 @@ def parse_reject(text: str) -> str | float:
     return value
 
 
-def _source_key(source: dict) -> str:
-    import json
+def _reject_option(text: str) -> str:
+    """argparse type of --reject: checked by :func:`parse_reject` (a bad value is the
+    parser's one line), kept as the text."""
+    import argparse
 
+    try:
+        parse_reject(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _source_key(source: dict) -> str:
     return json.dumps(source, sort_keys=True)
 
 
@@ -419,25 +451,47 @@ def summary_lines(out: Outcome, support: Support, threshold: float | None) -> tu
     return lines, numbers
 
 
+MAX_SEED = 2**32 - 1  # seeds of the shots drawn and the augmented views
+MAX_BATCH = 65_536
+SIDE_SUFFIXES = (".skipped.csv", ".threshold.json")
+
+
 def predict_parser() -> ArgumentParser:
     p = ArgumentParser(prog="symclr-predict", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True,
                    help="model file (config.yaml beside it: image size), or its symclr-export .onnx")
     p.add_argument("--support", required=True, help="index, labelled image folder, COCO, shards")
     p.add_argument("--query", required=True, help="index, image folder, COCO export or shards")
-    p.add_argument("--out", required=True, help="predictions CSV")
+    p.add_argument("--out", required=True,
+                   help="predictions CSV; its side files are named after it: p.csv -> "
+                        "p.threshold.json and, when crops were skipped, p.skipped.csv")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a CSV of that name that an earlier symclr-predict did not write")
     p.add_argument("--support-split", default=None, help="split of a shard folder / COCO export")
     p.add_argument("--query-split", default=None, help="split of a shard folder / COCO export")
-    p.add_argument("--k", type=int, default=1, help="neighbours that vote (default 1)")
+    p.add_argument("--k", type=bounded_int(1, 10_000), default=1,
+                   help="neighbours that vote (default 1)")
     p.add_argument("--prototypes", action="store_true", help="nearest class mean instead")
-    p.add_argument("--shots", type=int, default=0, help="at most N support crops per class")
-    p.add_argument("--seed", type=int, default=0, help="for --shots and augmented views")
-    p.add_argument("--reject", default="none", help="none | auto | a similarity threshold")
-    p.add_argument("--tpr", type=float, default=0.95, help="share of known accepted by auto")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's run")
+    p.add_argument("--shots", type=bounded_int(0, 10**6), default=0,
+                   help="at most N support crops per class (0: all)")
+    p.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0,
+                   help="for --shots and augmented views")
+    p.add_argument("--reject", type=_reject_option, default="none",
+                   help="none | auto | a similarity threshold in [-1, 1]")
+    p.add_argument("--tpr", type=bounded_float(0.0, 1.0, above=True), default=0.95,
+                   help="share of known accepted by auto, in (0, 1]")
+    add_batch_and_size_options(p)
     add_precision_option(p)
     return p
+
+
+def add_batch_and_size_options(p: ArgumentParser) -> None:
+    from symclr_ft.config import MAX_IMAGE_SIZE
+
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH), default=256,
+                   help="crops per forward (default 256)")
+    p.add_argument("--image-size", type=bounded_int(16, MAX_IMAGE_SIZE), default=None,
+                   help=f"crop side, 16..{MAX_IMAGE_SIZE} (default: the model's run)")
 
 
 def add_precision_option(p: ArgumentParser) -> None:
@@ -447,28 +501,107 @@ def add_precision_option(p: ArgumentParser) -> None:
 
 
 def _check_args(args) -> None:
-    parse_reject(args.reject)
+    parse_reject(args.reject)  # callers that build args without the parser
     for name in ("support", "query"):
         if not Path(getattr(args, name)).exists():
             raise UserError(f"{getattr(args, name)}: not found (--{name})")
-    if args.k < 1 or args.shots < 0 or args.batch_size < 1:
-        raise UserError("--k and --batch-size must be >= 1, --shots >= 0")
-    if not 0.0 < args.tpr <= 1.0:
-        raise UserError(f"--tpr={args.tpr}: must be in (0, 1]")
+
+
+# --------------------------------------------------------------------------- prediction files
+
+
+def prediction_files(out: str | Path) -> tuple[Path, Path, Path]:
+    """The predictions CSV and its side files, named after it so that they never take a name
+    the user may have used (a plain skipped.csv): p.csv -> p.skipped.csv, p.threshold.json."""
+    out = Path(out)
+    return out, out.with_suffix(".skipped.csv"), out.with_suffix(".threshold.json")
+
+
+def _earlier_predictions(threshold_file: Path) -> bool:
+    """Whether the side file says symclr-predict wrote this set (the keys it has always had
+    tell the files written before it named its command)."""
+    try:
+        data = json.loads(threshold_file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get("command") == "symclr-predict"
+                                       or {"reject", "threshold", "how"} <= set(data))
+
+
+def check_prediction_out(args) -> list[Path]:
+    """Refuse, before any work, a --out that could lose a file: a folder, a name kept for side
+    files, an input of this run, or a set of files an earlier symclr-predict did not write
+    (unless --overwrite). Returns the files of the set that exist: the run replaces them."""
+    out = Path(args.out)
+    if out.name in ("", ".", "..") or out.is_dir():
+        raise UserError(f"{out}: is a folder; --out names the predictions CSV file")
+    if out.name.endswith(SIDE_SUFFIXES):
+        raise UserError(f"{out}: names ending in {' or '.join(SIDE_SUFFIXES)} are kept for the "
+                        "side files of a predictions CSV; choose another --out")
+    files = prediction_files(out)
+    inputs = {Path(getattr(args, n)).resolve(): n for n in ("model", "support", "query")}
+    for path in files:
+        if path.resolve() in inputs:
+            raise UserError(f"{path}: is the --{inputs[path.resolve()]} input; choose another --out")
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder, where the predictions need a file")
+    existing = [f for f in files if os.path.lexists(f)]
+    if existing and not getattr(args, "overwrite", False) and not _earlier_predictions(files[2]):
+        raise UserError(f"{existing[0]}: exists and was not written by symclr-predict (no "
+                        f"{files[2].name} of an earlier run beside it); choose another --out, or "
+                        "pass --overwrite to replace it")
+    ensure_writable_dir(out.parent)
+    return existing
+
+
+def _same_width(batches, width: int, args):
+    """The query batches, refused at the first whose features are not as wide as the
+    support's (indexes made by different models)."""
+    for batch in batches:
+        if batch.features.shape[1] != width:
+            raise UserError(f"{args.query}: query features have {batch.features.shape[1]} "
+                            f"dimensions, the support's ({args.support}) have {width}; embed "
+                            "both with the same model")
+        yield batch
+
+
+def write_prediction_files(args, main_process: bool, replace: list[Path], support: Support,
+                           threshold, query_names, batches, skipped: list, record: dict):
+    """Classify every query and write the predictions, the skip list and the threshold
+    together (``io.atomic_files``: all of them appear, or none). Every process classifies;
+    only the main one writes. Returns the summary lines, their numbers and the skipped crops."""
+    files = prediction_files(args.out)
+    output = atomic_files(files, replace) if main_process else contextlib.nullcontext(None)
+    with output as tmp:
+        try:
+            with open(tmp / files[0].name if tmp else os.devnull, "w", newline="") as handle:
+                outcome = write_predictions(handle, support, threshold, query_names, batches)
+            if not outcome.score:
+                raise UserError(f"{args.query}: no readable query crop ({len(outcome.skipped)} "
+                                "skipped)")
+            lines, numbers = summary_lines(outcome, support, threshold)
+            skipped = skipped + outcome.skipped
+            if tmp is not None and skipped:
+                write_skipped(tmp / files[1].name, skipped)
+            if tmp is not None:
+                record = {**record, "files": [f.name for f in files[: 2 if skipped else 1]],
+                          "summary": numbers}
+                (tmp / files[2].name).write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as err:  # a full disk: the temporaries go, nothing appears
+            raise UserError(f"{files[0]}: cannot write the predictions ({err.strerror or err}); "
+                            "nothing was written") from None
+    return lines, numbers, skipped
 
 
 def run_predict(args) -> dict:
     """symclr-predict without the argument parsing (tests call it)."""
-    import contextlib
-    import os
-
     from symclr_ft.distributed import inference_precision, make_accelerator
-    from symclr_ft.io import atomic_path, write_json
 
     _check_args(args)
+    replace = check_prediction_out(args)
     accelerator = make_accelerator()
     model = load_model(args.model, args.image_size, accelerator,
-                       inference_precision(args.mixed_precision))
+                       inference_precision(args.mixed_precision), args.batch_size)
     query_names, batches = query_batches(accelerator, model, args)  # checks --query early
     index, skipped = load_support(accelerator, model, args)
     views = support_views(accelerator, model, index, args)
@@ -478,34 +611,25 @@ def run_predict(args) -> dict:
                 "views: symclr-embed --views 8 stores them)")
     support = Support(index.features, index.labels, index.class_names, args.k, args.prototypes,
                       views)
-    out = Path(args.out)
-    main_process = accelerator.is_main_process
-    # Every process classifies (the embedding is shared); only the main one writes.
-    with (atomic_path(out) if main_process else contextlib.nullcontext(os.devnull)) as target:
-        with open(target, "w", newline="") as handle:
-            outcome = write_predictions(handle, support, threshold, query_names, batches)
-        if not outcome.score:
-            raise UserError(f"{args.query}: no readable query crop ({len(outcome.skipped)} "
-                            "skipped)")
-    lines, numbers = summary_lines(outcome, support, threshold)
-    skipped += outcome.skipped
-    if main_process:
-        if skipped:
-            write_skipped(out.parent / "skipped.csv", skipped)
-        write_json(out.with_suffix(".threshold.json"), {
-            "reject": args.reject, "threshold": threshold, "how": how, "tpr": args.tpr,
-            "support": len(index), "classes": len(index.class_names),
-            "precision": model.precision, "summary": numbers,
-        })
+    record = {"command": "symclr-predict", "reject": args.reject, "threshold": threshold,
+              "how": how, "tpr": args.tpr, "support": len(index),
+              "classes": len(index.class_names), "precision": model.precision}
+    lines, numbers, skipped = write_prediction_files(
+        args, accelerator.is_main_process, replace, support, threshold, query_names,
+        _same_width(batches, support.features.shape[1], args), skipped, record)
+    if accelerator.is_main_process:
+        csv_file, skipped_file, threshold_file = prediction_files(args.out)
         print(how)
-        print("\n".join(lines) + (f" (listed in {out.parent / 'skipped.csv'})" if skipped else ""))
-        print(f"wrote {out} and {out.with_suffix('.threshold.json')}")
+        print("\n".join(lines) + (f" (listed in {skipped_file})" if skipped else ""))
+        print(f"wrote {csv_file} and {threshold_file}")
     return numbers
 
 
 @report_user_errors
 def predict_main(argv: list[str] | None = None) -> int:
-    run_predict(predict_parser().parse_args(argv))
+    args = predict_parser().parse_args(argv)
+    with sigterm_as_interrupt():  # a kill cleans up as Ctrl-C does: no temporaries left
+        run_predict(args)
     return 0
 
 
@@ -518,36 +642,43 @@ def embed_parser() -> ArgumentParser:
                    help="model file (config.yaml beside it: image size), or its symclr-export .onnx")
     p.add_argument("--input", required=True,
                    help="image folder (class subfolders: labelled), COCO export or json, shards")
-    p.add_argument("--out", required=True, help="index folder to write")
+    p.add_argument("--out", required=True,
+                   help="index folder to write: new, empty, or an earlier index (replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not an earlier index (only the index's "
+                        "own files are replaced; the others stay)")
     p.add_argument("--split", default=None, help="split of a shard folder or COCO export")
-    p.add_argument("--views", type=int, default=0,
+    p.add_argument("--views", type=bounded_int(0, 64), default=0,
                    help=f"also store N augmented views per crop (use {VIEWS_PER_CROP} for a support "
                         "index: symclr-predict --reject scores queries against them)")
-    p.add_argument("--seed", type=int, default=0, help="for --views")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=None, help="default: the model's run")
+    p.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0, help="for --views")
+    add_batch_and_size_options(p)
     add_precision_option(p)
     return p
 
 
 def run_embed(args) -> FeatureIndex:
     from symclr_ft.distributed import inference_precision, make_accelerator
+    from symclr_ft.io import check_output_dir, output_dir
 
-    if args.batch_size < 1 or args.views < 0:
-        raise UserError(f"--batch-size={args.batch_size} must be >= 1 and --views={args.views} "
-                        ">= 0")
+    overwrite = getattr(args, "overwrite", False)
+    check_output_dir(args.out, INDEX_OUTPUT, overwrite)  # before any work
     accelerator = make_accelerator()
     model = load_model(args.model, args.image_size, accelerator,
-                       inference_precision(args.mixed_precision))
+                       inference_precision(args.mixed_precision), args.batch_size)
     source = open_source(args.input, model.image_size, args.split)
     index, skipped = embed_source(accelerator, model, source, args.batch_size)
     if args.views:
         index.views = embed_views(accelerator, model, args.input, args.split, index.sources,
                                   args.seed, args.batch_size, args.views)
     if accelerator.is_main_process:
-        save_index(index, args.out)
-        if skipped:
-            write_skipped(Path(args.out) / "skipped.csv", skipped)
+        with output_dir(args.out, INDEX_OUTPUT, overwrite) as tmp:
+            write_index(index, tmp, args.out)
+            if skipped:
+                try:
+                    write_skipped(tmp / SKIPPED_FILE, skipped)
+                except OSError as err:
+                    raise UserError(f"{args.out}: cannot write {SKIPPED_FILE} ({err.strerror})") from None
         labelled = int((index.labels >= 0).sum())
         views = f", {args.views} augmented views each" if args.views else ""
         print(f"{len(index)} crops embedded ({labelled} labelled, {len(index.class_names)} "
@@ -557,7 +688,9 @@ def run_embed(args) -> FeatureIndex:
 
 @report_user_errors
 def embed_main(argv: list[str] | None = None) -> int:
-    run_embed(embed_parser().parse_args(argv))
+    args = embed_parser().parse_args(argv)
+    with sigterm_as_interrupt():  # a kill cleans up as Ctrl-C does: no temporaries left
+        run_embed(args)
     return 0
 
 

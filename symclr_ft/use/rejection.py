@@ -84,16 +84,17 @@ def loo_scores(features: torch.Tensor, labels: torch.Tensor, prototypes: bool = 
 
 def auto_threshold(features: torch.Tensor, labels: torch.Tensor, tpr: float = 0.95,
                    view_features: torch.Tensor | None = None,
-                   prototypes: bool = False) -> tuple[float, str]:
+                   prototypes: bool = False, option: str = "--reject auto") -> tuple[float, str]:
     """A similarity threshold from labelled support features alone: the ``1 - tpr`` quantile
     of the known-class scores, so that ``tpr`` of them would be accepted. Known-class scores
     are leave-one-out scores (:func:`loo_scores`; with ``view_features`` (N, V, D) for every
     crop, those of the view score :func:`view_scores`) and, for crops alone in their class, the
     similarity of their views to the crop itself. Returns the threshold and a sentence saying
-    how it was chosen."""
+    how it was chosen. ``option`` is what the user asked for it with, for the messages
+    (symclr-spot's is ``--count-score auto``)."""
     labels = labels.cpu()
     if len(torch.unique(labels)) < 2:
-        raise UserError("--reject auto: needs a support of at least two classes")
+        raise UserError(f"{option}: needs examples of at least two classes")
     views = None if view_features is None else view_features.cpu()
     own, other = loo_scores(features.cpu(), labels, prototypes, views)
     parts, how = [own], [f"{own.numel()} leave-one-out scores"] if own.numel() else []
@@ -101,7 +102,7 @@ def auto_threshold(features: torch.Tensor, labels: torch.Tensor, tpr: float = 0.
     alone = counts[labels] == 1
     if bool(alone.any()) and view_features is None:
         if not own.numel():
-            raise UserError("--reject auto: every class has one example; that needs augmented "
+            raise UserError(f"{option}: every class has one example; that needs augmented "
                             "views of the examples (give the support as images, not an index)")
         how.append(f"{int(alone.sum())} one-example classes left out (no views)")
     elif bool(alone.any()):

@@ -328,7 +328,7 @@ def test_output_that_cannot_be_written(synth_coco, tmp_path, capsys):
     line = _run_failing(["--coco", str(synth_coco), "--out", str(blocker / "shards")], capsys)
     assert str(blocker / "shards") in line and "cannot create output folder" in line
     line = _run_failing(["--coco", str(synth_coco), "--out", str(blocker)], capsys)
-    assert line == f"error: {blocker}: exists and is not a folder"
+    assert line.startswith(f"error: {blocker}: exists and is not a folder")
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,7 @@ def test_command_writes_replaces_its_own_output_and_refuses_other_folders(tmp_pa
 
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path / "x"), "--classes", "0"])
-    assert "--classes 0" in capsys.readouterr().err
+    assert "argument --classes: '0' is outside the range [1, 200]" in capsys.readouterr().err
 
 
 SIGTERM_WHILE_DRAWING = """

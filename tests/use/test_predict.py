@@ -158,7 +158,7 @@ def test_unreadable_query_images_are_skipped_and_listed(model_file, half_classes
     printed = capsys.readouterr().out
     assert "1 queries predicted" in printed and "1 skipped" in printed
     assert [r["source"].endswith("good.png") for r in rows(out)] == [True]
-    skipped = rows(out.parent / "skipped.csv")
+    skipped = rows(out.with_suffix(".skipped.csv"))
     assert len(skipped) == 1 and skipped[0]["source"].endswith("bad.png") and skipped[0]["reason"]
     (queries / "good.png").unlink()
     with pytest.raises(SystemExit) as exit_:

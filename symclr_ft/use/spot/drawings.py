@@ -3,12 +3,13 @@ decoded to RGB with one-line errors."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco
+from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco, to_rgb
 from symclr_ft.errors import UserError
 
 
@@ -40,11 +41,15 @@ def coco_json(path: Path) -> Path | None:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    """Decoded RGB pixels; any decoding problem is a UserError naming the file."""
+    """Decoded RGB pixels, converted as make-shards converts drawings (``coco.to_rgb``: a
+    16-bit drawing is scaled, not clipped to white; ink only in the alpha channel stays
+    visible); any decoding problem is a UserError naming the file."""
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist)")
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
+            return to_rgb(img, str(path))
     except Image.DecompressionBombError:
         raise UserError(f"{path}: more than {MAX_PIXELS:,} pixels; too large to decode safely") from None
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as err:
@@ -65,7 +70,8 @@ def list_drawings(source: Path) -> list[Drawing]:
         return [Drawing(split.image_path(im), im.id, im.file_name, truth[im.id]) for im in images]
     if not source.is_dir():
         raise UserError(f"{source}: not found (expected a folder of drawings or a COCO split)")
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                   and (p.is_file() or p.is_symlink()))  # a broken link is skipped and listed
     if not files:
         raise UserError(f"{source}: no drawings (no image files, no {ANNOTATIONS_FILE})")
     return [Drawing(p, i, p.name) for i, p in enumerate(files)]

@@ -44,7 +44,10 @@ from PIL import Image
 from torchvision.ops import batched_nms, nms
 
 from symclr_ft.data.coco import load_coco, padded_crop_box
-from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
+from symclr_ft.errors import (
+    ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
+)
+from symclr_ft.io import OutputKind
 from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, list_drawings, open_rgb
@@ -187,7 +190,7 @@ def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
     (``--shots 2`` or more), else a one-line error. Without it counting uses ``count_score``."""
     from symclr_ft.use.rejection import auto_threshold
 
-    return auto_threshold(ex.features, ex.labels, tpr=0.95)
+    return auto_threshold(ex.features, ex.labels, tpr=0.95, option="--count-score auto")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -308,17 +311,26 @@ def load_exemplars(source: Path, net, image_size: int, shots: int, seed: int, cf
 # --------------------------------------------------------------------------- running
 
 
-def model_and_size(path: Path, image_size: int | None):
+def model_and_size(path: Path, image_size: int | None, batch_size: int = SpotConfig.batch_size):
     """The network, its crop size (``--image-size``, else the run's, from the config.yaml
-    beside the file) and the file's sha256 (``model.model_file_info``)."""
+    beside the file) and the file's sha256 (``model.model_file_info``). The size is checked
+    against ``MAX_IMAGE_SIZE`` and the memory a batch of ``batch_size`` crops needs before the
+    network is built."""
+    from symclr_ft.config import MAX_IMAGE_SIZE
+    from symclr_ft.distributed import check_forward_memory
     from symclr_ft.models.backbones import load_model_file, model_file_info
 
-    # channels_last as training and evaluation use it: about 1.7x faster on the CPU here
-    net = load_model_file(path).eval().to(memory_format=torch.channels_last)
+    if path.suffix.lower() == ".onnx":
+        raise UserError(f"{path}: symclr-spot needs a model.pt (ONNX exports are for embed/predict)")
     info = model_file_info(path)
     size = image_size or info["image_size"]
     if not size:
         raise UserError(f"{path}: --image-size is required (no config.yaml beside the model file)")
+    if not 16 <= size <= MAX_IMAGE_SIZE:
+        raise UserError(f"{path}: image size {size} must be in 16..{MAX_IMAGE_SIZE}")
+    check_forward_memory(int(size), batch_size, "lower --image-size")
+    # channels_last as training and evaluation use it: about 1.7x faster on the CPU here
+    net = load_model_file(path).eval().to(memory_format=torch.channels_last)
     return net, int(size), info["sha256"]
 
 
@@ -387,7 +399,15 @@ def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: Spo
 # --------------------------------------------------------------------------- command
 
 
+SPOT_OUTPUT = OutputKind(  # what symclr-spot writes into --out (io.output_dir's rule)
+    "symclr-spot", ("detections.json", "counts.csv", "skipped.csv", "report.html", "overlays"),
+    legacy=("detections.json", "counts.csv", "report.html"),
+)
+
+
 def build_parser() -> ArgumentParser:
+    from symclr_ft.config import MAX_IMAGE_SIZE
+
     d = SpotConfig()
     p = ArgumentParser(prog="symclr-spot", description="Find and count symbols on whole drawings "
                        "from a few exemplars each, with a trained symclr model.")
@@ -395,32 +415,45 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--exemplars", required=True,
                    help="symclr-embed index, COCO split (json or split folder), or folder of class subfolders of crops")
     p.add_argument("--drawings", required=True, help="folder of drawings, or a COCO split (then scored against its boxes)")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
-    p.add_argument("--shots", type=int, default=1, help="exemplars per class (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="which exemplars are drawn from a COCO split")
-    p.add_argument("--image-size", type=int, default=None, help="crop size (default: the model run's)")
-    p.add_argument("--count-score", default=str(d.count_score),
-                   help=f"similarity from which a detection is counted and drawn (default {d.count_score}); "
-                   "'auto': symclr-predict's unknown threshold from the exemplars")
-    p.add_argument("--min-score", type=float, default=d.min_score, help="detections below are not written")
+    p.add_argument("--out", required=True,
+                   help="output folder: new, empty, or an earlier symclr-spot output (replaced when complete)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a folder that is not an earlier output (only symclr-spot's own files are replaced)")
+    p.add_argument("--shots", type=bounded_int(1, 1000), default=1, help="exemplars per class (default 1)")
+    p.add_argument("--seed", type=bounded_int(0, 2**32 - 1), default=0,
+                   help="which exemplars are drawn from a COCO split")
+    p.add_argument("--image-size", type=bounded_int(16, MAX_IMAGE_SIZE), default=None,
+                   help=f"crop size, 16..{MAX_IMAGE_SIZE} (default: the model run's)")
+    p.add_argument("--count-score", type=_count_score_option, default=str(d.count_score),
+                   help=f"similarity in [-1, 1] from which a detection is counted and drawn (default "
+                   f"{d.count_score}); 'auto': symclr-predict's unknown threshold from the exemplars")
+    p.add_argument("--min-score", type=bounded_float(-1.0, 1.0), default=d.min_score,
+                   help="detections below are not written, in [-1, 1]")
     p.add_argument("--box-mode", choices=["exemplar", "candidate"], default=d.box_mode,
                    help="box of a detection: the matched exemplar's size, or the candidate's own box")
-    p.add_argument("--objectness-weight", type=float, default=d.objectness_weight,
+    p.add_argument("--objectness-weight", type=bounded_float(0.0, 100.0), default=d.objectness_weight,
                    help="score = similarity x P(symbol) ** this (0: similarity alone)")
-    p.add_argument("--nms-iou", type=float, default=d.nms_iou, help="NMS overlap (IoU) threshold")
-    p.add_argument("--tile", type=int, default=d.tile, help="tile side in pixels for large drawings")
-    p.add_argument("--max-drawings", type=int, default=0, help="only the first N drawings (a quick look; 0: all)")
+    p.add_argument("--nms-iou", type=bounded_float(0.0, 1.0), default=d.nms_iou,
+                   help="NMS overlap (IoU) threshold, in [0, 1]")
+    p.add_argument("--tile", type=bounded_int(256, 65_536), default=d.tile,
+                   help="tile side in pixels for large drawings")
+    p.add_argument("--max-drawings", type=bounded_int(0), default=0,
+                   help="only the first N drawings (a quick look; 0: all)")
     p.add_argument("--no-objectness", action="store_true",
                    help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
     return p
 
 
+def _count_score_option(text: str) -> str:
+    """argparse type of --count-score: 'auto' or a similarity in [-1, 1], kept as text."""
+    if text != "auto":
+        bounded_float(-1.0, 1.0)(text)
+    return text
+
+
 def _count_score(text: str, ex: Exemplars) -> tuple[float, str]:
     if text != "auto":
-        try:
-            return float(text), "given"
-        except ValueError:
-            raise UserError(f"--count-score={text}: expected a number or 'auto'") from None
+        return float(text), "given"
     found = reject_threshold(ex)
     if found is None:
         raise UserError("--count-score=auto: no threshold from these exemplars")
@@ -430,17 +463,20 @@ def _count_score(text: str, ex: Exemplars) -> tuple[float, str]:
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from symclr_ft.distributed import make_accelerator
-    from symclr_ft.io import atomic_dir
+    with sigterm_as_interrupt():  # a kill cleans up as Ctrl-C does: no temporary folder left
+        return run(args)
 
-    if args.shots < 1:
-        raise UserError(f"--shots={args.shots}: must be at least 1")
-    if args.tile < 256:
-        raise UserError(f"--tile={args.tile}: must be at least 256")
+
+def run(args) -> int:
+    """symclr-spot after its argument parsing: the output folder is checked before any work."""
+    from symclr_ft.distributed import make_accelerator
+    from symclr_ft.io import check_output_dir
+
+    check_output_dir(args.out, SPOT_OUTPUT, args.overwrite)
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
                      objectness_weight=args.objectness_weight, nms_iou=args.nms_iou)
     drawings = list_drawings(Path(args.drawings))[: args.max_drawings or None]
-    net, image_size, sha = model_and_size(Path(args.model), args.image_size)
+    net, image_size, sha = model_and_size(Path(args.model), args.image_size, cfg.batch_size)
     accelerator = make_accelerator()
     net = net.to(accelerator.device)
     ex = load_exemplars(Path(args.exemplars), net, image_size, args.shots, args.seed, cfg, sha)
@@ -454,12 +490,24 @@ def main(argv: list[str] | None = None) -> int:
     results, skipped = spot_all(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
-        out = Path(args.out)
-        with atomic_dir(out) as tmp:
-            counts = write_outputs(tmp, drawings, ex, results, skipped, cfg)
+        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg)
         print(summary_text(drawings, ex, results, counts, skipped, cfg, how))
-        print(f"wrote {out}/report.html, detections.json, counts.csv")
+        print(f"wrote {args.out}/report.html, detections.json, counts.csv")
     return 0
+
+
+def publish_outputs(out: Path, overwrite: bool, drawings, ex: Exemplars, results, skipped,
+                    cfg: SpotConfig) -> dict:
+    """:func:`write_outputs` into a temporary folder moved into place by the output rule
+    (``io.output_dir``); a full disk is one line and leaves ``out`` as it was."""
+    from symclr_ft.io import output_dir
+
+    with output_dir(out, SPOT_OUTPUT, overwrite) as tmp:
+        try:
+            return write_outputs(tmp, drawings, ex, results, skipped, cfg)
+        except OSError as err:
+            raise UserError(f"{out}: cannot write the output ({err.strerror or err}); nothing "
+                            "was written") from None
 
 
 def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotConfig, how: str) -> str:
