@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from symclr_ft.data import shards, synth
 
@@ -59,3 +61,16 @@ def firefighting_dir() -> Path:
     if not (path / "train" / "_annotations.coco.json").is_file():
         pytest.skip(f"real dataset not found at {path} (set SYMCLR_DATA)")
     return path
+
+
+def odd_images(ink: np.ndarray) -> dict[str, Image.Image]:
+    """The drawing ``ink`` (grey, dark ink on light paper) in the modes that Pillow's own
+    ``convert("RGB")`` gets wrong and ``coco.to_rgb`` gets right: 16-bit (it clipped to white)
+    and ink only in the alpha channel (it turned black). The make-shards tests
+    (tests/data/test_coco.py) and the tests of every command that decodes images use them,
+    so all decode alike."""
+    rgba = np.dstack([np.zeros_like(ink)] * 3 + [255 - ink])
+    return {
+        "16-bit": Image.fromarray(ink.astype(np.uint16) * 257),
+        "alpha-only": Image.fromarray(rgba, mode="RGBA"),
+    }

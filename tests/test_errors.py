@@ -34,3 +34,34 @@ def test_a_crafted_checkpoint_message_is_quoted_cleanly(tmp_path):
         read_checkpoint(tmp_path / "ns.pt")
     message = str(err.value)
     assert "\x1b" not in message and "\n" not in message and "refused to load" in message
+
+
+def test_bounded_options_accept_their_range_and_refuse_the_rest_in_one_line(capsys):
+    import math
+
+    import pytest
+
+    from symclr_ft.errors import ArgumentParser, UserError, bounded_float, bounded_int
+
+    p = ArgumentParser(prog="cmd")
+    p.add_argument("--n", type=bounded_int(0, 10))
+    p.add_argument("--iou", type=bounded_float(0.0, 1.0))
+    p.add_argument("--tpr", type=bounded_float(0.0, 1.0, above=True))
+    args = p.parse_args(["--n", "10", "--iou", "0", "--tpr", "1e-9"])
+    assert (args.n, args.iou, args.tpr) == (10, 0.0, 1e-9)
+    refused = {
+        ("--n", "-1"): "argument --n: '-1' is outside the range [0, 10]",
+        ("--n", "1.5"): "argument --n: expected a whole number, got '1.5'",
+        ("--n", "9" * 5000): "argument --n: expected a whole number, got '99999",
+        ("--iou", "5"): "argument --iou: '5' is outside the range [0, 1]",
+        ("--iou", "nan"): "argument --iou: expected a finite number, got 'nan'",
+        ("--iou=-inf",): "argument --iou: expected a finite number",
+        ("--iou", "1e400"): "argument --iou: expected a finite number",
+        ("--tpr", "0"): "argument --tpr: '0' is outside the range (0, 1]",
+    }
+    for argv, words in refused.items():
+        with pytest.raises(UserError) as err:
+            p.parse_args(list(argv))
+        message = str(err.value)
+        assert words in message and "\n" not in message and len(message) < 200, message
+    assert math.isinf(bounded_float(0.0, finite=False)("inf"))

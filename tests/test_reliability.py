@@ -229,8 +229,8 @@ def test_export_without_any_box(synth_coco, tmp_path):
     "argv, words",
     [
         ([], "make-shards: the following arguments are required: --coco, --out"),
-        (["--coco", "c", "--out", "o", "--padding", "wide"], "argument --padding: invalid float value"),
-        (["--coco", "c", "--out", "o", "--shard-size", "1.5"], "argument --shard-size: invalid int value"),
+        (["--coco", "c", "--out", "o", "--padding", "wide"], "argument --padding: expected a number, got 'wide'"),
+        (["--coco", "c", "--out", "o", "--shard-size", "1.5"], "argument --shard-size: expected a whole number, got '1.5'"),
     ],
 )
 def test_make_shards_usage_mistakes_are_one_line(argv, words):

@@ -464,10 +464,12 @@ def test_values_that_cannot_be_scaled_are_refused(values, words):
 def test_open_image_and_make_shards_use_the_conversion(tmp_path):
     from symclr_ft.data.shards import make_shards
 
+    from conftest import odd_images
+
     path, split, image, file = _split_with_images(tmp_path / "export" / "train")
-    Image.fromarray(INK.astype(np.uint16) * 257).save(file)  # a.png: 16-bit
-    rgba = np.dstack([np.zeros_like(INK)] * 3 + [255 - INK])
-    Image.fromarray(rgba, mode="RGBA").save(file.with_name("b.png"))  # b.png: alpha-only ink
+    odd = odd_images(INK)
+    odd["16-bit"].save(file)  # a.png: 16-bit
+    odd["alpha-only"].save(file.with_name("b.png"))  # b.png: alpha-only ink
     assert np.array_equal(_grey(open_image(split, image)), INK)
     make_shards(tmp_path / "export", tmp_path / "shards", padding=0)
     with tarfile.open(tmp_path / "shards" / "train-000000.tar") as tar:
