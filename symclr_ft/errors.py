@@ -34,6 +34,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
         raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
+    def _get_values(self, action, arg_strings):
+        # argparse drops a value "--" (``--opt=--``) and hands the option an empty list,
+        # without calling its type: the command would fail later with a traceback.
+        if action.nargs is None and action.option_strings and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
+
 
 def bounded_int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
     """An argparse ``type`` for a whole number in ``lo..hi`` (either end open when None): one

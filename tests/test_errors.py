@@ -58,6 +58,7 @@ def test_bounded_options_accept_their_range_and_refuse_the_rest_in_one_line(caps
         ("--iou=-inf",): "argument --iou: expected a finite number",
         ("--iou", "1e400"): "argument --iou: expected a finite number",
         ("--tpr", "0"): "argument --tpr: '0' is outside the range (0, 1]",
+        ("--n=--",): "argument --n: expected a value, got '--'",  # argparse alone gave []
     }
     for argv, words in refused.items():
         with pytest.raises(UserError) as err:

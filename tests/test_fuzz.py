@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -262,3 +263,78 @@ def test_random_images_in_an_export_give_shards_or_one_line(data, tmp_path_facto
     if stats is not None:
         crop = Image.open(io.BytesIO(next(iter_shard(root / "out" / "train-000000.tar"))[1]["png"]))
         assert crop.mode == "RGB" and crop.size == (12, 10)
+
+
+# ============================================================================ command-line numbers
+
+
+def _command_parsers() -> dict:
+    """Every command's parser and the arguments it requires (paths are never opened here)."""
+    from symclr_ft.data import synth, universe
+    from symclr_ft.eval import evaluate, report
+    from symclr_ft.models import export
+    from symclr_ft.use import predict
+    from symclr_ft.use.spot import spotting
+
+    return {
+        "make-shards": (shards.build_parser, ["--coco", "c", "--out", "o"]),
+        "symclr-train": (train.build_parser, []),
+        "symclr-evaluate": (evaluate.build_parser, ["--checkpoint", "random"]),
+        "symclr-report": (report.build_parser, ["run"]),
+        "symclr-synth": (synth.build_parser, ["--out", "o"]),
+        "symclr-universe": (universe.build_parser, ["--out", "o", "--classes", "1"]),
+        "symclr-embed": (predict.embed_parser, ["--model", "m", "--input", "i", "--out", "o"]),
+        "symclr-predict": (predict.predict_parser, ["--model", "m", "--support", "s", "--query", "q", "--out", "o"]),
+        "symclr-export": (export.build_parser, ["--model", "m", "--onnx", "o"]),
+        "symclr-spot": (spotting.build_parser, ["--model", "m", "--exemplars", "e", "--drawings", "d", "--out", "o"]),
+    }
+
+
+def _typed_options(parser) -> list:
+    """The options that take a number (every option with a type: the bounded helpers, and
+    --reject / --count-score, which also take a word)."""
+    return [a for a in parser._actions if a.type not in (None, str) and a.option_strings]
+
+
+def test_every_numeric_option_is_range_checked_by_the_one_helper():
+    """No command parses a number with a bare ``int`` or ``float``: each goes through
+    ``errors.bounded_int`` / ``bounded_float`` (or a type built on them), so its range is the
+    parser's business and a bad value is one line before any work."""
+    for name, (build, _) in _command_parsers().items():
+        for action in _typed_options(build()):
+            assert action.type not in (int, float), (name, action.option_strings)
+            bounded = getattr(action.type, "bounds", None) is not None
+            assert bounded or action.dest in ("reject", "count_score"), (name, action.option_strings)
+
+
+NUMBER_TEXT = st.one_of(
+    st.integers().map(str),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", " ", "nan", "-nan", "inf", "-inf", "1e400", "-0", "0x10", "1_000", "\u0663",
+                     "1e-400", "auto", "none", "9" * 5000, "\x00", "1.5", "+3", "0.5 ", "--"]),
+    st.text(max_size=8),
+)
+
+
+@fuzz(200)
+@given(data=st.data())
+def test_random_numbers_for_every_command_option_parse_or_say_one_line(data):
+    """Any text as the value of 1-3 numeric options of any command: it parses to a value in
+    the option's range, or it is refused with one line (exit 2 in the command); never a
+    traceback. The ``--opt=value`` form, so that a value starting with '-' stays a value."""
+    parsers = {n: v for n, v in _command_parsers().items() if _typed_options(v[0]())}
+    build, required = parsers[data.draw(st.sampled_from(sorted(parsers)), label="command")]
+    parser = build()
+    options = data.draw(st.lists(st.sampled_from(_typed_options(parser)), min_size=1, max_size=3,
+                                 unique_by=lambda a: a.dest), label="options")
+    argv = list(required) + [f"{a.option_strings[-1]}={data.draw(NUMBER_TEXT, label=a.dest)}" for a in options]
+    args = succeeds_or_one_line(lambda: parser.parse_args(argv))
+    for action in options if args is not None else []:
+        value = getattr(args, action.dest)
+        lo, hi = getattr(action.type, "bounds", (None, None))
+        if action.dest in ("reject", "count_score"):  # a word, or a similarity
+            assert value in ("none", "auto") or -1 <= float(value) <= 1, value
+        else:
+            assert isinstance(value, (int, float)) and math.isfinite(value), value
+            assert (lo is None or value >= lo) and (hi is None or value <= hi), (action.dest, value)

@@ -130,6 +130,8 @@ def test_command_writes_replaces_its_own_output_and_refuses_other_folders(tmp_pa
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and str(foreign) in err[0] and "not an earlier symclr-synth output" in err[0]
     assert [p.name for p in foreign.iterdir()] == ["precious.txt"]
+    assert synth.main(["--out", str(foreign), "--classes", "4", "--overwrite"]) == 0
+    assert (foreign / "precious.txt").read_text() == "keep" and (foreign / "train").is_dir()
 
     with pytest.raises(SystemExit):
         synth.main(["--out", str(tmp_path / "x"), "--classes", "0"])

@@ -221,3 +221,20 @@ def test_procedural_classes_alone_need_no_font(tmp_path, monkeypatch):
     assert run(["--out", str(tmp_path / "p"), "--classes", "6", "--per-class", "2", "--procedural", "1"]) == 0
     assert load_classes(tmp_path / "p") == [f"glyph-0-{i:05d}" for i in range(6)]
     verify_split(tmp_path / "p", "train")
+
+
+def test_a_users_folder_is_kept_and_only_its_own_set_replaced(tmp_path, capsys):
+    """The output rule of every command (io.output_dir, issue 24): a folder of the user's is
+    refused (glyphs.py used to delete it whole); with --overwrite only shard files are
+    replaced; an earlier universe is replaced without it."""
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.md").write_text("the user's notes")
+    argv = ["--out", str(out), "--classes", "2", "--per-class", "1", "--procedural", "1", "--workers", "1"]
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an earlier symclr-universe output" in err[0]
+    assert [p.name for p in out.iterdir()] == ["notes.md"]
+    assert run(argv + ["--overwrite"]) == 0 and len(load_classes(out)) == 2
+    assert run([*argv[:3], "3", *argv[4:]]) == 0 and len(load_classes(out)) == 3  # its own set
+    assert (out / "notes.md").read_text() == "the user's notes"
