@@ -176,7 +176,7 @@ def replace_files(new_dir: str | Path, target_dir: str | Path, old: list[Path]) 
 # --------------------------------------------------------------------------- command outputs
 #
 # The one rule for every command that writes a folder (symclr-embed, symclr-spot, symclr-synth,
-# make-shards, the glyph shards; training runs through tracking.RUN_OUTPUT): a command replaces
+# make-shards, symclr-universe; training runs through tracking.RUN_OUTPUT): a command replaces
 # only a folder it wrote itself, and in it only its own entries; a folder that is not its own
 # is refused unless it is empty or --overwrite is given, and even then only the command's own
 # entries are replaced, never the user's other files. A regular file is never replaced by a
