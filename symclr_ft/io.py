@@ -102,7 +102,9 @@ def write_json(target: str | Path, data: Any) -> None:
 @contextlib.contextmanager
 def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
     """Yield an empty temporary folder next to ``target``; on success it replaces ``target``
-    (the old folder is removed only after the new one is complete)."""
+    (the old folder is removed only after the new one is complete). The whole old folder goes:
+    only for folders the code owns entirely; a folder a user names on the command line goes
+    through :func:`output_dir`, which never deletes the user's files."""
     target = Path(target)
     ensure_writable_dir(target.parent)
     try:
