@@ -72,7 +72,9 @@ class ModelConfig:
 class ViewsConfig:
     # simclr: the seed's views (RandomResizedCrop, h-flip, colour jitter, grayscale, blur);
     # drawing: the same plus rotations by multiples of 90 degrees and vertical flips.
-    preset: Literal["simclr", "drawing"] = "simclr"
+    # upright: the seed's views without any flip: for training sets whose classes differ by
+    # orientation alone (the symbol universe holds "b", "d", "p" and "q" as four classes).
+    preset: Literal["simclr", "drawing", "upright"] = "simclr"
     aug_strength: float = 1.0  # s in ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
     crop_scale_min: float = 0.08  # RandomResizedCrop scale range is (crop_scale_min, 1)
     color_jitter_p: float = 0.8

@@ -98,7 +98,7 @@ def sample_view_params(
     drawing = cfg.preset == "drawing"
     coin = lambda p: torch.rand(n, generator=g) < p  # noqa: E731
     crop = _resized_crop_boxes(n, cfg.crop_scale_min, g)
-    hflip = coin(0.5)
+    hflip = coin(0.5) if cfg.preset != "upright" else torch.zeros(n, dtype=torch.bool)
     vflip = coin(0.5) if drawing else torch.zeros(n, dtype=torch.bool)
     rot90 = torch.randint(0, 4, (n,), generator=g) if drawing else torch.zeros(n, dtype=torch.long)
     jitter = coin(cfg.color_jitter_p)

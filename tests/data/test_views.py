@@ -134,3 +134,15 @@ def test_blur_matches_torchvision_gaussian_blur():
     for i, sigma in enumerate([0.7, 1.6]):
         expected = TF.gaussian_blur(x[i : i + 1].float() / 255, [k, k], [sigma, sigma])
         assert torch.allclose(out[i : i + 1], expected, atol=1e-5)
+
+
+def test_the_upright_preset_never_flips_or_turns_and_others_keep_their_draws():
+    """views.preset=upright (for the symbol universe, where "b" and "d" are two classes) draws
+    no flip and no quarter turn; the other presets' random draws are unchanged by it."""
+    from symclr_ft.config import ViewsConfig
+    from symclr_ft.data.views import sample_view_params
+
+    upright = sample_view_params(ViewsConfig(preset="upright"), 256, torch.Generator().manual_seed(0))
+    assert not upright.hflip.any() and not upright.vflip.any() and not upright.rot90.any()
+    simclr = sample_view_params(ViewsConfig(preset="simclr"), 256, torch.Generator().manual_seed(0))
+    assert simclr.hflip.any() and torch.equal(simclr.crop, upright.crop)
