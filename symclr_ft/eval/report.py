@@ -233,16 +233,34 @@ def table_rows(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def markdown_table(runs: list[dict]) -> str:
-    """The comparison table of the seed's metrics (percent; ± the 95% CI half-width), then a
-    table of the options (TTA, centring, prototypes) when any run has them."""
+def extra_column(text: str, count: int) -> tuple[str, list[dict]]:
+    """``LABEL=DIR,DIR,...`` (``--column``): one evaluation folder per run, in the runs' order,
+    whose 1-shot accuracy becomes a column (the main job's music 1-shot beside firefighting)."""
+    label, sep, dirs = text.partition("=")
+    paths = [Path(d) for d in dirs.split(",") if d]
+    if not sep or not label or len(paths) != count:
+        raise UserError(f"--column {text}: expected LABEL=DIR,... with one folder per run ({count})")
+    blocks = []
+    for path in paths:
+        metrics = _read_json(path / "metrics.json")
+        blocks.append(evaluation_blocks(metrics, path / "metrics.json")[0][1])
+    return label, blocks
+
+
+def markdown_table(runs: list[dict], extra: list[tuple[str, list[dict]]] = ()) -> str:
+    """The comparison table of the seed's metrics (percent; ± the 95% CI half-width), the
+    1-shot accuracy of each ``extra`` column, then a table of the options (TTA, centring,
+    prototypes) when any run has them."""
     rows = table_rows(runs)
+    if extra and len(rows) != len(runs):
+        raise UserError("--column needs run folders with one evaluation each")
     head = (
         "| run | split | size | 1-shot | 1-shot macro | 5-shot | 5-shot macro | full k-NN "
-        "| full macro | images/s | train time | settings |"
+        "| full macro | " + "".join(f"{label} 1-shot | " for label, _ in extra)
+        + "images/s | train time | settings |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for row in rows:
+    for i, row in enumerate(rows):
         b = row["block"]
         train = row["run"]["metrics"].get("train") or {}
         ips = _number(train.get("images_per_s")) if isinstance(train, dict) else None
@@ -257,6 +275,7 @@ def markdown_table(runs: list[dict]) -> str:
             percent(b["five_shot"], "macro", ci=False, table=True),
             percent(b["full_knn"], table=True),
             percent(b["full_knn"], "macro", ci=False, table=True),
+            *(percent(blocks[i]["one_shot"], table=True) for _, blocks in extra),
             f"{ips:.0f}" if ips is not None else "",
             _duration(seconds),
             settings_text(row["run"]["config"]),
@@ -317,6 +336,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--out", default=None, help="output folder (default: <parent of first run>/summary)"
     )
+    p.add_argument("--column", action="append", default=[], metavar="LABEL=DIR,...",
+                   help="a 1-shot column from other evaluation folders, one per run in order "
+                   "(e.g. music=runs/a_music,runs/b_music)")
     return p
 
 
@@ -325,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runs = [load_run(r) for r in args.runs]
     out = Path(args.out) if args.out else Path(args.runs[0]).parent / "summary"
-    table = markdown_table(runs)
+    table = markdown_table(runs, [extra_column(c, len(runs)) for c in args.column])
     write_text(out / "summary.md", table)
     plot_comparison(runs, out / "summary.png")
     print(table, end="")

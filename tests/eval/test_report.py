@@ -114,3 +114,23 @@ def test_plot_history(tmp_path):
 def test_plot_confusion(tmp_path):
     path = plot_confusion(np.array([[3, 1], [0, 0]]), ["a", "b"], "t", tmp_path / "c.png")
     assert path.stat().st_size > 1000
+
+
+def test_a_column_from_other_evaluations_sits_beside_each_run(tmp_path, capsys):
+    """--column music=DIR,DIR: each run's row gets the 1-shot of its own evaluation folder
+    (the main job's music column); a count that does not match the runs is one line, exit 2."""
+    a = fake_run(tmp_path / "runs", "a", 0.912)
+    b = fake_run(tmp_path / "runs", "b", 0.85)
+    ma = fake_run(tmp_path / "music", "a", 0.423)
+    mb = fake_run(tmp_path / "music", "b", 0.317)
+    assert main([str(a), str(b), "--column", f"music={ma},{mb}"]) == 0
+    lines = (tmp_path / "runs" / "summary" / "summary.md").read_text().splitlines()
+    assert "| music 1-shot |" in lines[0]
+    row_b = next(line for line in lines if line.startswith("| b-cfg "))
+    assert "31.7 ± 0.8" in row_b and "42.3" not in row_b
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a), str(b), "--column", f"music={ma}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "one folder per run" in err and "\n" not in err
