@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/novel")
     parser.add_argument("--split", default="test", choices=["test", "valid"],
                         help="split whose classes form the folds and whose crops are the queries")
+    parser.add_argument("--classes-only", action="store_true",
+                        help="write summary.json with the folds' classes and train nothing (for "
+                        "bench/transfer.py --fold-classes: models never trained on firefighting)")
     args, overrides = parser.parse_known_args()
     cfg = load_config(args.config, overrides)
     shards, out = Path(cfg.data.shards), Path(args.out)
@@ -80,6 +83,13 @@ def main() -> None:
     rule = input_rule(cfg)  # how the folds' training reads its crops: the same here
     train, queries = load_split(shards, "train", size, *rule), load_split(shards, args.split, size, *rule)
     folds = class_folds(queries.labels.numpy(), args.folds, args.per_fold, args.seed)
+    if args.classes_only:
+        out.mkdir(parents=True, exist_ok=True)
+        summary = {"folds": [{"fold": k, "classes": [names[c] for c in fold]} for k, fold in enumerate(folds)],
+                   "split": args.split, "command": " ".join(sys.argv)}
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"wrote {out / 'summary.json'}: {len(folds)} folds of {args.per_fold} classes, nothing trained")
+        return
     accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision)
     results = []
     for k, fold in enumerate(folds):
