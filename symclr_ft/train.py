@@ -244,6 +244,21 @@ def train_one_epoch(t: Trainer, epoch: int) -> None:
     bar.close()
 
 
+def keep_epoch(t: Trainer, row: dict, epoch: int, save_state: bool) -> None:
+    """The epoch's history row, model file, plots and (when asked) resumable state."""
+    acc = t.accelerator
+    t.history.append(row)
+    t.progress.next_epoch()
+    acc.log({k: v for k, v in row.items() if k != "epoch"} | {"epoch": epoch + 1}, step=t.progress.global_step)
+    if acc.is_main_process:
+        t.files.write_history(t.history)
+        t.files.save_model(acc.unwrap_model(t.net, keep_torch_compile=False), epoch + 1)
+        plot_history(t.history, t.files.dir)
+        acc.print(epoch_line(row, t.cfg.train.epochs))
+    if save_state:
+        t.save_state()
+
+
 def finish_epoch(t: Trainer, epoch: int, evaluation: tuple | None, classes: list[str]) -> dict | None:
     """The epoch's history row, schedule step, evaluation (when due), files and saved state;
     returns the metrics when it evaluated."""
@@ -260,18 +275,15 @@ def finish_epoch(t: Trainer, epoch: int, evaluation: tuple | None, classes: list
         apply_wise_(acc.unwrap_model(t.net, keep_torch_compile=False), cfg.model)
     metrics = None
     if evaluation and (last or due):
-        metrics = evaluate_now(acc, t.net, cfg, *evaluation, classes, t.files.dir / "eval" if last else None)
+        try:
+            metrics = evaluate_now(acc, t.net, cfg, *evaluation, classes, t.files.dir / "eval" if last else None)
+        except BaseException:
+            # An evaluation that fails (a bad split, Ctrl-C) must not cost the epoch's training:
+            # its weights and state are saved first, so --resume goes on from here.
+            keep_epoch(t, row, epoch, save_state=True)
+            raise
         row.update({name: metrics[name]["micro_mean"] for name in ("one_shot", "five_shot", "full_knn")})
-    t.history.append(row)
-    p.next_epoch()
-    acc.log({k: v for k, v in row.items() if k != "epoch"} | {"epoch": epoch + 1}, step=p.global_step)
-    if acc.is_main_process:
-        t.files.write_history(t.history)
-        t.files.save_model(acc.unwrap_model(t.net, keep_torch_compile=False), epoch + 1)
-        plot_history(t.history, t.files.dir)
-        acc.print(epoch_line(row, cfg.train.epochs))
-    if last or (epoch + 1) % cfg.train.save_every == 0:
-        t.save_state()
+    keep_epoch(t, row, epoch, save_state=last or (epoch + 1) % cfg.train.save_every == 0)
     return metrics
 
 

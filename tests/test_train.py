@@ -597,3 +597,24 @@ def test_the_hold_lives_in_the_schedule(hold, scheduler):
             seed_steps += 1
     assert [a for a, _ in rates] == pytest.approx([b for _, b in rates], rel=1e-12)
     assert rates[0][0] == 1.0
+
+
+def test_an_evaluation_that_fails_keeps_the_epochs_weights(synth_shards, tmp_path, monkeypatch):
+    """The last epoch's evaluation fails (here: a UserError, as for a split that shares crops
+    with train): the epoch's model file, history row and resumable state are written first, so
+    its training is not lost (issue 26 lost 16 CPU-minutes this way)."""
+    import symclr_ft.train as train_module
+    from symclr_ft.errors import UserError
+
+    def failing(*args, **kwargs):
+        raise UserError("valid: broken on purpose")
+
+    monkeypatch.setattr(train_module, "evaluate_now", failing)
+    args = tiny(synth_shards, tmp_path, "kept", "train.epochs=1", "train.max_steps=2")
+    with pytest.raises(UserError, match="broken on purpose"):
+        train_module.train(load_config(args[1], args[2:]))
+    run_dir = tmp_path / "kept"
+    assert [row["epoch"] for row in history(run_dir)] == [0]
+    assert (run_dir / "model.pt").is_file()
+    progress = json.loads((run_dir / "state" / "progress.json").read_text())["progress"]
+    assert progress["epoch"] == 1

@@ -571,7 +571,10 @@ def _render_class(job: tuple[int, UniverseClass, int, dict[str, int], int]) -> d
             record.update(class_index=label, category_name=cls.name)
             members = {"png": encode_png(image), "cls": str(label).encode("ascii"),
                        "json": json.dumps(record).encode("utf-8")}
-            out.setdefault(split, []).append((f"universe_{index:05d}_{i:03d}", members, image.size))
+            # Keys name the split beyond train: evaluation refuses a crop that is both support
+            # and query, and tells them apart by key.
+            key = f"universe_{index:05d}_{i:03d}" if split == "train" else f"universe_{index:05d}_{split}_{i:03d}"
+            out.setdefault(split, []).append((key, members, image.size))
     return out
 
 

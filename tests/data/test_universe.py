@@ -164,6 +164,9 @@ def test_shards_are_deterministic_verified_and_counted_as_asked(small_fonts, tmp
         verify_split(out, split)  # make-shards' own check: names, counts, unique keys, whole tars
         crops = load_split(out, split, 32)
         assert torch.equal(torch.bincount(crops.labels, minlength=12), torch.full((12,), per_class))
+    keys = {split: {key for path in shard_paths(out, split) for key, _ in iter_shard(path, read=False)}
+            for split in ("train", "valid")}
+    assert not keys["train"] & keys["valid"]  # evaluation refuses a crop that is support and query
     record = json.loads(next(iter_shard(shard_paths(out, "train")[0]))[1]["json"])
     x0, y0, x1, y1 = record["crop"]
     assert 50 <= max(x1 - x0, y1 - y0) <= 112  # make-shards' frame around a 46-69 px symbol
