@@ -29,7 +29,8 @@ from symclr_ft.config import EvalConfig, ModelConfig
 from symclr_ft.data.shardset import load_classes, load_split
 from symclr_ft.models.backbones import build_model
 
-from symclr_ft.eval.evaluate import embed_images, evaluate_model
+from symclr_ft.eval.embedding import embed_images
+from symclr_ft.eval.fewshot import evaluate_model
 
 
 def embed(accelerator, net, images, batch_size):
@@ -90,7 +91,7 @@ def predict_speed(args) -> None:
     import tempfile
 
     from symclr_ft.distributed import inference_precision
-    from symclr_ft.eval.evaluate import FORWARD_ROWS
+    from symclr_ft.eval.embedding import FORWARD_ROWS
     from symclr_ft.models.export import OnnxFeatures, export_onnx
     from symclr_ft.models.folding import folded_for_inference
     from symclr_ft.models.backbones import file_sha256, load_model_file, model_file_info

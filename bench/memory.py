@@ -113,7 +113,7 @@ def child_eval_ref(args) -> None:
     from symclr_ft.config import EvalConfig
     from symclr_ft.data.shardset import load_classes, load_split
     from symclr_ft.distributed import make_accelerator
-    from symclr_ft.eval.evaluate import evaluate_model
+    from symclr_ft.eval.fewshot import evaluate_model
     from symclr_ft.models.backbones import load_model_file
 
     net = load_model_file(args.eval_model).to(memory_format=torch.channels_last)
@@ -129,7 +129,7 @@ def cycle_train_split(src: Path, out: Path, crops: int) -> int:
     refused as a copied shard), until it holds at least ``crops`` crops; returns how many."""
     from symclr_ft.data.shardset import iter_shard, shard_paths
     from symclr_ft.io import read_json, write_json
-    from symclr_ft.data.shards import ShardSequence
+    from symclr_ft.data.shardwriter import ShardSequence
 
     stats = read_json(src / "stats.json", "shard statistics")
     per_copy = stats["splits"]["train"]["crops"]

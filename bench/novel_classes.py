@@ -31,9 +31,9 @@ from symclr_ft.data.batches import input_rule  # noqa: E402
 from symclr_ft.config import load_config  # noqa: E402
 from symclr_ft.data.shardset import iter_shard, load_classes, load_split, shard_paths  # noqa: E402
 from symclr_ft.distributed import make_accelerator  # noqa: E402
-from symclr_ft.eval.evaluate import evaluate_model  # noqa: E402
+from symclr_ft.eval.fewshot import evaluate_model  # noqa: E402
 from symclr_ft.models.backbones import load_model_file  # noqa: E402
-from symclr_ft.data.shards import ShardSequence  # noqa: E402
+from symclr_ft.data.shardwriter import ShardSequence  # noqa: E402
 
 
 def class_folds(labels: np.ndarray, folds: int, per_fold: int, seed: int) -> list[list[int]]:

@@ -59,7 +59,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from novel_classes import class_folds  # noqa: E402
 from symclr_ft.data.shardset import load_classes, load_split  # noqa: E402
 from symclr_ft.distributed import inference_precision, make_accelerator  # noqa: E402
-from symclr_ft.eval.evaluate import embed_images  # noqa: E402
+from symclr_ft.eval.embedding import embed_images  # noqa: E402
 from symclr_ft.eval.knn import class_similarity, draw_supports  # noqa: E402
 from symclr_ft.eval.metrics import open_set_summary  # noqa: E402
 from symclr_ft.models.backbones import load_model_file, model_file_info  # noqa: E402

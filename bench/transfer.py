@@ -282,7 +282,7 @@ def summarise(metrics: dict) -> dict:
 
 def evaluate_on(accelerator, net, domain: Domain, rule: InputRule, cfg: EvalConfig, split: str, keep_classes=None) -> dict:
     """evaluate_model on a domain (optionally only the classes ``keep_classes``)."""
-    from symclr_ft.eval.evaluate import evaluate_model
+    from symclr_ft.eval.fewshot import evaluate_model
 
     support, queries = domain.sets(rule)
     if keep_classes is not None:

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from symclr_ft.data.coco import load_export, open_image  # noqa: E402
-from symclr_ft.data.shards import ShardSequence, encode_png  # noqa: E402
+from symclr_ft.data.shardwriter import ShardSequence, encode_png  # noqa: E402
 
 
 def ink_mask(gray: np.ndarray, threshold: int = 40) -> np.ndarray:

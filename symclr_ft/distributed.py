@@ -94,10 +94,12 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def inference_precision(choice: str) -> str:
+def inference_precision(choice: str, device_type: str | None = None) -> str:
     """Accelerate's ``mixed_precision`` for embedding: ``choice`` itself, or for ``auto`` bf16
     where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
     AMX) and ``no`` (fp32) elsewhere, where emulated bf16 would be slower than fp32.
+    ``device_type`` ("cuda", "cpu", ...) is the device that will embed; None: the one
+    Accelerate would choose (a CUDA GPU when there is one).
 
     Why: embedding is the whole cost of prediction, and on such a CPU bf16 runs the forward
     about twice as fast. A training run evaluates in its own precision (bf16 by default), so
@@ -105,8 +107,12 @@ def inference_precision(choice: str) -> str:
     nearest neighbour's label almost never (docs/RESULTS.md)."""
     if choice != "auto":
         return choice
-    if torch.cuda.is_available():
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    if device_type != "cpu":  # mps and others: fp32, the precision every backend has
+        return "no"
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
         torch.cpu, "_is_amx_tile_supported", lambda: False)()
     return "bf16" if native else "no"

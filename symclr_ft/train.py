@@ -45,7 +45,7 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
     from symclr_ft.data.shardset import CropSet, load_classes, load_split
     from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
     from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
-    from symclr_ft.eval.evaluate import evaluate_model, summary_line
+    from symclr_ft.eval.fewshot import evaluate_model, summary_line
     from symclr_ft.models.losses import contrastive_loss
     from symclr_ft.models.backbones import build_model
     from symclr_ft.tracking import RunFiles, environment, wandb_settings
@@ -382,7 +382,7 @@ def flat_config(cfg: Config) -> dict:
 
 
 def plot_history(history: list[dict], out_dir: Path) -> None:
-    from symclr_ft.eval.report import plot_history as plot  # matplotlib: loaded only when plotting
+    from symclr_ft.eval.plots import plot_history as plot  # matplotlib: loaded only when plotting
 
     plot(history, out_dir)
 

@@ -21,3 +21,15 @@ def test_auto_is_bf16_only_on_a_cpu_that_computes_it_natively(monkeypatch, avx51
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     assert inference_precision("auto") == expected
+
+
+def test_auto_follows_the_device_that_embeds(monkeypatch):
+    """A CPU asked for by name is judged as a CPU even beside a GPU; other devices get fp32."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert inference_precision("auto") == "bf16"
+    assert inference_precision("auto", "cuda") == "bf16"
+    assert inference_precision("auto", "cpu") == "no"
+    assert inference_precision("auto", "mps") == "no"

@@ -157,7 +157,7 @@ def _origin(meta: dict) -> str:
 def coco_source(path: str | Path, size: int, split: str | None = None) -> CropSource:
     """Every box of a COCO export (or of one of its splits) cut exactly as make-shards cuts it,
     labelled by category with make-shards' class indices."""
-    from symclr_ft.data.shards import build_classes
+    from symclr_ft.data.shardwriter import build_classes
 
     path = Path(path)
     if path.is_dir() and (path / coco.ANNOTATIONS_FILE).is_file():  # one split's folder

@@ -31,6 +31,8 @@ from torch import nn
 from symclr_ft.config import MAX_IMAGE_SIZE
 from symclr_ft.errors import ArgumentParser, UserError, bounded_int, library_message, report_user_errors
 from symclr_ft.io import atomic_path
+# Running an export is library (embed, predict and the API use it); importable from here as before.
+from symclr_ft.models.onnx_features import OnnxFeatures, onnx_features  # noqa: F401
 
 OPSET = 17  # ONNX Runtime >= 1.12 and most other runtimes read it
 
@@ -74,54 +76,6 @@ def export_onnx(net: nn.Module, image_size: int, out: str | Path, metadata: dict
             raise UserError(f"{out}: cannot write the ONNX file "
                             f"({err.strerror or library_message(err)})") from None
     return out
-
-
-def onnx_features(path: str | Path, images: torch.Tensor) -> torch.Tensor:
-    """Features of ``images`` (float (B, 3, S, S) in [0, 1]) computed by ONNX Runtime on CPU."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (features,) = session.run(["features"], {"images": images.numpy().astype("float32")})
-    return torch.from_numpy(features)
-
-
-class OnnxFeatures(nn.Module):
-    """An exported feature extractor run by ONNX Runtime, usable wherever a network's
-    ``features(x)`` is (symclr-embed and symclr-predict take ``--model FILE.onnx``).
-
-    Why: the export is what people deploy; with it here they embed and predict with exactly
-    what they ship, in fp32 (its speed beside PyTorch's: docs/RESULTS.md). ``info`` is the
-    file's metadata (image size, input normalisation, the sha256 of the model file it came
-    from: an index made with that model file is valid for its export)."""
-
-    def __init__(self, path: str | Path):
-        super().__init__()
-        try:
-            import onnxruntime
-        except ImportError:
-            raise UserError(f"{path}: running an ONNX model needs onnxruntime: "
-                            "pip install -e '.[export]'") from None
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # as many as torch would use
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), options,
-                                                        providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own types for unreadable files
-            raise UserError(f"{path}: not a readable ONNX model ({library_message(err)})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        missing = [k for k in ("image_size", "input_norm", "sha256") if k not in meta]
-        if missing or not meta.get("image_size", "").isdigit():
-            raise UserError(f"{path}: not written by symclr-export (metadata lacks "
-                            f"{', '.join(missing) or 'a numeric image_size'})")
-        self.info = {"image_size": int(meta["image_size"]), "input_norm": meta["input_norm"],
-                     "sha256": meta["sha256"], "arch": meta.get("arch", "")}
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        pixels = images.detach().float().cpu().contiguous().numpy()
-        (out,) = self.session.run(["features"], {"images": pixels})
-        return torch.from_numpy(out).to(images.device)
-
-    forward = features
 
 
 def max_normalised_difference(net: nn.Module, path: str | Path, images: torch.Tensor) -> float:

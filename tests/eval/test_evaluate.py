@@ -281,7 +281,7 @@ def test_bare_efficientnet_lite0_checkpoint_is_the_installed_file():
 
 @pytest.mark.parametrize("expected", [None, 4, 10, 25])
 def test_embed_expected_count_and_forward_parts_change_nothing(accelerator, monkeypatch, expected):
-    import symclr_ft.eval.evaluate as ev
+    import symclr_ft.eval.embedding as ev
 
     x = images(10)
     whole = embed_images(accelerator, TinyNet(), [x], 4)
