@@ -30,112 +30,30 @@ from symclr_ft.data.crops import CropSource, open_source
 from symclr_ft.errors import (
     ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
 )
-from symclr_ft.eval.evaluate import embed_images, embed_stream
+from symclr_ft.eval.embedding import embed_stream
 from symclr_ft.io import atomic_files, ensure_writable_dir
 from symclr_ft.use.index import (
     INDEX_OUTPUT, SKIPPED_FILE, FeatureIndex, is_index, load_index, write_index,
 )
-from symclr_ft.models.folding import folded_for_inference
-from symclr_ft.eval.knn import class_prototypes, class_similarity, draw_supports, knn_vote
-from symclr_ft.use.rejection import (
-    VIEWS_PER_CROP, auto_threshold, view_features, view_prototypes, view_scores,
+# The library both commands are made of, shared with the Python API (symclr_ft.use.embedder,
+# symclr_ft.use.symbol_index); importable from here as before.
+from symclr_ft.use.embedder import (  # noqa: F401
+    Model, _progress, embed_source, embed_views, iter_crops, open_model,
 )
-
-UNKNOWN = "unknown"
-
+from symclr_ft.use.rejection import VIEWS_PER_CROP, auto_threshold
+from symclr_ft.use.symbol_index import (  # noqa: F401
+    UNKNOWN, Support, choose_shots, classify, shots_per_class, source_text,
+)
 
 # --------------------------------------------------------------------------- embedding sources
 
 
-@dataclass
-class Model:
-    """A loaded model file and what an index must record about it."""
-
-    net: torch.nn.Module
-    sha256: str
-    image_size: int
-    input_norm: str
-    path: Path
-    precision: str = "no"
-
-
 def load_model(path: str | Path, image_size: int | None, accelerator,
                precision: str = "no", batch_size: int | None = None) -> Model:
-    """A model file (model.pt), or its export (FILE.onnx, run by ONNX Runtime in fp32). With
-    ``batch_size``, a crop size whose batches would not fit in memory is refused first."""
-    from symclr_ft.models.backbones import load_model_file, model_file_info
-
-    if Path(path).suffix == ".onnx":
-        from symclr_ft.models.export import OnnxFeatures
-
-        onnx = OnnxFeatures(path)
-        info = onnx.info
-        if image_size and image_size != info["image_size"]:
-            raise UserError(f"{path}: exported for {info['image_size']} px crops, not "
-                            f"--image-size={image_size}")
-        _check_size(info["image_size"], batch_size, path)
-        return Model(onnx, info["sha256"], info["image_size"], info["input_norm"], Path(path))
-    info = model_file_info(path)
-    size = image_size or info["image_size"]
-    if not size:
-        raise UserError(f"{path}: no config.yaml beside it to take the image size from; "
-                        "pass --image-size")
-    _check_size(int(size), batch_size, path)
-    net = load_model_file(path).to(accelerator.device).to(memory_format=torch.channels_last)
-    net, _ = folded_for_inference(net, int(size))  # the same features, a faster forward
-    return Model(net, info["sha256"], int(size), info["input_norm"], Path(path), precision)
-
-
-def _check_size(size: int, batch_size: int | None, path) -> None:
-    """The crop size (the flag's, or the run's) in 16..MAX_IMAGE_SIZE, and its batches in
-    memory, before any crop is read."""
-    from symclr_ft.config import MAX_IMAGE_SIZE
-    from symclr_ft.distributed import check_forward_memory
-
-    if not 16 <= size <= MAX_IMAGE_SIZE:
-        raise UserError(f"{path}: image size {size} must be in 16..{MAX_IMAGE_SIZE}")
-    if batch_size:
-        check_forward_memory(size, batch_size, "lower --batch-size (or --image-size)")
-
-
-def _progress(accelerator, total: int | None, what: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=what, unit="crop", disable=not accelerator.is_main_process,
-                file=sys.stderr, dynamic_ncols=True, mininterval=1.0)
-
-
-def embed_source(accelerator, model: Model, source: CropSource, batch_size: int,
-                 what: str = "embedding") -> tuple[FeatureIndex, list[tuple[dict, str]]]:
-    """Embed every crop of ``source`` into an index; unreadable crops are left out and
-    returned as (source, reason)."""
-    sources, labels = [], []
-
-    def loads():
-        for crop in source.crops:
-            sources.append(crop.source)
-            labels.append(crop.label)
-            yield crop.load
-
-    total = len(source.crops) if hasattr(source.crops, "__len__") else None
-    feats, keep, skipped = [], [], []
-    with _progress(accelerator, total, what) as bar:
-        for batch in embed_stream(accelerator, model.net, loads(), batch_size,
-                                  precision=model.precision):
-            start = len(keep)
-            skipped += [(start + row, why) for row, why in batch.problems]
-            feats.append(batch.features[batch.readable])
-            keep += batch.readable.tolist()
-            bar.update(len(batch.readable))
-    if not any(keep):
-        raise UserError(f"{source.description}: no readable crop")
-    rows = [i for i, ok in enumerate(keep) if ok]
-    index = FeatureIndex(
-        torch.cat(feats), torch.tensor(labels, dtype=torch.int64)[rows], list(source.class_names),
-        [sources[i] for i in rows], model.sha256, model.image_size, model.input_norm,
-        model.precision,
-    )
-    return index, [(sources[i], why) for i, why in skipped]
+    """A model file (model.pt) on the accelerator's device, or its export (FILE.onnx, run by
+    ONNX Runtime in fp32): :func:`symclr_ft.use.embedder.open_model`. With ``batch_size``, a
+    crop size whose batches would not fit in memory is refused first."""
+    return open_model(path, image_size, accelerator.device, precision, batch_size)
 
 
 def write_skipped(path: Path, skipped: list[tuple[dict, str]]) -> None:
@@ -146,69 +64,7 @@ def write_skipped(path: Path, skipped: list[tuple[dict, str]]) -> None:
         writer.writerows([source_text(s), why] for s, why in skipped)
 
 
-def source_text(source: dict) -> str:
-    """``file`` as is, or ``image#x,y,w,h`` for a box of a drawing."""
-    if "file" in source:
-        return str(source["file"])
-    bbox = ",".join(f"{v:g}" for v in source.get("bbox") or [])
-    return f"{source.get('image')}#{bbox}"
-
-
 # --------------------------------------------------------------------------- classification
-
-
-@dataclass
-class Support:
-    features: torch.Tensor
-    labels: torch.Tensor
-    class_names: list[str]
-    k: int = 1
-    prototypes: bool = False
-    views: torch.Tensor | None = None  # (N, V, D) augmented views of each crop: the unknown score
-
-    def __post_init__(self):
-        if self.prototypes:
-            self.protos, self.present = class_prototypes(
-                self.features, self.labels, len(self.class_names)
-            )
-        if self.views is not None:
-            self.view_protos, self.view_present = view_prototypes(
-                self.features, self.labels, self.views, len(self.class_names)
-            )
-
-    def scores(self, queries: torch.Tensor, best: torch.Tensor) -> torch.Tensor:
-        """What --reject compares: :func:`~symclr_ft.use.rejection.view_scores` with views, else
-        the predicted class's similarity ``best``."""
-        if self.views is None:
-            return best
-        return view_scores(queries, self.view_protos, self.view_present)
-
-
-def classify(support: Support, queries: torch.Tensor):
-    """(predicted class, its similarity, runner-up class, its similarity) for each query.
-
-    The similarity of a class is that of its most similar support crop (or of its mean with
-    ``prototypes``); the prediction is the best class, or the k-NN vote when k > 1."""
-    c = len(support.class_names)
-    if support.prototypes:
-        scores = (queries @ support.protos.T).masked_fill(~support.present, float("-inf"))
-        pred = scores.argmax(dim=1)
-    else:
-        sim = queries @ support.features.T
-        scores = class_similarity(sim, support.labels, c)
-        pred = scores.argmax(dim=1)
-        if support.k > 1:
-            nearest = sim.topk(min(support.k, sim.shape[1]), dim=1).indices
-            pred = knn_vote(support.labels[nearest], c)
-    best = scores.gather(1, pred[:, None]).squeeze(1)
-    rest = scores.scatter(1, pred[:, None], float("-inf"))
-    runner_sim, runner = rest.max(dim=1)
-    return pred, best, runner, runner_sim
-
-
-def shots_per_class(labels: torch.Tensor, shots: int, seed: int) -> torch.Tensor:
-    """Indices of at most ``shots`` support crops per class, drawn with ``seed``."""
-    return draw_supports(labels, shots, 1, torch.Generator().manual_seed(seed))[0].sort().values
 
 
 def parse_reject(text: str) -> str | float:
@@ -236,41 +92,6 @@ def _reject_option(text: str) -> str:
     return text
 
 
-def _source_key(source: dict) -> str:
-    return json.dumps(source, sort_keys=True)
-
-
-def iter_crops(path, size: int, split: str | None, wanted: list[dict]):
-    """The uint8 pixels of the crops of ``path`` whose source is in ``wanted``, in that order,
-    read again (for augmented views) rather than kept since the embedding. An index lists its
-    crops in the source's order, so nothing waits in ``early`` unless the order differs."""
-    rows: dict[str, list[int]] = {}  # one source may be listed twice (a repeated box)
-    for i, source in enumerate(wanted):
-        rows.setdefault(_source_key(source), []).append(i)
-    early: dict[int, torch.Tensor] = {}
-    upcoming = 0
-    for crop in open_source(path, size, split).crops:
-        mine = [i for i in rows.get(_source_key(crop.source), []) if i >= upcoming and i not in early]
-        if not mine:
-            continue
-        pixels = crop.load()
-        early.update((i, pixels) for i in mine)
-        while upcoming in early:
-            yield early.pop(upcoming)
-            upcoming += 1
-    if upcoming < len(wanted):
-        raise UserError(f"{path}: {len(wanted) - upcoming} support crops are no longer there "
-                        "(was it changed since it was embedded?)")
-
-
-def embed_views(accelerator, model: Model, path, split: str | None, sources: list[dict],
-                seed: int, batch_size: int, count: int = VIEWS_PER_CROP) -> torch.Tensor:
-    """(N, count, D) features of augmented views of the crops ``sources`` of ``path``."""
-    embed = lambda views: embed_images(accelerator, model.net, [views], batch_size,  # noqa: E731
-                                       precision=model.precision)
-    return view_features(embed, iter_crops(path, model.image_size, split, sources), count, seed)
-
-
 def load_support(accelerator, model: Model, args) -> tuple[FeatureIndex, list]:
     """The labelled support index (read, or embedded from a source), cut to --shots."""
     if is_index(args.support):
@@ -284,11 +105,7 @@ def load_support(accelerator, model: Model, args) -> tuple[FeatureIndex, list]:
             raise UserError(f"{args.support}: --reject auto needs a support of at least two "
                             f"classes, it has {len(source.class_names)}")
         if args.shots:  # draw from the labels first: only the chosen crops are decoded
-            crops = list(source.crops)
-            labels = torch.tensor([c.label for c in crops], dtype=torch.int64)
-            rows = shots_per_class(labels, args.shots, args.seed).tolist()
-            source = CropSource(source.class_names, [crops[i] for i in rows], True,
-                                source.description)
+            source = choose_shots(source, args.shots, args.seed)
         index, skipped = embed_source(accelerator, model, source, args.batch_size, "support")
         return index, skipped
     if bool((index.labels < 0).any()):
