@@ -1,5 +1,7 @@
 """Spotting: find and count exemplar symbols on whole drawings.
 
-``candidates`` proposes boxes, ``objectness`` learns which look like symbols, ``spotting`` scores
-them against the exemplars, ``report`` draws them. Arrows point one way, in that order.
+``drawings`` reads them, ``candidates`` proposes boxes, ``objectness`` learns which look like
+symbols, ``pipeline`` embeds and scores them against the exemplars, ``report`` draws them. On
+top, over the same calls: ``spotter`` (the Python API, :class:`~symclr_ft.use.spot.spotter.Spotter`)
+and ``spotting`` (the ``symclr-spot`` command). Arrows point one way, in that order.
 """

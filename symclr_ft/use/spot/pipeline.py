@@ -1,0 +1,349 @@
+"""The spotting pipeline: find and count exemplar symbols on whole drawings.
+
+The trained embedder tells symbols apart once they are cut out; this module finds where to cut.
+The pipeline, one drawing at a time (so the result of a drawing never depends on which process
+or batch it went through):
+
+1. **Candidates** (class-agnostic, no learning): ink is split by colour (the CAD drawings draw
+   symbols and wires in different colours; a white-background page is inverted first), long
+   straight horizontal and vertical runs (wires, staff lines, frames) are removed, and the
+   connected components at a few dilation radii are the candidate symbols. Their ink box is grown
+   by ``box_padding`` because annotators draw boxes looser than the ink. Large drawings are
+   processed in overlapping tiles; a tile keeps only components whose centre lies in its own
+   (non-overlapping) core, so nothing is counted twice across tile borders.
+2. **Embedding**: each candidate is cut exactly as make-shards cuts a symbol
+   (:func:`symclr_ft.data.coco.padded_crop_box`, padding 0.1), resized to the model's size and
+   embedded with ``net.features``. These features do not depend on the exemplars, so a benchmark
+   embeds a drawing once and scores many exemplar draws against it.
+3. **Scoring**: cosine similarity to every exemplar in its four quarter turns (symbols appear
+   rotated); a candidate's class is its best exemplar's, its score that similarity. The box is
+   the exemplar's box size (turned as the best match) centred on the candidate, or the
+   candidate's own box (``box_mode``).
+4. **NMS** (``torchvision.ops.batched_nms``, class-agnostic by default: one symbol per place),
+   then counts of detections scoring at least ``count_score``.
+
+Why candidates from ink rather than dense correlation: on these drawings the measured recall of
+ink candidates is high and the crop embedder then sees exactly the kind of crop it was trained
+on (numbers and the comparison are in docs/RESULTS.md, section "Spotting").
+
+The command ``symclr-spot`` (:mod:`symclr_ft.use.spot.spotting`) and the Python API
+(:class:`symclr_ft.use.spot.spotter.Spotter`) both run it. Example::
+
+    ex = load_exemplars(Path("exemplars/"), net, 96, shots=1, seed=0, cfg=SpotConfig())
+    rows, skipped = spot_drawing(net, Drawing(Path("sheet.png"), 0, "sheet.png"), ex, 96, SpotConfig())
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision.ops import batched_nms, nms
+
+from symclr_ft.data.coco import load_coco, padded_crop_box
+from symclr_ft.errors import UserError
+from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
+from symclr_ft.use.spot.config import SpotConfig
+from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, open_rgb
+
+
+@dataclass
+class Exemplars:
+    """L2-normalised features of the exemplars, each in its quarter turns."""
+
+    features: torch.Tensor  # (E, D)
+    labels: torch.Tensor  # (E,) class index into class_names
+    sizes: torch.Tensor  # (E, 2) float box width, height as seen in this turn
+    class_names: list[str]
+    category_ids: list[int]  # COCO id of each class (index + 1 when not from COCO)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Candidates:
+    boxes: torch.Tensor  # (N, 4) x0, y0, x1, y1 float, the candidate's own (padded ink) box
+    features: torch.Tensor  # (N, D) L2-normalised
+    objectness: torch.Tensor  # (N,) P(symbol), 1 without an objectness model
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def crop_for_model(image: Image.Image, box_xywh: list[float], size: int, padding: float) -> torch.Tensor:
+    """The crop make-shards would cut around ``box_xywh``, resized (stretched) to ``size`` as
+    data.load_split does: (3, size, size) uint8."""
+    x0, y0, x1, y1 = padded_crop_box(box_xywh, image.width, image.height, padding)
+    crop = image.crop((x0, y0, x1, y1)).resize((size, size), Image.BILINEAR)
+    return torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+@torch.no_grad()
+def embed_crops(net, crops: torch.Tensor, batch_size: int, rotations: int = 0) -> torch.Tensor:
+    """L2-normalised ``net.features`` of uint8 crops (N, 3, S, S), in fixed-size batches so the
+    numbers do not depend on how many drawings or processes share the work."""
+    device = next(net.parameters()).device
+    out = []
+    for start in range(0, crops.shape[0], batch_size):
+        x = crops[start : start + batch_size].to(device).float().div_(255.0)
+        if rotations % 4:
+            x = torch.rot90(x, rotations, dims=(2, 3))
+        x = x.contiguous(memory_format=torch.channels_last)
+        out.append(F.normalize(net.features(x).float(), dim=-1).cpu())
+    if not out:
+        return torch.zeros((0, net.feature_dim))
+    return torch.cat(out)
+
+
+def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
+    """Candidate boxes of one drawing, their P(symbol) and the features of their crops."""
+    rgb = np.asarray(image.convert("RGB"))
+    ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
+    ink, prob = select_candidates(ink, desc, objectness, image.width, image.height, cfg)
+    boxes = pad_boxes(ink, cfg.box_padding, image.width, image.height)
+    feats = [torch.zeros((0, net.feature_dim))]
+    for start in range(0, boxes.shape[0], cfg.batch_size):  # crops made batch by batch: bounded memory
+        crops = [
+            crop_for_model(image, [x0, y0, x1 - x0, y1 - y0], image_size, cfg.crop_padding)
+            for x0, y0, x1, y1 in boxes[start : start + cfg.batch_size].tolist()
+        ]
+        feats.append(embed_crops(net, torch.stack(crops), cfg.batch_size))
+    return Candidates(boxes, torch.cat(feats), prob)
+
+
+# --------------------------------------------------------------------------- scoring, NMS, counts
+
+
+def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[str, torch.Tensor]:
+    """Best exemplar per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``."""
+    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    if cands.boxes.shape[0] == 0 or ex.features.shape[0] == 0:
+        return empty
+    sims = cands.features @ ex.features.T  # (N, E)
+    scores, best = sims.max(dim=1)
+    scores = scores * cands.objectness.clamp(min=0) ** cfg.objectness_weight
+    labels = ex.labels[best]
+    if cfg.box_mode == "exemplar":
+        centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
+        half = ex.sizes[best] / 2
+        boxes = torch.cat([centre - half, centre + half], dim=1)
+    else:
+        boxes = cands.boxes.clone()
+    keep = scores >= cfg.min_score
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if cfg.class_agnostic_nms:
+        kept = nms(boxes, scores, cfg.nms_iou)
+    else:
+        kept = batched_nms(boxes, scores, labels, cfg.nms_iou)
+    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
+
+
+def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, ex: Exemplars) -> list[dict]:
+    """COCO results records (image_id, category_id, bbox [x, y, w, h], score)."""
+    rows = []
+    for (x0, y0, x1, y1), score, label in zip(dets["boxes"].tolist(), dets["scores"].tolist(), dets["labels"].tolist()):
+        rows.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(ex.category_ids[label]),
+                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                "score": round(float(score), 5),
+            }
+        )
+    return rows
+
+
+def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
+    """The ``unknown`` threshold of symclr-predict (``rejection.auto_threshold``: leave-one-out
+    similarities of the exemplars, 95% accepted); it needs at least two exemplars of some class
+    (``--shots 2`` or more), else a one-line error. Without it counting uses ``count_score``."""
+    from symclr_ft.use.rejection import auto_threshold
+
+    return auto_threshold(ex.features, ex.labels, tpr=0.95, option="--count-score auto")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def pick_coco_exemplars(json_path: Path, shots: int, seed: int, exclude: Iterable[str] = ()) -> list[tuple]:
+    """``shots`` boxes per category, drawn with ``seed``: (category id, name, image path, bbox)."""
+    split = load_coco(json_path)
+    by_cat: dict[int, list] = {}
+    for ann in split.annotations:
+        by_cat.setdefault(ann.category_id, []).append(ann)
+    rng = random.Random(seed)
+    picked = []
+    for cat_id in sorted(by_cat):
+        name = split.categories[cat_id].name
+        if name in set(exclude):
+            continue
+        anns = by_cat[cat_id]
+        for ann in rng.sample(anns, min(shots, len(anns))):
+            image = split.images[ann.image_id]
+            picked.append((cat_id, name, split.image_path(image), list(ann.bbox)))
+    return picked
+
+
+def folder_exemplars(folder: Path, shots: int, padding: float) -> list[tuple]:
+    """ImageFolder layout: each subfolder is a class, each image a crop cut like make-shards's
+    (the symbol's box is the crop less its padding). Returns the same tuples as COCO's, with
+    ``bbox`` None (the whole image is the crop)."""
+    classes = sorted(p for p in folder.iterdir() if p.is_dir())
+    picked = []
+    for k, sub in enumerate(classes):
+        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:shots]
+        picked.extend((k + 1, sub.name, p, None) for p in files)
+    return picked
+
+
+def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) -> Exemplars:
+    """Features of each exemplar in its four quarter turns (a turned symbol on a drawing then
+    matches its exemplar's turn). Unreadable exemplar files are skipped with their reason."""
+    cat_ids = sorted({p[0] for p in picked})
+    names = {p[0]: p[1] for p in picked}
+    crops, labels, sizes, skipped, cache = [], [], [], [], {}
+    for cat_id, _name, path, bbox in picked:
+        try:
+            image = cache.get(path) or cache.setdefault(path, open_rgb(path))
+        except UserError as err:
+            skipped.append((str(path), str(err)))
+            continue
+        if bbox is None:  # a crop file: the symbol is the crop less make-shards' padding
+            w, h = image.width / (1 + 2 * cfg.crop_padding), image.height / (1 + 2 * cfg.crop_padding)
+            crop = torch.from_numpy(np.asarray(image.resize((image_size,) * 2, Image.BILINEAR)).copy()).permute(2, 0, 1)
+        else:
+            w, h = bbox[2], bbox[3]
+            crop = crop_for_model(image, bbox, image_size, cfg.crop_padding)
+        crops.append(crop)
+        labels.append(cat_ids.index(cat_id))
+        sizes.append((w, h))
+    if not crops:
+        raise UserError("no exemplars could be read" + (f" ({skipped[0][1]})" if skipped else ""))
+    stack = torch.stack(crops)
+    feats, labs, szs = [], [], []
+    for turn in range(4):
+        feats.append(embed_crops(net, stack, cfg.batch_size, rotations=turn))
+        labs.append(torch.tensor(labels))
+        s = torch.tensor(sizes, dtype=torch.float32)
+        szs.append(s.flip(1) if turn % 2 else s)
+    return Exemplars(
+        torch.cat(feats), torch.cat(labs), torch.cat(szs),
+        [names[c] for c in cat_ids], cat_ids, skipped,
+    )  # fmt: skip
+
+
+def index_exemplars(path: Path, model_sha256: str | None, cfg: SpotConfig) -> Exemplars:
+    """Exemplars from a symclr-embed index (issue 16's ``symclr_ft.use.index``): its features as
+    they are (one turn), box sizes from the sources that name one (else 32 px)."""
+    from symclr_ft.use.index import load_index
+
+    return exemplars_of_index(load_index(path, expect_sha256=model_sha256), str(path))
+
+
+def exemplars_of_index(index, where: str = "the index") -> Exemplars:
+    """:func:`index_exemplars` of a :class:`~symclr_ft.use.index.FeatureIndex` in memory."""
+    keep = index.labels >= 0
+    if not bool(keep.any()):
+        raise UserError(f"{where}: the index has no labelled features (no exemplars)")
+    sizes = [
+        (float(s["bbox"][2]), float(s["bbox"][3])) if isinstance(s, dict) and "bbox" in s else (32.0, 32.0)
+        for s, k in zip(index.sources, keep.tolist()) if k
+    ]
+    feats = F.normalize(torch.as_tensor(index.features)[keep].float(), dim=-1)
+    return Exemplars(
+        feats, torch.as_tensor(index.labels)[keep].long(), torch.tensor(sizes),
+        list(index.class_names), list(range(1, len(index.class_names) + 1)),
+    )  # fmt: skip
+
+
+def load_exemplars(source: Path, net, image_size: int, shots: int, seed: int, cfg: SpotConfig,
+                   model_sha256: str | None = None) -> Exemplars:
+    """Exemplars from an index file, a COCO split, or an ImageFolder of crops."""
+    from symclr_ft.use.index import is_index
+
+    if is_index(source):
+        return index_exemplars(source, model_sha256, cfg)
+    json_path = coco_json(source)
+    if json_path is not None:
+        picked = pick_coco_exemplars(json_path, shots, seed)
+    elif source.is_dir():
+        picked = folder_exemplars(source, shots, cfg.crop_padding)
+    else:
+        raise UserError(f"{source}: exemplars not found (expected an index, a COCO split or a folder)")
+    if not picked:
+        raise UserError(f"{source}: no exemplars (no boxes, or no class folders with images)")
+    return embed_exemplars(net, picked, image_size, cfg)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def model_and_size(path: Path, image_size: int | None, batch_size: int = SpotConfig.batch_size):
+    """The network, its crop size (``--image-size``, else the run's, from the config.yaml
+    beside the file) and the file's sha256 (``model.model_file_info``). The size is checked
+    against ``MAX_IMAGE_SIZE`` and the memory a batch of ``batch_size`` crops needs before the
+    network is built."""
+    from symclr_ft.config import MAX_IMAGE_SIZE
+    from symclr_ft.distributed import check_forward_memory
+    from symclr_ft.models.backbones import load_model_file, model_file_info
+
+    if path.suffix.lower() == ".onnx":
+        raise UserError(f"{path}: symclr-spot needs a model.pt (ONNX exports are for embed/predict)")
+    info = model_file_info(path)
+    size = image_size or info["image_size"]
+    if not size:
+        raise UserError(f"{path}: --image-size is required (no config.yaml beside the model file)")
+    if not 16 <= size <= MAX_IMAGE_SIZE:
+        raise UserError(f"{path}: image size {size} must be in 16..{MAX_IMAGE_SIZE}")
+    check_forward_memory(int(size), batch_size, "lower --image-size")
+    # channels_last as training and evaluation use it: about 1.7x faster on the CPU here
+    net = load_model_file(path).eval().to(memory_format=torch.channels_last)
+    return net, int(size), info["sha256"]
+
+
+def spot_image(net, image: Image.Image, ex: Exemplars, image_size: int, cfg: SpotConfig,
+               objectness=None) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Detections of one decoded drawing (``{"boxes", "scores", "labels"}``, after NMS) and
+    the classes left out because all their exemplars are larger than the drawing."""
+    fits = (ex.sizes[:, 0] <= image.width) & (ex.sizes[:, 1] <= image.height)
+    skipped = sorted({ex.class_names[int(l)] for l in ex.labels[~fits].tolist()} - {
+        ex.class_names[int(l)] for l in ex.labels[fits].tolist()})
+    usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids)
+    cands = drawing_candidates(net, image, image_size, cfg, objectness)
+    return score_candidates(cands, usable, cfg), skipped
+
+
+def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None):
+    """Detections (COCO results rows) of one drawing, and the exemplars skipped for it."""
+    image = open_rgb(drawing.path)
+    dets, skipped = spot_image(net, image, ex, image_size, cfg, objectness)
+    reasons = [(f"exemplar of {name}", f"larger than drawing {drawing.file_name} "
+                f"({image.width}x{image.height})") for name in skipped]
+    return to_coco_results(dets, drawing.image_id, ex), reasons
+
+
+def spot_all(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig,
+             objectness=None):
+    """Every drawing, split between processes; every process returns the full, ordered result:
+    ``(results, skipped)``. A drawing that cannot be decoded is skipped with its reason."""
+    from accelerate.utils import gather_object
+
+    mine = list(range(len(drawings)))[accelerator.process_index :: accelerator.num_processes]
+    local = []
+    for i in mine:
+        try:
+            rows, reasons = spot_drawing(net, drawings[i], ex, image_size, cfg, objectness)
+            local.append((i, rows, reasons))
+        except UserError as err:
+            local.append((i, [], [(str(drawings[i].path), str(err))]))
+    gathered = gather_object(local) if accelerator.num_processes > 1 else local
+    results, skipped = [], []
+    for _i, rows, reasons in sorted(gathered, key=lambda t: t[0]):
+        results.extend(rows)
+        skipped.extend(reasons)
+    return results, skipped
