@@ -3,13 +3,13 @@ k-NN evaluation on the real split sizes.
 
 One command::
 
-    python bench/eval_speed.py --shards /tmp/ff_shards
+    python bench/eval_speed.py --shards shards/firefighting
 
-* Embedding: ``symclr_ft.eval.evaluate.embed_images`` (the function evaluation and training use) of
+* Embedding: ``symclr_ft.eval.embedding.embed_images`` (the function evaluation and training use) of
   ``--images`` train crops at ``--size`` px, batch ``--batch-size`` (EvalConfig's 256), a
   ResNet-18 in channels_last prepared by an ``Accelerator`` with ``mixed_precision`` "no" and
   "bf16", alternated. Also the agreement of the two (mean cosine similarity of the features).
-* k-NN: ``symclr_ft.eval.evaluate.evaluate_model`` with 100 episodes on every train crop as support
+* k-NN: ``symclr_ft.eval.fewshot.evaluate_model`` with 100 episodes on every train crop as support
   and every crop of the valid and test splits as queries (2,606 x 755 and 2,606 x 424 on the
   firefighting data), bf16; its own ``knn_seconds`` (episodes, k-NN votes, metrics; the
   embedding excluded) and ``embed_seconds`` are reported. The k-NN time does not depend on
@@ -184,7 +184,7 @@ def main(argv=None) -> None:
     ]
     lines = [
         f"Machine: {machine(device)}.",
-        "Embedding: `symclr_ft.eval.evaluate.embed_images`, "
+        "Embedding: `symclr_ft.eval.embedding.embed_images`, "
         f"{n} train crops, batch {args.batch_size}, ResNet-18 channels_last, {args.steps} pass(es) "
         f"per repetition, {args.repeats} alternations.",
         "",

@@ -3,7 +3,7 @@ step consumes.
 
 One command::
 
-    python bench/input_pipeline.py --shards /tmp/ff_shards
+    python bench/input_pipeline.py --shards shards/firefighting
 
 Per image size and repetition, in turn:
 

@@ -2,7 +2,7 @@
 
 One command::
 
-    python bench/memory.py --shards /tmp/ff_shards
+    python bench/memory.py --shards shards/firefighting
 
 Each measurement runs in a fresh process; its peak resident set size (``ru_maxrss`` of that
 child, from ``os.wait4``) is reported. Two kinds of run, alternated ``--repeats`` times:

@@ -1,6 +1,6 @@
 """Training from a shard set larger than memory: peak resident memory and images/s at two sizes.
 
-    python bench/streaming.py --work /tmp/stream_bench --sizes 100000 1000000 --steps 200
+    python bench/streaming.py --work runs/stream_bench --sizes 100000 1000000 --steps 200
 
 For each size it writes a synthetic shard set of that many crops (PNG crops copied from the
 real or synthetic shards given by --source, cycled, under shuffled class labels; 10,000 crops a
@@ -84,7 +84,7 @@ def train_streaming(shards: Path, runs: Path, steps: int, batch: int, size: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="shards", help="shards whose train crops are cycled")
-    parser.add_argument("--work", default="/tmp/symclr_stream_bench")
+    parser.add_argument("--work", default="runs/stream_bench")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--steps", type=int, default=200)

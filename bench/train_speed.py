@@ -2,7 +2,7 @@
 
 One command::
 
-    python bench/train_speed.py --shards /tmp/ff_shards
+    python bench/train_speed.py --shards shards/firefighting
 
 For each image size, every path trains ``warmup + steps`` steps per repetition on the same
 full class-unique batches of 32 crops, in turn (seed, then each optimisation added one at a
