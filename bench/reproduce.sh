@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Rerun a table of docs/RESULTS.md by its heading id: the anchor of the heading above the table
+# (GitHub's: lower case, punctuation dropped, spaces as hyphens, a repeated heading gets -1).
+#
+#   bash bench/reproduce.sh --list                 # every id, with its heading
+#   bash bench/reproduce.sh ID [--dry-run]         # the commands that made that table (printed, then run)
+#
+# The commands are the ones printed next to the table, with the paths RESULTS uses, all inside
+# the repository: shards/firefighting, shards/muscima, runs/... What a table needs first is made
+# when missing: shards from $SYMCLR_DATA (default ../shared/data/firefighting) and
+# $SYMCLR_MUSCIMA (default ../shared/data/muscima), the shared models of "The models this
+# round's benchmarks share". Most tables take minutes to hours on 2 CPU cores; speed tables
+# are only comparable on the same machine. Exit 3: the table cannot be rerun from the
+# repository (the reason is printed). tests/test_docs.py checks every table has an id here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SYMCLR_DATA=${SYMCLR_DATA:-../shared/data/firefighting}
+SYMCLR_MUSCIMA=${SYMCLR_MUSCIMA:-../shared/data/muscima}
+DRY_RUN=""
+M=runs/lite0_main/model.pt      # the main model of this round's benchmarks
+N=runs/novel_lite0              # its held-out fold models (test folds)
+
+run() { echo "+ $*"; if [ -z "$DRY_RUN" ]; then "$@"; fi; }
+not_reproducible() { echo "not reproducible from the repository: $*" >&2; exit 3; }
+
+# ------------------------------------------------------------------ what tables need first
+need_shards() {  # need_shards DIR: the firefighting shards at DIR
+  [ -f "$1/classes.json" ] || run make-shards --coco "$SYMCLR_DATA" --out "$1"
+}
+need_muscima() { [ -f shards/muscima/classes.json ] || run make-shards --coco "$SYMCLR_MUSCIMA" --out shards/muscima; }
+need_main_model() {
+  need_shards shards/firefighting
+  [ -f "$M" ] || run python -m symclr_ft.train --config configs/fewshot_lite0_cpu.yaml \
+    data.shards=shards/firefighting run.out_dir=runs run.name=lite0_main run.tracking=none --overwrite
+}
+need_folds() {  # need_folds test|valid
+  need_shards shards/firefighting
+  local out=$N
+  [ "$1" = valid ] && out=runs/novel_lite0_valid
+  [ -f "$out/fold2/model.pt" ] || run python bench/novel_classes.py --config configs/fewshot_lite0_cpu.yaml \
+    data.shards=shards/firefighting run.tracking=none train.epochs=6 --split "$1" --out "$out"
+}
+
+# ------------------------------------------------------------------ one function per table
+t_make_shards() {
+  run command time -f "%e s wall, %M KiB max RSS" make-shards --coco "$SYMCLR_DATA" --out shards/firefighting_t
+}
+t_processes() {
+  run symclr-synth --out runs/smoke/coco --scale small
+  run make-shards --coco runs/smoke/coco --out runs/smoke/shards
+  local A=(--config configs/demo_cpu.yaml data.shards=runs/smoke/shards data.image_size=32 data.batch_size=16
+           train.epochs=1 train.max_steps=6 run.tracking=none run.out_dir=runs/smoke train.mixed_precision=no --overwrite)
+  run torchrun --nproc_per_node 2 -m symclr_ft.train "${A[@]}" run.name=two
+  run env OMP_NUM_THREADS=1 python -m symclr_ft.train "${A[@]}" run.name=one
+}
+t_train_speed() { need_shards shards/firefighting; run python bench/train_speed.py --shards shards/firefighting; }
+t_input_pipeline() {
+  need_shards shards/firefighting
+  run python bench/input_pipeline.py --shards shards/firefighting --steps 4 --model-steps 1 --repeats 3
+}
+t_eval_speed() {
+  need_shards shards/firefighting
+  run python bench/eval_speed.py --shards shards/firefighting --images 256 --repeats 3 --knn-splits test
+}
+t_memory() { need_shards shards/firefighting; run python bench/memory.py --shards shards/firefighting --steps 3; }
+t_lite0_final() {
+  need_shards shards
+  run python -m symclr_ft.train --config configs/fewshot_lite0_cpu.yaml run.name=lite0_96_e10 --overwrite
+  run symclr-evaluate --shards shards --split test --checkpoint runs/lite0_96_e10/model.pt \
+    --centering --prototypes --tta-rot90 --mixed-precision bf16 --out runs/lite0_96_e10/test
+  run python -m symclr_ft.train --config configs/fewshot_lite0_cpu.yaml run.name=lite0_96_e6 train.epochs=6 --overwrite
+  run python -m symclr_ft.train --config configs/fewshot_lite0_cpu.yaml run.name=lite0_128_e6 \
+    data.image_size=128 train.epochs=6 --overwrite
+}
+t_levers() {
+  need_shards shards
+  run bash bench/ablation.sh 6
+  run symclr-evaluate --shards shards --split valid --checkpoint efficientnet_lite0 --arch tf_efficientnet_lite0 \
+    --input-norm imagenet --image-size 96 --mixed-precision bf16 --centering --prototypes --tta-rot90
+}
+t_resnet18() {
+  need_shards shards
+  run python -m symclr_ft.train --config configs/fewshot_cpu.yaml run.name=fewshot_cpu_45 --overwrite
+  run symclr-evaluate --shards shards --split test --checkpoint runs/fewshot_cpu_45/model.pt \
+    --centering --prototypes --tta-rot90 --mixed-precision bf16 --out runs/fewshot_cpu_45/test
+}
+t_novel() { need_shards shards; run python bench/novel_classes.py --config configs/fewshot_lite0_cpu.yaml --out runs/novel_lite0; }
+t_novel_levers() {
+  need_shards shards
+  local V=(--config configs/fewshot_lite0_cpu.yaml --split valid)
+  run python bench/novel_classes.py "${V[@]}" --out runs/novel_valid_lr1e-3
+  run python bench/novel_classes.py "${V[@]}" --out runs/novel_valid_lr3e-4 optim.lr=3e-4
+  run python bench/novel_classes.py "${V[@]}" --out runs/novel_valid_nce05 loss.infonce_weight=0.5
+  run python bench/novel_classes.py "${V[@]}" --out runs/novel_valid_128e6 data.image_size=128 train.epochs=6
+  run python bench/window_pretrain.py --out runs/window_pretrain train.epochs=2 optim.hold_epochs=0
+  run python bench/novel_classes.py "${V[@]}" --out runs/novel_valid_win model.init=simclr:runs/window_pretrain/run/model.pt
+  run python bench/novel_classes.py --config configs/fewshot_lite0_cpu.yaml --out runs/novel_lite0_128e6 \
+    data.image_size=128 train.epochs=6
+}
+t_streaming() {
+  need_shards shards
+  run python bench/streaming.py --source shards --work runs/stream_bench --sizes 100000 1000000 --steps 200
+}
+t_shared_models() { need_muscima; need_main_model; need_folds test; }
+t_fixed_seed() { run python -m pytest tests/test_train.py -k fixed_seed; }
+t_readme_predict() {
+  need_main_model
+  run symclr-predict --model "$M" --support "$SYMCLR_DATA" --support-split train --shots 5 \
+    --query "$SYMCLR_DATA/test" --out runs/predict/preds.csv --reject auto
+}
+t_open_set_first() {
+  need_main_model; need_folds test
+  run python bench/open_set.py --shards shards/firefighting --split valid --model "$M" --draws 1 --scores max margin
+  run python bench/open_set.py --shards shards/firefighting --split test --novel "$N" --draws 3 --scores max
+}
+t_eval_memory() {
+  need_muscima; need_main_model
+  run python bench/memory.py --modes evaluate --combine shards/muscima --eval-shards runs/mus_37k \
+    --eval-model "$M" --eval-size 96
+}
+t_demo_choice() {  # the 80 px recipe of that day: configs/demo_cpu.yaml at 80 px
+  need_shards shards/firefighting
+  run python bench/time_to_accuracy.py --shards shards/firefighting --train demo
+}
+t_demo80_test() { need_shards shards/firefighting; run env SYMCLR_SHARDS=shards/firefighting bash launch/demo.sh data.image_size=80; }
+t_demo_test() { need_shards shards/firefighting; run env SYMCLR_SHARDS=shards/firefighting bash launch/demo.sh; }
+t_demo_alone() {
+  need_shards shards/firefighting
+  run python -m symclr_ft.train --config configs/demo_cpu.yaml data.shards=shards/firefighting \
+    run.out_dir=runs/demo_clean run.tracking=none --overwrite
+}
+t_demo72_choice() {
+  need_shards shards/firefighting
+  local A=(--config configs/demo_cpu.yaml data.shards=shards/firefighting eval.split=valid
+           run.out_dir=runs/s3/demo_choice run.tracking=none --overwrite)
+  run python -m symclr_ft.train "${A[@]}" run.name=e4_80 data.image_size=80 train.epochs=4
+  run python -m symclr_ft.train "${A[@]}" run.name=e5_72 data.image_size=72
+}
+t_time_to_accuracy() {
+  need_shards shards/firefighting
+  run python bench/time_to_accuracy.py --shards shards/firefighting --seed-epochs 1 --out runs/s3/tta
+}
+t_open_set_valid() {
+  need_folds valid
+  local S=(--shards shards/firefighting --split valid --novel runs/novel_lite0_valid --draws 3)
+  run python bench/open_set.py "${S[@]}" --mixed-precision no --scores max margin classnorm zscore \
+    energy0.02 energy0.05 energy0.1 views_max views_proto
+  run python bench/open_set.py "${S[@]}" --mixed-precision no --scores max support_views views_max_t views_proto_t
+  run python bench/open_set.py "${S[@]}" --scores max support_views views_proto_t
+  run python bench/open_set.py "${S[@]}" --scores max support_views --feature-layers 4+5+head
+}
+t_open_set_test() {
+  need_folds test
+  run python bench/open_set.py --shards shards/firefighting --split test --novel "$N" --draws 3 --scores max support_views
+}
+t_predict_speed() {
+  need_main_model
+  run python bench/eval_speed.py --shards shards/firefighting --predict-model "$M" --repeats 3
+  run python bench/bf16_agree.py --shards shards/firefighting --model "$M"
+}
+t_predict_memory() {
+  need_main_model
+  run python bench/memory.py --modes predict --shards shards/firefighting --eval-model "$M" \
+    --predict-queries 100000 --cycle-dir runs/s3/cycle100k
+}
+t_transfer_levers() {
+  need_muscima; need_main_model; need_folds test
+  local C=(--split valid --support-cap 20 --query-cap 40) F=(--ff-shards shards/firefighting) D=(--domain music=shards/muscima)
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --imagenet --out runs/transfer/probe_in
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model in_canon=efficientnet_lite0,ink=canonical --out runs/transfer/probe_in_canon
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model in_box=efficientnet_lite0,box=1 --out runs/transfer/probe_in_box
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model main="$M" --out runs/transfer/probe_main
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model main_w05="$M",wise=0.5 --out runs/transfer/probe_main_w05
+  run python bench/transfer.py "${C[@]}" "${D[@]}" --model main_inv="$M",ink=invert --out runs/transfer/probe_main_inv
+  run python bench/transfer.py "${C[@]}" "${F[@]}" --folds main="$N" --folds main_w07="$N" --model main="$M" \
+    --model main_w07="$M",wise=0.7 --out runs/transfer/probe_folds
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model in_l45h=efficientnet_lite0,ink=canonical,layers=4+5+head --out runs/transfer/probe_in_l45h
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model main_l45h="$M",layers=4+5+head --out runs/transfer/probe_main_l45h
+  run python bench/transfer.py "${C[@]}" "${F[@]}" "${D[@]}" --model main_l345h="$M",layers=3+4+5+head --out runs/transfer/probe_main_l345h
+  run python bench/transfer.py "${C[@]}" "${F[@]}" --folds main_l45h="$N" --model main_l45h="$M",layers=4+5+head --out runs/transfer/probe_folds_l45h
+}
+t_transfer_test() {
+  need_muscima; need_main_model; need_folds test
+  run python bench/transfer.py --split test --support-cap 50 --ff-shards shards/firefighting --domain music=shards/muscima \
+    --imagenet --model current="$M" --folds current="$N" \
+    --model current_l45h="$M",layers=4+5+head --folds current_l45h="$N" --out runs/transfer/final_test
+}
+SPOT_MODELS=(--model "$M" --folds "$N/summary.json")  # the shared models (RESULTS, "Spotting")
+t_spot_tune() { need_main_model; run python bench/spotting.py "${SPOT_MODELS[@]}" --split valid --tune --draws 2 --out runs/spot_bench; }
+t_spot_test() {
+  need_main_model; need_folds test; need_muscima
+  [ -f runs/spot_bench/tune_valid.json ] || t_spot_tune
+  local T=("${SPOT_MODELS[@]}" --split test --choose-from runs/spot_bench/tune_valid.json)
+  run python bench/spotting.py "${T[@]}" --draws 10 --template-draws 2 --speed 5 --skip folds music --out runs/spot_bench/trained
+  run python bench/spotting.py "${T[@]}" --draws 10 --skip trained music --out runs/spot_bench/folds
+  run python bench/spotting.py "${T[@]}" --draws 3 --skip trained folds --out runs/spot_bench/music
+  run python bench/spotting.py "${SPOT_MODELS[@]}" --split test --skip trained folds music --big --out runs/spot_bench/big
+}
+
+# ------------------------------------------------------------------ id -> (function, heading)
+TABLES=(
+  "make-shards-on-the-firefighting-data|t_make_shards|make-shards on the firefighting data"
+  "one-process-versus-two-cpu-gloo|t_processes|One process versus two (CPU, gloo)"
+  "the-previous-main-job-bash-launchdemosh-with-the-resnet-18-demo-before-this-round|-|ran configs/demo_cpu.yaml as it was before the EfficientNet-lite0 recipe (ResNet-18, 64 px, 12 epochs): check out that earlier commit and run bash launch/demo.sh"
+  "end-to-end-training-benchtrain_speedpy|t_train_speed|End-to-end training (bench/train_speed.py)"
+  "input-pipeline-against-the-model-step-benchinput_pipelinepy|t_input_pipeline|Input pipeline against the model step"
+  "evaluation-bencheval_speedpy|t_eval_speed|Evaluation (bench/eval_speed.py)"
+  "memory-benchmemorypy|t_memory|Memory (bench/memory.py)"
+  "final-choice-configsfewshot_lite0_cpuyaml-96-px-10-epochs-107-minutes-of-training|t_lite0_final|Final choice: configs/fewshot_lite0_cpu.yaml"
+  "levers-valid-split-6-epochs-each|t_levers|Levers, valid split, 6 epochs each"
+  "resnet-18-from-random-weights-configsfewshot_cpuyaml-45-epochs-140-minutes|t_resnet18|ResNet-18 from random weights"
+  "novel-classes-1-shot-and-5-shot-10-way-on-classes-never-trained-on|t_novel|Novel classes, 10-way"
+  "levers-for-novel-classes-chosen-on-the-valid-splits-folds|t_novel_levers|Levers for novel classes (valid folds)"
+  "larger-than-memory-streaming-from-shards|t_streaming|Larger than memory: streaming from shards"
+  "the-models-this-rounds-benchmarks-share-2026-11-29|t_shared_models|The models this round's benchmarks share"
+  "training-loop-restructured-the-same-numbers-train-engineer|t_fixed_seed|Training loop restructured: the pinned fixed-seed run"
+  "use-a-trained-model-on-your-own-symbols-the-readme-example|t_readme_predict|The README's symclr-predict example"
+  "memory-of-embedding-what-the-numbers-are-made-of|-|one-off measurements with GNU time and resource.getrusage in short processes; no script was kept"
+  "open-set-on-held-out-classes-benchopen_setpy|t_open_set_first|Open set on held-out classes (first round)"
+  "evaluation-memory-streamed-measured-by-the-coordinator-2242-2249-utc|t_eval_memory|Evaluation memory, streamed"
+  "choosing-the-recipe-valid-split|t_demo_choice|Choosing the demo recipe (valid split)"
+  "the-main-job-on-the-test-split-run-once|t_demo80_test|The main job on the test split (the 80 px demo of 2026-11-29)"
+  "the-demo-recipes-training-alone-on-the-2-cores-coordinator-2253-2258-utc|t_demo_alone|The demo recipe's training alone"
+  "choosing-valid-split|t_demo72_choice|Choosing the 72 px demo (valid split)"
+  "the-main-job-on-the-test-split-run-once-1|t_demo_test|The main job at 72 px on the test split"
+  "time-to-accuracy-benchtime_to_accuracypy-both-recipes-in-one-run|t_time_to_accuracy|Time to accuracy, both recipes"
+  "open-set-choosing-the-score-on-the-valid-folds-fairly|t_open_set_valid|Open set: choosing the score on the valid folds"
+  "open-set-on-the-test-folds-run-once|t_open_set_test|Open set on the test folds"
+  "prediction-speed-bencheval_speedpy---predict-model|t_predict_speed|Prediction speed"
+  "levers-valid-splits-choosing|t_transfer_levers|Transfer: levers, valid splits"
+  "test-splits-run-once|t_transfer_test|Transfer: test splits"
+  "method-and-why-valid-split-evidence|-|candidate recall was measured with small scripts outside the repository that were not kept"
+  "valid-split-choosing-the-scoring-settings|t_spot_tune|Spotting: choosing the scoring settings (valid)"
+  "test-split-run-once-settings-from-valid-lock-acquired-2213-load-23|t_spot_test|Spotting: test split"
+)
+
+case "${1:-}" in
+  --list)
+    for entry in "${TABLES[@]}"; do
+      IFS='|' read -r id fn heading <<<"$entry"
+      [ "$fn" = - ] && heading="(not reproducible) $heading"
+      printf '%s\t%s\n' "$id" "$heading"
+    done
+    exit 0 ;;
+  ""|-h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+[ "${2:-}" = --dry-run ] && DRY_RUN=1
+for entry in "${TABLES[@]}"; do
+  IFS='|' read -r id fn heading <<<"$entry"
+  if [ "$id" = "$1" ]; then
+    [ "$fn" = - ] && not_reproducible "$heading"
+    "$fn"
+    exit 0
+  fi
+done
+echo "error: $1: no table with this id in docs/RESULTS.md (bash bench/reproduce.sh --list)" >&2
+exit 2
