@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ from typing import Any
 from tqdm import tqdm
 
 from symclr_ft.data.coco import (
-    SPLITS,
     CocoSplit,
     check_image_files,
     is_padding,
@@ -39,23 +37,14 @@ from symclr_ft.data.coco import (
 )
 from symclr_ft.data.shardwriter import (  # noqa: F401  (PNG_SETTINGS, TAR_HEADERS: also read from here)
     CLASSES_FILE, PNG_SETTINGS, STATS_FILE, TAR_HEADERS, ClassEntry, ShardSequence, build_classes,
-    encode_png, sample_key,
+    SHARD_OUTPUT, encode_png, sample_key, size_summary,
 )
 from symclr_ft.errors import (
     ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
 )
-from symclr_ft.io import OutputKind, output_dir
+from symclr_ft.io import output_dir
 
-
-def _summary(values: list[int]) -> dict[str, float | int | None]:
-    if not values:
-        return {"min": None, "median": None, "mean": None, "max": None}
-    return {
-        "min": min(values),
-        "median": statistics.median(values),
-        "mean": round(statistics.fmean(values), 2),
-        "max": max(values),
-    }
+_summary = size_summary  # its name before it moved
 
 
 def write_split(
@@ -109,8 +98,8 @@ def write_split(
         "drawings": len(split.images),
         "shards": len(shards.files),
         "per_class": per_class,
-        "crop_width": _summary(widths),
-        "crop_height": _summary(heights),
+        "crop_width": size_summary(widths),
+        "crop_height": size_summary(heights),
     }
 
 
@@ -123,10 +112,6 @@ def _write_json(path: Path, data: Any) -> None:
 # repository's shards/ holds a tracked README), and its entries have names no one else uses,
 # so it writes among other files without --overwrite (io.output_dir's rule, overwrite=True:
 # only these entries are replaced).
-SHARD_OUTPUT = OutputKind(
-    "make-shards", (CLASSES_FILE, STATS_FILE),
-    tuple(f"{split}-{'[0-9]' * 6}.tar" for split in SPLITS), manifest=False,
-)
 
 
 def make_shards(

@@ -14,15 +14,17 @@ Example::
 from __future__ import annotations
 
 import io
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import webdataset as wds
 
-from symclr_ft.data.coco import Export
+from symclr_ft.data.coco import SPLITS, Export
 from symclr_ft.data.shardset import shard_name
 from symclr_ft.errors import UserError
+from symclr_ft.io import OutputKind
 
 CLASSES_FILE = "classes.json"
 STATS_FILE = "stats.json"
@@ -108,3 +110,23 @@ class ShardSequence:
                 writer.close()
         finally:
             self._closed("")
+
+
+def size_summary(values: list[int]) -> dict[str, float | int | None]:
+    """min, median, mean (2 decimals) and max of crop sides, as stats.json records them."""
+    if not values:
+        return {"min": None, "median": None, "mean": None, "max": None}
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "mean": round(statistics.fmean(values), 2),
+        "max": max(values),
+    }
+
+
+# What a shard set is made of, for the output rule (io.output_dir): make-shards writes among other
+# files by design and replaces only these entries.
+SHARD_OUTPUT = OutputKind(
+    "make-shards", (CLASSES_FILE, STATS_FILE),
+    tuple(f"{split}-{'[0-9]' * 6}.tar" for split in SPLITS), manifest=False,
+)

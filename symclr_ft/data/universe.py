@@ -561,7 +561,7 @@ def render_instance(cls: UniverseClass, instance: int, seed: int = 0, split: str
 
 def _render_class(job: tuple[int, UniverseClass, int, dict[str, int], int]) -> dict[str, list]:
     """Every instance of one class, encoded: split -> [(key, members, (w, h))]."""
-    from symclr_ft.data.shards import encode_png
+    from symclr_ft.data.shardwriter import encode_png
 
     index, cls, seed, counts, label = job
     out: dict[str, list] = {}
@@ -603,7 +603,7 @@ def _rendered(classes: list[UniverseClass], seed: int, counts: dict[str, int], o
 def _universe_stats(writers: dict, sizes: dict[str, list], names: list[str], counts: dict[str, int],
                     base: list[str], mix_with) -> dict:
     """stats.json as make-shards writes it; a mixed set keeps its source's valid and test counts."""
-    from symclr_ft.data.shards import _summary
+    from symclr_ft.data.shardwriter import size_summary as _summary
     from symclr_ft.data.shardset import load_stats
 
     splits = {k: v for k, v in load_stats(mix_with).get("splits", {}).items() if k != "train"} if mix_with else {}
@@ -631,7 +631,7 @@ def universe_output():
     """What symclr-universe writes into its folder: make-shards' entries, under its own command
     name (io.output_dir's rule: a folder of the user's, or a make-shards set, is not written
     into without --overwrite; an earlier universe is replaced)."""
-    from symclr_ft.data.shards import SHARD_OUTPUT
+    from symclr_ft.data.shardwriter import SHARD_OUTPUT
     from symclr_ft.io import OutputKind
 
     return OutputKind("symclr-universe", SHARD_OUTPUT.names, SHARD_OUTPUT.patterns)
@@ -646,7 +646,7 @@ def write_universe(out: str | Path, classes: list[UniverseClass], per_class: int
     train and ``valid_per_class`` valid instances of every class. With ``mix_with``: a copy of
     that make-shards set whose train split also holds the universe classes, appended after its
     own (valid and test copied unchanged). Returns the stats (stats.json)."""
-    from symclr_ft.data.shards import ShardSequence
+    from symclr_ft.data.shardwriter import ShardSequence
     from symclr_ft.data.shardset import load_classes, verify_split
     from symclr_ft.io import output_dir
 

@@ -25,11 +25,7 @@ Supported ``model.init`` values:
 from __future__ import annotations
 
 import hashlib
-import pickle
-import struct
 import sys
-import warnings
-import zipfile
 from pathlib import Path
 
 import timm
@@ -37,7 +33,8 @@ import torch
 from torch import nn
 
 from symclr_ft.config import ModelConfig
-from symclr_ft.errors import UserError, library_message
+from symclr_ft.errors import UserError
+from symclr_ft.models.checkpoints import read_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -95,33 +92,7 @@ class SimCLRNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading checkpoint files
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load(..., weights_only=True)`` with one-line errors: a file that would need
-    arbitrary unpickling (a crafted pickle can run code) is refused, not executed."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: checkpoint file not found")
-    try:
-        with warnings.catch_warnings():
-            # Legacy (non-zip) files such as the efficientnet-lite0 package's use pickle
-            # protocol 4; the weights-only unpickler reads them and warns every time.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise UserError(
-            f"{path}: refused to load: not a plain weights file ({library_message(err)}); "
-            "only tensors and plain containers are accepted (weights_only=True)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError,
-            # the weights-only unpickler on a damaged or crafted stream (found by fuzzing)
-            IndexError, KeyError, TypeError, AttributeError, struct.error, MemoryError) as err:
-        raise UserError(f"{path}: not a readable PyTorch checkpoint ({library_message(err)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a dict of weights, got {type(data).__name__}")
-    return data
+# Reading checkpoint files (read_checkpoint itself: models/checkpoints.py)
 
 
 def _state_dict_of(data: dict, path: Path) -> dict[str, torch.Tensor]:

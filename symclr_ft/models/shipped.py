@@ -78,7 +78,7 @@ def write_shipped(model_file: Path, out_stem: Path, recipe: str, max_bytes: int 
     from safetensors.torch import save_file
 
     from symclr_ft.io import atomic_path
-    from symclr_ft.models.backbones import read_checkpoint
+    from symclr_ft.models.checkpoints import read_checkpoint
 
     data = read_checkpoint(model_file)
     state = {k: (v.to(torch.float16) if v.is_floating_point() else v).detach().contiguous()
