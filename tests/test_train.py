@@ -303,7 +303,7 @@ def test_a_short_fixed_seed_run_computes_what_it_always_did(synth_shards, tmp_pa
     accuracy is the reference k-NN's on the run's own features and pinned episodes."""
     import hashlib
 
-    import symclr_ft.eval.evaluate as evaluate_module
+    import symclr_ft.eval.fewshot as evaluate_module  # where evaluate_model finds evaluate_features
     import symclr_ft.train as train_module
     from symclr_ft.eval.knn import FEW_SHOT, FULL_K, draw_supports
 
