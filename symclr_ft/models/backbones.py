@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from symclr_ft.config import ModelConfig
-from symclr_ft.errors import UserError
+from symclr_ft.errors import UserError, library_message
 from symclr_ft.models.checkpoints import read_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
