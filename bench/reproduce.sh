@@ -197,6 +197,26 @@ t_spot_test() {
   run python bench/spotting.py "${SPOT_MODELS[@]}" --split test --skip trained folds music --big --out runs/spot_bench/big
 }
 
+need_universe() {
+  [ -f shards/universe/classes.json ] || run symclr-universe --out shards/universe --classes 3000 --per-class 16 --valid-per-class 2
+}
+t_universe_curve() {
+  need_universe; need_muscima
+  run python -m symclr_ft.train --config configs/universe.yaml views.preset=drawing train.epochs=3 run.name=universe
+  run python -m symclr_ft.train --config configs/universe.yaml train.epochs=2 run.name=universe_upright
+  run python bench/universe_curve.py --run universe=runs/universe,snapshots=runs/universe_epochs \
+    --run upright=runs/universe_upright,snapshots=runs/universe_upright_epochs \
+    --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/universe_curve
+}
+t_universe_transfer() {
+  need_muscima; need_shards shards/firefighting
+  run python bench/novel_classes.py --config configs/demo_cpu.yaml data.shards=shards/firefighting --classes-only --out runs/novel_classes_test
+  [ -f runs/universe_upright/model.pt ] || { need_universe; run python -m symclr_ft.train --config configs/universe.yaml train.max_steps=375 run.name=universe_upright; }
+  run python bench/transfer.py --imagenet --imagenet-size 64 --model universe=runs/universe_upright/model.pt,untrained_ff=1 \
+    --fold-classes runs/novel_classes_test --ff-shards shards/firefighting --domain music=shards/muscima --split test \
+    --out runs/transfer_universe
+}
+
 # ------------------------------------------------------------------ id -> (function, heading)
 TABLES=(
   "make-shards-on-the-firefighting-data|t_make_shards|make-shards on the firefighting data"
@@ -232,6 +252,8 @@ TABLES=(
   "method-and-why-valid-split-evidence|-|candidate recall was measured with small scripts outside the repository that were not kept"
   "valid-split-choosing-the-scoring-settings|t_spot_tune|Spotting: choosing the scoring settings (valid)"
   "test-split-run-once-settings-from-valid-lock-acquired-2213-load-23|t_spot_test|Spotting: test split"
+  "pretraining-curve-music-1-shot-against-cpu-minutes-valid-split-choosing|t_universe_curve|Symbol universe: pretraining curve"
+  "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
 )
 
 case "${1:-}" in
