@@ -53,6 +53,7 @@ from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, list_drawings, open_rgb
 from symclr_ft.use.spot.objectness import fit_objectness
 from symclr_ft.use.spot.report import count_detections, exact_count_share, write_report
+from symclr_ft.use.spot.template import Templates, exemplar_picture, make_templates, match_templates, template_candidates
 
 
 
@@ -68,8 +69,7 @@ class Exemplars:
     class_names: list[str]
     category_ids: list[int]  # COCO id of each class (index + 1 when not from COCO)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
+    templates: Templates | None = None  # pictures for template matching (None: from an index)
 
 
 @dataclass
@@ -77,33 +77,24 @@ class Candidates:
     boxes: torch.Tensor  # (N, 4) x0, y0, x1, y1 float, the candidate's own (padded ink) box
     features: torch.Tensor  # (N, D) L2-normalised
     objectness: torch.Tensor  # (N,) P(symbol), 1 without an objectness model
-
-
-# --------------------------------------------------------------------------- candidates
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    correlation: torch.Tensor | None = None  # (N, C) best template correlation of each class
+    template_sizes: torch.Tensor | None = None  # (N, C, 2) box (w, h) of that best template
+    from_template: torch.Tensor | None = None  # (N,) bool: proposed by template matching alone
 
 
 # --------------------------------------------------------------------------- embedding
 
 
-def crop_for_model(image: Image.Image, box_xywh: list[float], size: int, padding: float) -> torch.Tensor:
+def crop_for_model(image: Image.Image | np.ndarray, box_xywh: list[float], size: int, padding: float) -> torch.Tensor:
     """The crop make-shards would cut around ``box_xywh``, resized (stretched) to ``size`` as
-    data.load_split does: (3, size, size) uint8."""
-    x0, y0, x1, y1 = padded_crop_box(box_xywh, image.width, image.height, padding)
-    crop = image.crop((x0, y0, x1, y1)).resize((size, size), Image.BILINEAR)
+    data.load_split does: (3, size, size) uint8. ``image`` is a PIL image or an (H, W, 3) array
+    (the same pixels: a large drawing is then held once, as an array)."""
+    if isinstance(image, np.ndarray):
+        x0, y0, x1, y1 = padded_crop_box(box_xywh, image.shape[1], image.shape[0], padding)
+        crop = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    else:
+        crop = image.crop(padded_crop_box(box_xywh, image.width, image.height, padding))
+    crop = crop.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
@@ -124,37 +115,98 @@ def embed_crops(net, crops: torch.Tensor, batch_size: int, rotations: int = 0) -
     return torch.cat(out)
 
 
-def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
-    """Candidate boxes of one drawing, their P(symbol) and the features of their crops."""
-    rgb = np.asarray(image.convert("RGB"))
-    ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
-    ink, prob = select_candidates(ink, desc, objectness, image.width, image.height, cfg)
-    boxes = pad_boxes(ink, cfg.box_padding, image.width, image.height)
+def embed_boxes(net, rgb: np.ndarray, boxes: torch.Tensor, image_size: int, cfg: SpotConfig) -> torch.Tensor:
+    """Features of the crops around ``boxes`` (x0, y0, x1, y1), cut batch by batch (bounded
+    memory however many boxes)."""
     feats = [torch.zeros((0, net.feature_dim))]
-    for start in range(0, boxes.shape[0], cfg.batch_size):  # crops made batch by batch: bounded memory
+    for start in range(0, boxes.shape[0], cfg.batch_size):
         crops = [
-            crop_for_model(image, [x0, y0, x1 - x0, y1 - y0], image_size, cfg.crop_padding)
+            crop_for_model(rgb, [x0, y0, x1 - x0, y1 - y0], image_size, cfg.crop_padding)
             for x0, y0, x1, y1 in boxes[start : start + cfg.batch_size].tolist()
         ]
         feats.append(embed_crops(net, torch.stack(crops), cfg.batch_size))
-    return Candidates(boxes, torch.cat(feats), prob)
+    return torch.cat(feats)
+
+
+def ink_candidates(net, rgb: np.ndarray, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
+    """Candidate boxes of one drawing (H, W, 3 uint8) from its ink, their P(symbol) and the
+    features of their crops. They do not depend on the exemplars (a benchmark caches them)."""
+    height, width = rgb.shape[:2]
+    ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
+    ink, prob = select_candidates(ink, desc, objectness, width, height, cfg)
+    boxes = pad_boxes(ink, cfg.box_padding, width, height)
+    return Candidates(boxes, embed_boxes(net, rgb, boxes, image_size, cfg), prob)
+
+
+def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
+    """:func:`ink_candidates` of a PIL image."""
+    return ink_candidates(net, np.asarray(image.convert("RGB")), image_size, cfg, objectness)
+
+
+def with_templates(net, rgb: np.ndarray, cands: Candidates, ex: Exemplars, image_size: int,
+                   cfg: SpotConfig) -> Candidates:
+    """The candidates with template evidence (template.py): every class's best correlation at
+    each, and the template peaks that no candidate covers, embedded here as more candidates
+    (P(symbol) 1: their shape was not judged). Unchanged without templates."""
+    if not cfg.templates or ex.templates is None or not ex.templates.items:
+        return cands
+    height, width = rgb.shape[:2]
+    ev = match_templates(rgb, ex.templates, cands.boxes, cfg)
+    extra, corr, sizes = template_candidates(ev, cands.boxes, width, height, cfg)
+    feats = embed_boxes(net, rgb, extra, image_size, cfg)
+    n = cands.boxes.shape[0]
+    return Candidates(
+        torch.cat([cands.boxes, extra]), torch.cat([cands.features, feats]),
+        torch.cat([cands.objectness, torch.ones(extra.shape[0])]),
+        torch.cat([ev.correlation, corr]), torch.cat([ev.sizes, sizes]),
+        torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(extra.shape[0], dtype=torch.bool)]),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- scoring, NMS, counts
 
 
+def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score of every class at every candidate (N, C) and the box size it implies (N, C, 2).
+
+    Feature similarity (best exemplar of the class, any turn) weighed by P(symbol) **
+    ``objectness_weight``, combined with the template correlation mapped to [0, 1] from
+    ``template_floor`` up: ``score_rule`` "sum" takes ``(1 - t) * similarity + t * correlation``,
+    "max" the larger of similarity and ``t * correlation`` (t = ``template_weight``; both chosen
+    on the valid split by ``bench/spotting.py --tune``). The size is the best exemplar's, or, where
+    the correlation counts, the best template's (its scale and turn)."""
+    n, classes = cands.boxes.shape[0], len(ex.class_names)
+    sims = cands.features @ ex.features.T  # (N, E)
+    sim = torch.full((n, classes), -1.0)
+    sim = sim.scatter_reduce(1, ex.labels.expand(n, -1), sims, reduce="amax")
+    best = torch.full((n, classes), -1, dtype=torch.long)
+    for e in range(ex.labels.shape[0]):  # the exemplar behind each class's similarity
+        best[:, ex.labels[e]] = torch.where(sims[:, e] >= sim[:, ex.labels[e]], e, best[:, ex.labels[e]])
+    sizes = ex.sizes[best.clamp(min=0)]
+    score = sim.clamp(min=0) * cands.objectness.clamp(min=0).unsqueeze(1) ** cfg.objectness_weight
+    if cands.correlation is None or cfg.template_weight <= 0:
+        return score, sizes
+    corr = ((cands.correlation - cfg.template_floor) / (1 - cfg.template_floor)).clamp(0, 1)
+    t = cfg.template_weight
+    if cfg.score_rule == "max":
+        combined = torch.maximum(score, t * corr)
+    else:
+        combined = (1 - t) * score + t * corr
+    use_template = corr > 0
+    sizes = torch.where(use_template.unsqueeze(-1), cands.template_sizes, sizes)
+    return combined, sizes
+
+
 def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[str, torch.Tensor]:
-    """Best exemplar per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``."""
+    """Best class per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``."""
     empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
     if cands.boxes.shape[0] == 0 or ex.features.shape[0] == 0:
         return empty
-    sims = cands.features @ ex.features.T  # (N, E)
-    scores, best = sims.max(dim=1)
-    scores = scores * cands.objectness.clamp(min=0) ** cfg.objectness_weight
-    labels = ex.labels[best]
+    per_class, sizes = class_evidence(cands, ex, cfg)
+    scores, labels = per_class.max(dim=1)
     if cfg.box_mode == "exemplar":
         centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
-        half = ex.sizes[best] / 2
+        half = sizes[torch.arange(labels.shape[0]), labels] / 2
         boxes = torch.cat([centre - half, centre + half], dim=1)
     else:
         boxes = cands.boxes.clone()
@@ -238,13 +290,15 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
     matches its exemplar's turn). Unreadable exemplar files are skipped with their reason."""
     cat_ids = sorted({p[0] for p in picked})
     names = {p[0]: p[1] for p in picked}
-    crops, labels, sizes, skipped, cache = [], [], [], [], {}
+    crops, labels, sizes, skipped, cache, pictures = [], [], [], [], {}, []
     for cat_id, _name, path, bbox in picked:
         try:
             image = cache.get(path) or cache.setdefault(path, open_rgb(path))
         except UserError as err:
             skipped.append((str(path), str(err)))
             continue
+        if cfg.templates:
+            pictures.append((cat_ids.index(cat_id), exemplar_picture(np.asarray(image), bbox, cfg.crop_padding)))
         if bbox is None:  # a crop file: the symbol is the crop less make-shards' padding
             w, h = image.width / (1 + 2 * cfg.crop_padding), image.height / (1 + 2 * cfg.crop_padding)
             crop = torch.from_numpy(np.asarray(image.resize((image_size,) * 2, Image.BILINEAR)).copy()).permute(2, 0, 1)
@@ -263,9 +317,10 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         labs.append(torch.tensor(labels))
         s = torch.tensor(sizes, dtype=torch.float32)
         szs.append(s.flip(1) if turn % 2 else s)
+    templates = make_templates(pictures, len(cat_ids), cfg) if cfg.templates else None
     return Exemplars(
         torch.cat(feats), torch.cat(labs), torch.cat(szs),
-        [names[c] for c in cat_ids], cat_ids, skipped,
+        [names[c] for c in cat_ids], cat_ids, skipped, templates,
     )  # fmt: skip
 
 
@@ -336,15 +391,21 @@ def model_and_size(path: Path, image_size: int | None, batch_size: int = SpotCon
 
 def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None):
     """Detections (COCO results rows) of one drawing, and the exemplars skipped for it."""
-    image = open_rgb(drawing.path)
-    fits = (ex.sizes[:, 0] <= image.width) & (ex.sizes[:, 1] <= image.height)
+    rgb = np.asarray(open_rgb(drawing.path))  # the decoded image is dropped: one copy held
+    height, width = rgb.shape[:2]
+    fits = (ex.sizes[:, 0] <= width) & (ex.sizes[:, 1] <= height)
     skipped = sorted({ex.class_names[int(l)] for l in ex.labels[~fits].tolist()} - {
         ex.class_names[int(l)] for l in ex.labels[fits].tolist()})
-    usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids)
-    cands = drawing_candidates(net, image, image_size, cfg, objectness)
+    templates = ex.templates
+    if templates is not None:
+        templates = Templates([t for t in templates.items if t.size[0] <= width and t.size[1] <= height],
+                              templates.classes, templates.skipped)
+    usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids,
+                       templates=templates)
+    cands = with_templates(net, rgb, ink_candidates(net, rgb, image_size, cfg, objectness), usable, image_size, cfg)
     dets = score_candidates(cands, usable, cfg)
     reasons = [(f"exemplar of {name}", f"larger than drawing {drawing.file_name} "
-                f"({image.width}x{image.height})") for name in skipped]
+                f"({width}x{height})") for name in skipped]
     return to_coco_results(dets, drawing.image_id, ex), reasons
 
 

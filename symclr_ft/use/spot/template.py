@@ -1,0 +1,264 @@
+"""Template-matching candidates: where an exemplar's picture correlates with the drawing.
+
+The ink candidates (``candidates``) need clean, coloured ink: on a grey, blurred, noisy or
+JPEG'd copy their colour thresholds find nothing. Normalised cross-correlation
+(``cv2.matchTemplate``, ``TM_CCOEFF_NORMED``) of each exemplar's picture does not: it is blind
+to contrast and brightness within a window, so a faint grey symbol on a scan still peaks where
+it is. Here it is a second source of candidates and a second piece of evidence for scoring:
+
+* both the drawing and the exemplars become an *ink picture* first: each pixel's largest
+  channel difference from the paper colour (dark CAD backgrounds and white pages alike give
+  ink bright on black, and a coloured symbol matches its grey copy);
+* each exemplar is correlated at a few scales (``template_scales``) in its four quarter turns,
+  on the drawing reduced by 2, 4, ... as far as the template keeps ``template_min_side`` pixels
+  (cost falls with the square of the reduction);
+* local maxima above ``template_peak`` are candidate boxes of the exemplar's box size at that
+  scale and turn, carrying their correlation as a score; each ink candidate also gets the best
+  correlation of every class at its place (``TemplateEvidence.correlation``).
+
+Large drawings are matched tile by tile (``candidates.tile_grid``): a peak belongs to the tile
+whose core holds its centre, so nothing is found twice and no full-size float map exists.
+Related: Rezvanifar et al. (2019) correlate symbols on architectural drawings in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import box_iou, nms
+
+from symclr_ft.use.spot.candidates import tile_grid
+from symclr_ft.use.spot.config import SpotConfig
+
+MAX_LEVEL = 3  # the drawing is reduced by at most 2**3
+
+
+def paper_colour(rgb: np.ndarray) -> np.ndarray:
+    """The paper's colour: the median of a sparse grid of pixels (a strided view, no copy)."""
+    step_y, step_x = max(1, rgb.shape[0] // 64), max(1, rgb.shape[1] // 64)
+    return np.median(rgb[::step_y, ::step_x].reshape(-1, rgb.shape[-1]), axis=0)
+
+
+def ink_picture(rgb: np.ndarray, paper: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: each pixel's largest channel difference from ``paper`` (ink bright)."""
+    scalar = tuple(float(v) for v in paper[:3]) + (0.0,)
+    return cv2.absdiff(np.ascontiguousarray(rgb), scalar).max(axis=2)
+
+
+def exemplar_picture(rgb: np.ndarray, bbox: list[float] | None, padding: float) -> np.ndarray:
+    """The ink picture of an exemplar: its COCO box ``[x, y, w, h]`` on its drawing (paper from
+    the whole drawing), or for a crop file (``bbox`` None) the crop less make-shards' padding
+    (paper from the crop's border, which is all paper)."""
+    if bbox is None:
+        border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+        h, w = rgb.shape[0] / (1 + 2 * padding), rgb.shape[1] / (1 + 2 * padding)
+        x, y = (rgb.shape[1] - w) / 2, (rgb.shape[0] - h) / 2
+        paper = np.median(border, axis=0)
+    else:
+        x, y, w, h = bbox
+        paper = paper_colour(rgb)
+    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
+    x1, y1 = min(rgb.shape[1], int(round(x + w))), min(rgb.shape[0], int(round(y + h)))
+    return ink_picture(rgb[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)], paper)
+
+
+@dataclass
+class Template:
+    """One exemplar picture at one scale and turn, ready to correlate at ``level``."""
+
+    label: int  # class index (into Exemplars.class_names)
+    level: int  # the drawing is reduced by 2**level before matching
+    picture: np.ndarray  # uint8 ink picture at that level
+    size: tuple[float, float]  # (w, h) of its box on the full-size drawing
+
+
+@dataclass
+class Templates:
+    """Every exemplar's templates, made once per exemplar set (not once per drawing)."""
+
+    items: list[Template]
+    classes: int
+    skipped: list[str] = field(default_factory=list)  # why an exemplar has no template
+
+    @property
+    def largest_side(self) -> float:
+        return max((max(t.size) for t in self.items), default=0.0)
+
+
+def _level(side: float, cfg: SpotConfig) -> int:
+    """The largest reduction 2**level that keeps ``side`` at least ``template_min_side``."""
+    level = 0
+    while level < MAX_LEVEL and side / 2 ** (level + 1) >= cfg.template_min_side:
+        level += 1
+    return level
+
+
+def _resized(picture: np.ndarray, factor: float, blur: float) -> np.ndarray:
+    """``picture`` reduced by ``factor`` and blurred (Gaussian ``blur`` px at that size): thin
+    lines a pixel off, or at 10% another scale, then still overlap, so the correlation peak is
+    wide enough for a few scales to cover 0.7x-1.4x (measured in the tests)."""
+    h, w = picture.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    out = cv2.resize(picture, size, interpolation=cv2.INTER_AREA) if size != (w, h) else picture
+    return cv2.GaussianBlur(out, (0, 0), blur) if blur > 0 else out
+
+
+def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: SpotConfig) -> Templates:
+    """Templates of exemplar ink pictures ``(class index, picture of its box)``: every scale of
+    ``template_scales`` in four quarter turns; a turn that looks like another turn of the same
+    picture (a round symbol) is kept once."""
+    items, skipped = [], []
+    for label, picture in pictures:
+        h, w = picture.shape
+        if picture.std() < 1.0:
+            skipped.append(f"class {label}: exemplar picture has no contrast")
+            continue
+        for scale in cfg.template_scales:
+            level = _level(min(w, h) * scale, cfg)
+            base = _resized(picture, scale / 2**level, cfg.template_blur)
+            if min(base.shape) < 3:
+                continue
+            kept: list[np.ndarray] = []
+            for turn in range(4 if cfg.template_turns else 1):
+                turned = np.ascontiguousarray(np.rot90(base, turn))
+                if any(_same_picture(turned, k) for k in kept):
+                    continue
+                kept.append(turned)
+                size = (w * scale, h * scale) if turn % 2 == 0 else (h * scale, w * scale)
+                items.append(Template(label, level, turned, size))
+    return Templates(items, classes, skipped)
+
+
+def _same_picture(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two same-shape pictures correlate almost perfectly (a symmetric symbol's turn)."""
+    if a.shape != b.shape:
+        return False
+    return float(cv2.matchTemplate(a, b, cv2.TM_CCOEFF_NORMED)[0, 0]) > 0.95
+
+
+@dataclass
+class TemplateEvidence:
+    """What template matching says about one drawing."""
+
+    correlation: torch.Tensor  # (N, C) best correlation of each class at each given box
+    sizes: torch.Tensor  # (N, C, 2) box (w, h) of that best template
+    peaks: torch.Tensor  # (M, 4) peak boxes x0, y0, x1, y1 (full size)
+    peak_scores: torch.Tensor  # (M,)
+    peak_labels: torch.Tensor  # (M,) class index
+
+
+def _peaks(result: np.ndarray, radius: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of local maxima (within ``radius``) at least ``threshold``; the
+    ``limit`` highest."""
+    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+    local = (result >= threshold) & (result >= cv2.dilate(result, kernel))
+    ys, xs = np.nonzero(local)
+    if ys.size > limit:
+        top = np.argsort(-result[ys, xs], kind="stable")[:limit]
+        ys, xs = ys[top], xs[top]
+    return ys, xs
+
+
+def _match_tile(levels: list[np.ndarray], origin: tuple[int, int], core: tuple, templates: Templates,
+                centres: np.ndarray, ev: dict, cfg: SpotConfig) -> None:
+    """Correlate every template on one tile (its ink picture at each level), sampling the
+    given centres that lie in the tile's core and keeping the core's peaks; fills ``ev``."""
+    x0, y0 = origin
+    cx0, cy0, cx1, cy1 = core
+    mine = np.nonzero((centres[:, 0] >= cx0) & (centres[:, 0] < cx1) & (centres[:, 1] >= cy0) & (centres[:, 1] < cy1))[0]
+    for t in templates.items:
+        picture = levels[t.level]
+        th, tw = t.picture.shape
+        if th > picture.shape[0] or tw > picture.shape[1]:
+            continue
+        result = cv2.matchTemplate(picture, t.picture, cv2.TM_CCOEFF_NORMED)
+        np.nan_to_num(result, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        f = 2**t.level
+        if mine.size:  # the best correlation near each candidate's centre (its ink box is looser)
+            near = cv2.dilate(result, np.ones((2 * cfg.template_slack + 1,) * 2, np.uint8))
+            col = np.clip(np.round((centres[mine, 0] - x0) / f - tw / 2).astype(int), 0, result.shape[1] - 1)
+            row = np.clip(np.round((centres[mine, 1] - y0) / f - th / 2).astype(int), 0, result.shape[0] - 1)
+            value = near[row, col]
+            better = value > ev["correlation"][mine, t.label]
+            ev["correlation"][mine[better], t.label] = value[better]
+            ev["sizes"][mine[better], t.label] = t.size
+        ys, xs = _peaks(result, max(1, min(th, tw) // 2), cfg.template_peak, cfg.template_peaks_per_tile)
+        px, py = x0 + (xs + tw / 2) * f, y0 + (ys + th / 2) * f
+        inside = (px >= cx0) & (px < cx1) & (py >= cy0) & (py < cy1)
+        w, h = t.size
+        ev["peaks"].append(np.stack([px - w / 2, py - h / 2, px + w / 2, py + h / 2], 1)[inside])
+        ev["scores"].append(result[ys, xs][inside])
+        ev["labels"].append(np.full(int(inside.sum()), t.label))
+
+
+def aligned_tiles(width: int, height: int, tile: int, overlap: int, step: int) -> list[tuple[tuple, tuple]]:
+    """``candidates.tile_grid`` with every edge on a multiple of ``step`` (the coarsest
+    reduction): a tile reduced by 2**level then holds exactly the pixels of the whole drawing
+    reduced, so tiled and untiled matching agree."""
+    grid = tile_grid(-(-width // step), -(-height // step), tile // step, -(-overlap // step))
+    return [
+        (tuple(min(v * step, limit) for v, limit in zip(box, (width, height, width, height))),
+         tuple(min(v * step, limit) for v, limit in zip(core, (width, height, width, height))))
+        for box, core in grid
+    ]  # fmt: skip
+
+
+def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, cfg: SpotConfig) -> TemplateEvidence:
+    """Template evidence on one drawing (H, W, 3 uint8): the best correlation of each class
+    at each of ``boxes`` (N, 4) and the peaks (each class's, before any NMS)."""
+    n, classes = boxes.shape[0], templates.classes
+    ev = {"correlation": np.zeros((n, classes), np.float32), "sizes": np.zeros((n, classes, 2), np.float32),
+          "peaks": [np.zeros((0, 4))], "scores": [np.zeros(0)], "labels": [np.zeros(0, int)]}
+    if templates.items:
+        centres = ((boxes[:, :2] + boxes[:, 2:]) / 2).numpy()
+        paper = paper_colour(rgb)
+        height, width = rgb.shape[:2]
+        needed = sorted({t.level for t in templates.items})
+        # a peak owned by a core has its window and its local-maximum neighbourhood (half a
+        # template) inside the tile: the core lies overlap / 2 inside the tile's edges
+        overlap = max(cfg.tile_overlap, 2 * int(np.ceil(templates.largest_side)) + 4 * 2 ** max(needed))
+        for (x0, y0, x1, y1), core in aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, 2 ** max(needed)):
+            picture = ink_picture(rgb[y0:y1, x0:x1], paper)
+            levels = [_resized(picture, 1 / 2**lv, cfg.template_blur) if lv in needed else None for lv in range(max(needed) + 1)]
+            _match_tile(levels, (x0, y0), core, templates, centres, ev, cfg)
+    return TemplateEvidence(
+        torch.from_numpy(ev["correlation"]), torch.from_numpy(ev["sizes"]),
+        torch.tensor(np.concatenate(ev["peaks"]), dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(np.concatenate(ev["scores"]), dtype=torch.float32),
+        torch.tensor(np.concatenate(ev["labels"]), dtype=torch.long),
+    )  # fmt: skip
+
+
+def template_candidates(ev: TemplateEvidence, boxes: torch.Tensor, width: int, height: int,
+                        cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Peaks that no given box already covers (IoU below ``template_dedup_iou``), after
+    class-agnostic NMS, at most ``template_candidates_per_megapixel``; returns their boxes
+    (clipped to the drawing), the best correlation of every class at each (N, C: peaks of
+    that class overlapping it at IoU >= 0.5) and the matching box sizes (N, C, 2)."""
+    limit = max(cfg.min_candidates, round(cfg.template_candidates_per_megapixel * width * height / 1e6))
+    classes = ev.correlation.shape[1]
+    empty = (torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))
+    if ev.peaks.shape[0] == 0:
+        return empty
+    keep = nms(ev.peaks, ev.peak_scores, cfg.nms_iou)[:limit]
+    new = ev.peaks[keep]
+    if boxes.shape[0]:
+        new = new[box_iou(new, boxes).max(dim=1).values < cfg.template_dedup_iou]
+    if new.shape[0] == 0:
+        return empty
+    overlap = box_iou(new, ev.peaks) >= 0.5  # (K, M)
+    corr = torch.zeros((new.shape[0], classes))
+    sizes = torch.zeros((new.shape[0], classes, 2))
+    peak_sizes = ev.peaks[:, 2:] - ev.peaks[:, :2]
+    for c in ev.peak_labels.unique().tolist():
+        of_class = overlap & (ev.peak_labels == c)
+        scores = torch.where(of_class, ev.peak_scores.expand_as(of_class), torch.tensor(-2.0))
+        best, idx = scores.max(dim=1)
+        hit = best > -2
+        corr[hit, c] = best[hit]
+        sizes[hit, c] = peak_sizes[idx[hit]]
+    limit_xy = torch.tensor([width, height, width, height], dtype=new.dtype)
+    return torch.minimum(new.clamp(min=0), limit_xy), corr, sizes
