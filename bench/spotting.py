@@ -298,6 +298,77 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     return rows
 
 
+def _recall(boxes: torch.Tensor, truth: torch.Tensor) -> int:
+    """Ground-truth boxes (x0, y0, x1, y1) that some box matches at IoU >= 0.5."""
+    from torchvision.ops import box_iou
+
+    if truth.shape[0] == 0 or boxes.shape[0] == 0:
+        return 0
+    return int((box_iou(truth, boxes).max(dim=1).values >= 0.5).sum())
+
+
+def candidate_recall(args, cfg: SpotConfig) -> dict:
+    """Candidates by source on ``--split`` (no model needed): the share of ground-truth boxes
+    that the ink candidates (objectness-selected, as embedded), the template peaks (after NMS)
+    and their union match at IoU >= 0.5, candidates per drawing, seconds per drawing of each
+    source; and the template peaks alone as a detector (AP50, class = the peak's exemplar).
+    Exemplars: draw 0 (seed 0), 1 per class, from train."""
+    from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
+    from symclr_ft.use.spot.objectness import fit_objectness
+    from symclr_ft.use.spot.spotting import picked_templates
+    from symclr_ft.use.spot.template import match_templates, template_candidates
+
+    exemplar_json = args.data / "train" / "_annotations.coco.json"
+    gt_json = args.data / args.split / "_annotations.coco.json"
+    objectness = fit_objectness(exemplar_json, cfg, seed=0)
+    cfg = replace(cfg, box_padding=objectness.box_padding)
+    picked = pick_coco_exemplars(exemplar_json, 1, 0)
+    templates = picked_templates(picked, cfg)
+    cat_ids = sorted({p[0] for p in picked})
+    drawings = list_drawings(gt_json)[: args.max_drawings or None]
+    found = {"ink": 0, "template": 0, "union": 0}
+    counts = {"ink": 0, "template": 0, "union": 0}
+    seconds = {"ink": 0.0, "template": 0.0}
+    truth_total, results = 0, []
+    for d in drawings:
+        rgb = np.asarray(open_rgb(d.path))
+        h, w = rgb.shape[:2]
+        truth = torch.tensor([[x, y, x + bw, y + bh] for _, (x, y, bw, bh) in d.truth]).reshape(-1, 4)
+        start = time.perf_counter()
+        ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
+        ink = pad_boxes(select_candidates(ink, desc, objectness, w, h, cfg)[0], cfg.box_padding, w, h)
+        middle = time.perf_counter()
+        ev = match_templates(rgb, templates, ink, cfg)
+        extra = template_candidates(ev, ink, w, h, cfg)[0]
+        seconds["ink"] += middle - start
+        seconds["template"] += time.perf_counter() - middle
+        alone = template_candidates(ev, torch.zeros((0, 4)), w, h, cfg)[0]
+        for name, boxes in (("ink", ink), ("template", alone), ("union", torch.cat([ink, extra]))):
+            found[name] += _recall(boxes, truth)
+            counts[name] += boxes.shape[0]
+        truth_total += truth.shape[0]
+        keep = torchvision_nms(ev.peaks, ev.peak_scores, cfg.nms_iou)
+        for (x0, y0, x1, y1), score, label in zip(ev.peaks[keep].tolist(), ev.peak_scores[keep].tolist(),
+                                                  ev.peak_labels[keep].tolist()):
+            results.append({"image_id": d.image_id, "category_id": cat_ids[label],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    present = sorted({c for d in drawings for c, _ in d.truth} & set(cat_ids))
+    ap = coco_scores(gt_json, results, present, [d.image_id for d in drawings])
+    n = max(1, len(drawings))
+    return {"split": args.split, "drawings": len(drawings), "boxes": truth_total, "templates": len(templates.items),
+            "recall": {k: v / max(1, truth_total) for k, v in found.items()},
+            "candidates_per_drawing": {k: v / n for k, v in counts.items()},
+            "seconds_per_drawing": {k: v / n for k, v in seconds.items()},
+            "template_peaks_alone": {"ap50": ap["ap50"], "ap": ap["ap"]},
+            "config": {k: v for k, v in asdict(cfg).items() if k.startswith("template")}}
+
+
+def torchvision_nms(boxes, scores, iou):
+    from torchvision.ops import nms
+
+    return nms(boxes, scores, iou)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--split", default="test", choices=["valid", "test"])
@@ -317,7 +388,31 @@ def parse_args(argv=None):
                    help="tune_valid.json: use its best scoring settings (AP50, then exact counts)")
     p.add_argument("--speed", type=int, default=0, help="also time N valid drawings end to end")
     p.add_argument("--big", action="store_true", help="also a 10,000 x 10,000 px drawing: time and peak RSS")
+    p.add_argument("--recall", action="store_true",
+                   help="only candidate recall by source (ink, template, union) on --split; no model needed")
+    p.add_argument("--max-drawings", type=int, default=0, help="--recall: the first N drawings (0: all)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25")
     return p.parse_args(argv)
+
+
+def config_overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as SpotConfig fields, each value parsed as its field's type (tuples
+    comma-separated)."""
+    defaults = asdict(SpotConfig())
+    out = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in defaults:
+            raise SystemExit(f"--set {pair}: no SpotConfig field {key!r}")
+        default = defaults[key]
+        if isinstance(default, tuple):
+            out[key] = tuple(type(default[0])(v) for v in text.split(","))
+        elif isinstance(default, bool):
+            out[key] = text.lower() in ("1", "true", "yes")
+        else:
+            out[key] = type(default)(text)
+    return out
 
 
 def choose(rows: list[dict]) -> dict:
@@ -395,6 +490,12 @@ def main(argv=None) -> int:
     if args.choose_from:
         cfg = replace(cfg, **choose(json.loads(args.choose_from.read_text())))
         print(f"settings chosen on valid: {choose(json.loads(args.choose_from.read_text()))}", flush=True)
+    cfg = replace(cfg, **config_overrides(args.set))
+    if args.recall:
+        found = candidate_recall(args, cfg)
+        (args.out / f"recall_{args.split}.json").write_text(json.dumps(found, indent=1))
+        print(json.dumps(found, indent=1))
+        return 0
     if args.tune:
         rows = tune(args, cfg)
         (args.out / "tune_valid.json").write_text(json.dumps(rows, indent=1))

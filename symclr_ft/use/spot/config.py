@@ -34,15 +34,16 @@ class SpotConfig:
     objectness_weight: float = 0.5  # score = similarity * P(symbol) ** weight (chosen on valid)
     # template matching (template.py): a second candidate source and a second score
     templates: bool = True
-    template_scales: tuple[float, ...] = (0.8, 1.0, 1.25)  # exemplar sizes tried, quarter turns each
+    # exemplar sizes tried, quarter turns each; with the blur each covers about +-15%
+    template_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
     template_turns: bool = True
     template_min_side: int = 12  # the drawing is reduced while templates keep this many pixels
     template_blur: float = 1.0  # Gaussian sigma (px at the matching level): tolerance of scale and line weight
     template_peak: float = 0.5  # correlation from which a peak is a candidate
     template_slack: int = 2  # px (at the matching level) around a candidate's centre to look for its peak
     template_peaks_per_tile: int = 400  # per template and tile, highest first
-    template_candidates_per_megapixel: int = 150  # template-only candidates kept (after NMS)
-    template_dedup_iou: float = 0.5  # a peak this close to an ink candidate is that candidate
+    template_candidates_per_megapixel: int = 300  # template-only candidates kept (after NMS)
+    template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
     # scoring (spotting.class_evidence): how similarity and correlation combine (chosen on valid)
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
     template_weight: float = 0.5  # t; 0: similarity alone (the score before templates)

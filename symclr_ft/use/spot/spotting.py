@@ -53,7 +53,9 @@ from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, list_drawings, open_rgb
 from symclr_ft.use.spot.objectness import fit_objectness
 from symclr_ft.use.spot.report import count_detections, exact_count_share, write_report
-from symclr_ft.use.spot.template import Templates, exemplar_picture, make_templates, match_templates, template_candidates
+from symclr_ft.use.spot.template import (
+    Templates, exemplar_picture, make_templates, match_templates, same_place_suppression, template_candidates,
+)
 
 
 
@@ -214,6 +216,7 @@ def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if cfg.class_agnostic_nms:
         kept = nms(boxes, scores, cfg.nms_iou)
+        kept = kept[same_place_suppression(boxes[kept], scores[kept])]  # one symbol, two scales
     else:
         kept = batched_nms(boxes, scores, labels, cfg.nms_iou)
     return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
@@ -290,15 +293,13 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
     matches its exemplar's turn). Unreadable exemplar files are skipped with their reason."""
     cat_ids = sorted({p[0] for p in picked})
     names = {p[0]: p[1] for p in picked}
-    crops, labels, sizes, skipped, cache, pictures = [], [], [], [], {}, []
+    crops, labels, sizes, skipped, cache = [], [], [], [], {}
     for cat_id, _name, path, bbox in picked:
         try:
             image = cache.get(path) or cache.setdefault(path, open_rgb(path))
         except UserError as err:
             skipped.append((str(path), str(err)))
             continue
-        if cfg.templates:
-            pictures.append((cat_ids.index(cat_id), exemplar_picture(np.asarray(image), bbox, cfg.crop_padding)))
         if bbox is None:  # a crop file: the symbol is the crop less make-shards' padding
             w, h = image.width / (1 + 2 * cfg.crop_padding), image.height / (1 + 2 * cfg.crop_padding)
             crop = torch.from_numpy(np.asarray(image.resize((image_size,) * 2, Image.BILINEAR)).copy()).permute(2, 0, 1)
@@ -317,11 +318,27 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         labs.append(torch.tensor(labels))
         s = torch.tensor(sizes, dtype=torch.float32)
         szs.append(s.flip(1) if turn % 2 else s)
-    templates = make_templates(pictures, len(cat_ids), cfg) if cfg.templates else None
+    templates = picked_templates(picked, cfg, cache) if cfg.templates else None
     return Exemplars(
         torch.cat(feats), torch.cat(labs), torch.cat(szs),
         [names[c] for c in cat_ids], cat_ids, skipped, templates,
     )  # fmt: skip
+
+
+def picked_templates(picked: list[tuple], cfg: SpotConfig, images: dict | None = None) -> Templates:
+    """Template-matching pictures of picked exemplars (template.py), class indices as in
+    :func:`embed_exemplars`; ``images`` holds drawings already decoded (path -> image). An
+    unreadable exemplar has no template (embed_exemplars lists it as skipped)."""
+    cat_ids = sorted({p[0] for p in picked})
+    images = {} if images is None else images
+    pictures = []
+    for cat_id, _name, path, bbox in picked:
+        try:
+            image = images.get(path) or images.setdefault(path, open_rgb(path))
+        except UserError:
+            continue
+        pictures.append((cat_ids.index(cat_id), exemplar_picture(np.asarray(image), bbox, cfg.crop_padding)))
+    return make_templates(pictures, len(cat_ids), cfg)
 
 
 def index_exemplars(path: Path, model_sha256: str | None, cfg: SpotConfig) -> Exemplars:

@@ -23,6 +23,7 @@ Related: Rezvanifar et al. (2019) correlate symbols on architectural drawings in
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -153,45 +154,67 @@ class TemplateEvidence:
 def _peaks(result: np.ndarray, radius: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of local maxima (within ``radius``) at least ``threshold``; the
     ``limit`` highest."""
-    kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-    local = (result >= threshold) & (result >= cv2.dilate(result, kernel))
-    ys, xs = np.nonzero(local)
+    ys, xs = np.nonzero(result >= threshold)
+    if ys.size:
+        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+        local = result[ys, xs] >= cv2.dilate(result, kernel)[ys, xs]
+        ys, xs = ys[local], xs[local]
     if ys.size > limit:
         top = np.argsort(-result[ys, xs], kind="stable")[:limit]
         ys, xs = ys[top], xs[top]
     return ys, xs
 
 
-def _match_tile(levels: list[np.ndarray], origin: tuple[int, int], core: tuple, templates: Templates,
-                centres: np.ndarray, ev: dict, cfg: SpotConfig) -> None:
-    """Correlate every template on one tile (its ink picture at each level), sampling the
-    given centres that lie in the tile's core and keeping the core's peaks; fills ``ev``."""
+def _window_max(result: np.ndarray, row: np.ndarray, col: np.ndarray, slack: int) -> np.ndarray:
+    """Largest value of ``result`` within ``slack`` of each (row, col), clipped to the map."""
+    offsets = np.arange(-slack, slack + 1)
+    rows = np.clip(row[:, None, None] + offsets[None, :, None], 0, result.shape[0] - 1)
+    cols = np.clip(col[:, None, None] + offsets[None, None, :], 0, result.shape[1] - 1)
+    return result[rows, cols].reshape(row.shape[0], -1).max(axis=1)
+
+
+def _match_one(picture: np.ndarray, t: Template, origin: tuple[int, int], core: tuple, centres: np.ndarray,
+               cfg: SpotConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One template on one tile: its best correlation near each of ``centres`` (tile
+    coordinates at full size), and its peak boxes (full size) and scores in the tile's core."""
+    th, tw = t.picture.shape
+    if th > picture.shape[0] or tw > picture.shape[1]:
+        return None
+    result = cv2.matchTemplate(picture, t.picture, cv2.TM_CCOEFF_NORMED)
+    cv2.patchNaNs(result, 0.0)
+    f = 2**t.level
     x0, y0 = origin
     cx0, cy0, cx1, cy1 = core
+    value = np.zeros(centres.shape[0], np.float32)
+    if centres.shape[0]:  # the best correlation near each candidate's centre (its ink box is looser)
+        col = np.round((centres[:, 0] - x0) / f - tw / 2).astype(int)
+        row = np.round((centres[:, 1] - y0) / f - th / 2).astype(int)
+        value = _window_max(result, row, col, cfg.template_slack)
+    ys, xs = _peaks(result, max(1, min(th, tw) // 2), cfg.template_peak, cfg.template_peaks_per_tile)
+    px, py = x0 + (xs + tw / 2) * f, y0 + (ys + th / 2) * f
+    inside = (px >= cx0) & (px < cx1) & (py >= cy0) & (py < cy1)
+    w, h = t.size
+    return value, np.stack([px - w / 2, py - h / 2, px + w / 2, py + h / 2], 1)[inside], result[ys, xs][inside]
+
+
+def _match_tile(levels: list[np.ndarray], origin: tuple[int, int], core: tuple, templates: Templates,
+                centres: np.ndarray, ev: dict, cfg: SpotConfig, pool) -> None:
+    """Every template on one tile (its ink picture at each level), on the threads of ``pool``
+    (OpenCV lets go of the GIL), merged in template order: fills ``ev`` with the correlation at
+    the centres that lie in the tile's core and with the core's peaks."""
+    cx0, cy0, cx1, cy1 = core
     mine = np.nonzero((centres[:, 0] >= cx0) & (centres[:, 0] < cx1) & (centres[:, 1] >= cy0) & (centres[:, 1] < cy1))[0]
-    for t in templates.items:
-        picture = levels[t.level]
-        th, tw = t.picture.shape
-        if th > picture.shape[0] or tw > picture.shape[1]:
+    jobs = [(levels[t.level], t, origin, core, centres[mine], cfg) for t in templates.items]
+    for t, out in zip(templates.items, pool.map(lambda job: _match_one(*job), jobs)):
+        if out is None:
             continue
-        result = cv2.matchTemplate(picture, t.picture, cv2.TM_CCOEFF_NORMED)
-        np.nan_to_num(result, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        f = 2**t.level
-        if mine.size:  # the best correlation near each candidate's centre (its ink box is looser)
-            near = cv2.dilate(result, np.ones((2 * cfg.template_slack + 1,) * 2, np.uint8))
-            col = np.clip(np.round((centres[mine, 0] - x0) / f - tw / 2).astype(int), 0, result.shape[1] - 1)
-            row = np.clip(np.round((centres[mine, 1] - y0) / f - th / 2).astype(int), 0, result.shape[0] - 1)
-            value = near[row, col]
-            better = value > ev["correlation"][mine, t.label]
-            ev["correlation"][mine[better], t.label] = value[better]
-            ev["sizes"][mine[better], t.label] = t.size
-        ys, xs = _peaks(result, max(1, min(th, tw) // 2), cfg.template_peak, cfg.template_peaks_per_tile)
-        px, py = x0 + (xs + tw / 2) * f, y0 + (ys + th / 2) * f
-        inside = (px >= cx0) & (px < cx1) & (py >= cy0) & (py < cy1)
-        w, h = t.size
-        ev["peaks"].append(np.stack([px - w / 2, py - h / 2, px + w / 2, py + h / 2], 1)[inside])
-        ev["scores"].append(result[ys, xs][inside])
-        ev["labels"].append(np.full(int(inside.sum()), t.label))
+        value, peaks, scores = out
+        better = value > ev["correlation"][mine, t.label]
+        ev["correlation"][mine[better], t.label] = value[better]
+        ev["sizes"][mine[better], t.label] = t.size
+        ev["peaks"].append(peaks)
+        ev["scores"].append(scores)
+        ev["labels"].append(np.full(len(scores), t.label))
 
 
 def aligned_tiles(width: int, height: int, tile: int, overlap: int, step: int) -> list[tuple[tuple, tuple]]:
@@ -220,16 +243,40 @@ def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, 
         # a peak owned by a core has its window and its local-maximum neighbourhood (half a
         # template) inside the tile: the core lies overlap / 2 inside the tile's edges
         overlap = max(cfg.tile_overlap, 2 * int(np.ceil(templates.largest_side)) + 4 * 2 ** max(needed))
-        for (x0, y0, x1, y1), core in aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, 2 ** max(needed)):
-            picture = ink_picture(rgb[y0:y1, x0:x1], paper)
-            levels = [_resized(picture, 1 / 2**lv, cfg.template_blur) if lv in needed else None for lv in range(max(needed) + 1)]
-            _match_tile(levels, (x0, y0), core, templates, centres, ev, cfg)
+        tiles = aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, 2 ** max(needed))
+        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:  # as many threads as torch uses
+            for (x0, y0, x1, y1), core in tiles:
+                picture = ink_picture(rgb[y0:y1, x0:x1], paper)
+                levels = [_resized(picture, 1 / 2**lv, cfg.template_blur) if lv in needed else None
+                          for lv in range(max(needed) + 1)]
+                _match_tile(levels, (x0, y0), core, templates, centres, ev, cfg, pool)
     return TemplateEvidence(
         torch.from_numpy(ev["correlation"]), torch.from_numpy(ev["sizes"]),
         torch.tensor(np.concatenate(ev["peaks"]), dtype=torch.float32).reshape(-1, 4),
         torch.tensor(np.concatenate(ev["scores"]), dtype=torch.float32),
         torch.tensor(np.concatenate(ev["labels"]), dtype=torch.long),
     )  # fmt: skip
+
+
+def same_place_suppression(boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """Indices (best first) of the boxes left when every box whose centre lies in the middle
+    half of a better kept box, or holds that box's centre in its own middle half, is dropped.
+    IoU-based NMS keeps two concentric boxes whose sizes differ by 0.7x (IoU 0.49): the
+    same symbol matched at two scales; symbols on a drawing do not sit inside each other."""
+    order = torch.argsort(-scores, stable=True)
+    b = boxes[order]
+    centre = (b[:, :2] + b[:, 2:]) / 2
+    quarter = (b[:, 2:] - b[:, :2]) / 4
+    lo, hi = centre - quarter, centre + quarter
+    dropped = torch.zeros(b.shape[0], dtype=torch.bool)
+    for i in range(b.shape[0]):
+        if dropped[i]:
+            continue
+        rest = slice(i + 1, None)
+        holds = ((centre[rest] >= lo[i]) & (centre[rest] <= hi[i])).all(dim=1)
+        held = ((centre[i] >= lo[rest]) & (centre[i] <= hi[rest])).all(dim=1)
+        dropped[rest] |= holds | held
+    return order[~dropped]
 
 
 def template_candidates(ev: TemplateEvidence, boxes: torch.Tensor, width: int, height: int,
@@ -243,7 +290,8 @@ def template_candidates(ev: TemplateEvidence, boxes: torch.Tensor, width: int, h
     empty = (torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))
     if ev.peaks.shape[0] == 0:
         return empty
-    keep = nms(ev.peaks, ev.peak_scores, cfg.nms_iou)[:limit]
+    keep = nms(ev.peaks, ev.peak_scores, cfg.nms_iou)
+    keep = keep[same_place_suppression(ev.peaks[keep], ev.peak_scores[keep])][:limit]
     new = ev.peaks[keep]
     if boxes.shape[0]:
         new = new[box_iou(new, boxes).max(dim=1).values < cfg.template_dedup_iou]

@@ -135,3 +135,14 @@ def test_scanned_copy_is_spotted_where_ink_finds_nothing(net, sheet):
         for box, label in zip(boxes, (1, 0, 2)):
             hits = box_iou(dets["boxes"][counted], xyxy(box))[:, 0] >= 0.5
             assert hits.sum() == 1 and dets["labels"][counted][hits].item() == label
+
+
+def test_same_place_suppression_keeps_one_box_per_symbol():
+    """Concentric boxes 0.7x apart (IoU 0.49: plain NMS keeps both) become one, the better;
+    touching neighbours both stay."""
+    from symclr_ft.use.spot.template import same_place_suppression
+
+    boxes = torch.tensor([[0.0, 0, 40, 40], [6, 6, 34, 34], [40, 0, 80, 40], [100, 100, 110, 110]])
+    scores = torch.tensor([0.6, 0.9, 0.8, 0.1])
+    assert box_iou(boxes[:1], boxes[1:2]).item() < 0.5
+    assert same_place_suppression(boxes, scores).tolist() == [1, 2, 3]
