@@ -32,6 +32,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -43,13 +44,15 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from symclr_ft.data.coco import load_coco  # noqa: E402
+from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
+from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
+from symclr_ft.use.spot.template import Templates  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_rgb  # noqa: E402
 from symclr_ft.use.spot.report import count_detections  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
-    pick_coco_exemplars, score_candidates, to_coco_results,
+    pick_coco_exemplars, score_candidates, to_coco_results, with_templates,
 )
 from symclr_ft.use.spot.report import exact_count_share  # noqa: E402
 
@@ -99,13 +102,14 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------- candidate cache
 
 
-SCORING_ONLY = ("min_score", "count_score", "nms_iou", "box_mode", "class_agnostic_nms", "objectness_weight")
+SCORING_ONLY = ("min_score", "count_score", "nms_iou", "box_mode", "class_agnostic_nms", "objectness_weight",
+                "score_rule")  # and every template* setting: none of them changes the ink candidates
 
 
 def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
                       cache: Path, objectness=None, tag: str = "") -> dict[int, Candidates]:
     """Candidates and crop features of every drawing, computed once per (model, settings)."""
-    keyed = {k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY}
+    keyed = {k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY and not k.startswith("template")}
     stat = model_path.stat()
     key = hashlib.sha1(json.dumps([str(model_path), stat.st_size, stat.st_mtime, image_size, keyed, tag,
                                    [str(d.path) for d in drawings]], default=str).encode()).hexdigest()[:16]
@@ -129,7 +133,52 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
 
 def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
     mask = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in ex.labels], dtype=torch.bool)
-    return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids)
+    templates = ex.templates
+    if templates is not None:
+        templates = Templates([t for t in templates.items if ex.category_ids[t.label] in keep_ids], templates.classes)
+    return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids,
+                     templates=templates)
+
+
+def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
+              cfg: SpotConfig) -> dict[int, Candidates]:
+    """Each drawing's cached ink candidates with this exemplar draw's template evidence and
+    template-only candidates (they depend on the exemplars, so they are made per draw)."""
+    if not cfg.templates:
+        return cands
+    with torch.no_grad():
+        return {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
+                for d in drawings}
+
+
+def drawing_pixels(drawings, cfg: SpotConfig) -> dict[int, np.ndarray]:
+    """RGB arrays of the drawings, kept for template matching of every draw (none without it)."""
+    return {d.image_id: np.asarray(open_rgb(d.path)) for d in drawings} if cfg.templates else {}
+
+
+def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
+    """The split of ``gt_json`` under a robustness setting (``robustness.transform``, seeded by
+    each image's id; docs in that module), written once as PNG drawings and a COCO json under
+    ``cache/robustness/<split>-<setting>/``. Returns the json."""
+    from symclr_ft.use.spot.robustness import transform
+
+    out = cache / "robustness" / f"{gt_json.parent.name}-{setting}"
+    if (out / ANNOTATIONS_FILE).is_file():
+        return out / ANNOTATIONS_FILE
+    coco = json.loads(gt_json.read_text())
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for im in coco["images"]:
+        anns = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+        image, boxes = transform(open_rgb(gt_json.parent / im["file_name"]), [a["bbox"] for a in anns], setting, im["id"])
+        im.update(file_name=Path(im["file_name"]).stem + ".png", width=image.width, height=image.height)
+        image.save(tmp / im["file_name"])
+        for a, box in zip(anns, boxes):
+            a.update(bbox=[round(v, 2) for v in box], area=round(box[2] * box[3], 2))
+    (tmp / ANNOTATIONS_FILE).write_text(json.dumps(coco))
+    tmp.rename(out)
+    return out / ANNOTATIONS_FILE
 
 
 def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig) -> list[dict]:
@@ -242,10 +291,11 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
     cat_ids = sorted(classes)
     ours, tm = [], []
     greys = {d.image_id: np.asarray(open_rgb(d.path).convert("L")) for d in drawings} if template_draws else {}
+    rgbs = drawing_pixels(drawings, cfg)
     for seed in range(draws):
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
-        ours.append(run_draw(cands, drawings, ex, cfg, gt_json, cat_ids))
+        ours.append(run_draw(templated(net, cands, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json, cat_ids))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else ""), flush=True)
@@ -265,36 +315,76 @@ def summarise(runs: list[dict], keep: bool) -> dict:
     return out
 
 
+SCORING_GRID = {  # what --tune chooses between (on valid)
+    "objectness_weight": (0.0, 0.5, 1.0),
+    "box_mode": ("exemplar", "candidate"),
+    "nms_iou": (0.3, 0.5),
+    "score_rule": ("sum", "max"),
+    "template_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "template_floor": (0.3, 0.5),
+}
+COUNT_SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def scoring_grid(cfg: SpotConfig) -> list[dict]:
+    """Every combination of SCORING_GRID (template rule and floor only once where the template
+    weight is 0: they do not matter there; none of the template keys without templates)."""
+    import itertools
+
+    keys = list(SCORING_GRID)
+    out, seen = [], set()
+    for values in itertools.product(*SCORING_GRID.values()):
+        combo = dict(zip(keys, values))
+        if combo["template_weight"] == 0 or not cfg.templates:
+            combo.update(score_rule="sum", template_floor=0.5, template_weight=0.0)
+        key = tuple(combo.values())
+        if key not in seen:
+            seen.add(key)
+            out.append(combo)
+    return out
+
+
 def tune(args, cfg: SpotConfig) -> list[dict]:
-    """Scoring settings on the VALID split (main model, all classes, ``--draws`` draws):
-    objectness weight x box rule x NMS IoU, and the count threshold for exact counts."""
+    """Scoring settings on the VALID split (main model, all classes, ``--draws`` draws), and on
+    its ``--robustness`` copies if given (the mean AP50 over clean and those is what counts):
+    SCORING_GRID, and the count threshold for exact counts."""
     from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    gt_json = args.data / "valid" / "_annotations.coco.json"
-    drawings = list_drawings(gt_json)
-    net, size, _ = model_and_size(args.model, None)
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     print(f"box padding {cfg.box_padding}", flush=True)
-    cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
-    cat_ids = sorted({c for d in drawings for c, _ in d.truth})
-    exemplars = [embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, s), size, cfg) for s in range(args.draws)]
+    net, size, _ = model_and_size(args.model, None)
+    clean = args.data / "valid" / "_annotations.coco.json"
+    splits = [("clean", clean)] + [(s, robust_split(clean, s, args.cache)) for s in args.robustness]
+    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, candidates))
+    for name, gt_json in splits:
+        drawings = list_drawings(gt_json)
+        cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
+        rgbs = drawing_pixels(drawings, cfg)
+        draws = []
+        for seed in range(args.draws):
+            ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, seed), size, cfg)
+            draws.append((ex, templated(net, cands, drawings, rgbs, ex, size, cfg)))
+        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws))
     rows = []
-    for weight in (0.0, 0.5, 1.0, 2.0):
-        for box_mode in ("exemplar", "candidate"):
-            for nms_iou in (0.3, 0.5):
-                c = replace(cfg, objectness_weight=weight, box_mode=box_mode, nms_iou=nms_iou)
-                per_draw = [draw_results(cands, drawings, ex, c) for ex in exemplars]
-                ap = [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]
-                for count_score in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-                    counted = [counting(r, drawings, cat_ids, count_score) for r in per_draw]
-                    runs = [{**a, "exact_counts": e, "count_mae": m} for a, (e, m) in zip(ap, counted)]
-                    rows.append({"objectness_weight": weight, "box_mode": box_mode, "nms_iou": nms_iou,
-                                 "count_score": count_score, **summarise(runs, False)})
-                    r = rows[-1]
-                    print(f"  w={weight} {box_mode} nms={nms_iou} count>={count_score}: AP50 {r['ap50'][0]:.3f} "
-                          f"AP {r['ap'][0]:.3f} exact {r['exact_counts'][0]:.3f} mae {r['count_mae'][0]:.2f}", flush=True)
+    for combo in scoring_grid(cfg):
+        c = replace(cfg, **combo)
+        for count_score in COUNT_SCORES:
+            row = {**combo, "count_score": count_score}
+            for name, gt_json, drawings, cat_ids, draws in prepared:
+                c = replace(c, count_score=count_score)
+                per_draw = [draw_results(cands, drawings, ex, c) for ex, cands in draws]
+                runs = [{**coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]),
+                         **dict(zip(("exact_counts", "count_mae"), counting(r, drawings, cat_ids, count_score)))}
+                        for r in per_draw]
+                row[name] = summarise(runs, False)
+            for key in ("ap50", "ap", "exact_counts", "count_mae"):  # the mean over clean and copies
+                row[key] = [float(np.mean([row[name][key][0] for name, *_ in prepared])), 0.0]
+            rows.append(row)
+            print("  " + " ".join(f"{k}={v}" for k, v in combo.items()) + f" count>={count_score}: AP50 "
+                  f"{row['ap50'][0]:.3f} exact {row['exact_counts'][0]:.3f} ("
+                  + ", ".join(f"{name} {row[name]['ap50'][0]:.3f}" for name, *_ in prepared) + ")", flush=True)
     return rows
 
 
@@ -386,6 +476,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--choose-from", type=Path, default=None,
                    help="tune_valid.json: use its best scoring settings (AP50, then exact counts)")
+    p.add_argument("--robustness", nargs="*", default=[], choices=[*SETTINGS, "all"],
+                   help="also these copies of the split (robustness.transform; 'all': every one), each with "
+                   "template matching as the reference row; with --tune, valid's copies count in the choice")
     p.add_argument("--speed", type=int, default=0, help="also time N valid drawings end to end")
     p.add_argument("--big", action="store_true", help="also a 10,000 x 10,000 px drawing: time and peak RSS")
     p.add_argument("--recall", action="store_true",
@@ -416,12 +509,13 @@ def config_overrides(pairs: list[str]) -> dict:
 
 
 def choose(rows: list[dict]) -> dict:
-    """Best valid setting: highest mean AP50 (objectness weight, box rule, NMS), then among
-    those the count threshold with the most exact counts."""
+    """Best valid setting: highest mean AP50 (the scoring keys of SCORING_GRID that the rows
+    hold), then among those the count threshold with the most exact counts."""
+    keys = [k for k in SCORING_GRID if k in rows[0]]
     best_ap = max(rows, key=lambda r: r["ap50"][0])
-    same = [r for r in rows if all(r[k] == best_ap[k] for k in ("objectness_weight", "box_mode", "nms_iou"))]
+    same = [r for r in rows if all(r[k] == best_ap[k] for k in keys)]
     best = max(same, key=lambda r: r["exact_counts"][0])
-    return {k: best[k] for k in ("objectness_weight", "box_mode", "nms_iou", "count_score")}
+    return {k: best[k] for k in [*keys, "count_score"]}
 
 
 def speed(args, cfg: SpotConfig, n: int) -> dict:
@@ -481,6 +575,8 @@ def big_drawing(args, cfg: SpotConfig) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if "all" in args.robustness:
+        args.robustness = list(SETTINGS)
     torch.set_num_threads(args.threads)
     import cv2
 
@@ -508,6 +604,12 @@ def main(argv=None) -> int:
     if "trained" not in args.skip:
         report["settings"].append(evaluate_setting("trained classes", args.model, drawings, exemplar_json, gt_json, present,
                                                    cfg, args.draws, args.cache, template_draws=args.template_draws))
+        (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
+    for setting in args.robustness:
+        robust_json = robust_split(gt_json, setting, args.cache)
+        report["settings"].append(evaluate_setting(
+            f"trained classes, {setting}", args.model, list_drawings(robust_json), exemplar_json, robust_json,
+            present, cfg, args.draws, args.cache, template_draws=args.template_draws))
         (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
     if "folds" not in args.skip:
         names = {c.id: c.name for c in load_coco(gt_json).categories.values()}
