@@ -118,7 +118,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>symclr-spot re
 img{{max-width:100%;border:1px solid #888}} table{{border-collapse:collapse;margin:12px 0}}
 td,th{{border:1px solid #aaa;padding:2px 6px;font-size:13px}} td.off{{background:#fdd}}
 .sw{{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}}
-figure{{margin:16px 0}}</style></head><body>
+figure{{margin:16px 0}} .why{{color:#a40}}</style></head><body>
 <h1>symclr-spot: {n_drawings} drawings, {n_counted} symbols counted</h1>
 <p>Counted: similarity &ge; {count_score:.3f}. {legend}</p>
 <h2>Counts (found{gt_note})</h2>{table}
@@ -128,8 +128,9 @@ figure{{margin:16px 0}}</style></head><body>
 """
 
 
-def write_report(out, drawings, ex, results: list[dict], cfg, skipped) -> None:
-    """overlays/<n>.png for every readable drawing and report.html beside them."""
+def write_report(out, drawings, ex, results: list[dict], cfg, skipped, empty: dict[str, str] | None = None) -> None:
+    """overlays/<n>.png for every readable drawing and report.html beside them; ``empty``
+    (file name -> why) says under a drawing why nothing was found there."""
 
     (out / "overlays").mkdir()
     colours = dict(zip(ex.category_ids, class_colours(len(ex.category_ids))))
@@ -148,6 +149,8 @@ def write_report(out, drawings, ex, results: list[dict], cfg, skipped) -> None:
         overlay.save(out / name)
         note = f"{tally['found']} found" + (
             f", {tally['false']} false (magenta cross), {tally['missed']} missed (white box)" if d.truth is not None else "")
+        if (empty or {}).get(d.file_name):
+            note += f' &mdash; <span class="why">{html.escape(empty[d.file_name])}</span>'
         figures.append(f'<figure><img src="{name}" alt="{html.escape(d.file_name)}">'
                        f"<figcaption>{html.escape(d.file_name)}: {note}</figcaption></figure>")
     has_truth = any(d.truth is not None for d in drawings)

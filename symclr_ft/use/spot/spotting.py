@@ -200,12 +200,15 @@ def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[t
 
 
 def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[str, torch.Tensor]:
-    """Best class per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``."""
-    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    """Best class per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``, and
+    ``"best_score"``: the highest score seen at all (-1 without candidates)."""
+    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
+             "best_score": torch.tensor(-1.0)}
     if cands.boxes.shape[0] == 0 or ex.features.shape[0] == 0:
         return empty
     per_class, sizes = class_evidence(cands, ex, cfg)
     scores, labels = per_class.max(dim=1)
+    best_score = scores.max()
     if cfg.box_mode == "exemplar":
         centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
         half = sizes[torch.arange(labels.shape[0]), labels] / 2
@@ -219,7 +222,7 @@ def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[
         kept = kept[same_place_suppression(boxes[kept], scores[kept])]  # one symbol, two scales
     else:
         kept = batched_nms(boxes, scores, labels, cfg.nms_iou)
-    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
+    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept], "best_score": best_score}
 
 
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, ex: Exemplars) -> list[dict]:
@@ -406,8 +409,41 @@ def model_and_size(path: Path, image_size: int | None, batch_size: int = SpotCon
     return net, int(size), info["sha256"]
 
 
+@dataclass
+class DrawingNote:
+    """What spotting saw on one drawing: enough to say why nothing was found there."""
+
+    file_name: str
+    ink_candidates: int
+    template_candidates: int
+    best_score: float  # the highest score of any class at any candidate (-1: no candidate)
+    counted: int  # detections scoring at least count_score
+    templates: bool  # whether template matching ran (exemplars with pictures, not an index)
+
+    def nothing_found(self, cfg: SpotConfig) -> str | None:
+        """Why nothing was counted on this drawing, or None when something was."""
+        if self.counted:
+            return None
+        if self.ink_candidates + self.template_candidates == 0:
+            why = "no ink stands out from the paper by the ink threshold"
+            why += (f", and no exemplar correlates >= {cfg.template_peak} anywhere" if self.templates else
+                    " (template matching, which finds symbols on grey or faint copies, needs exemplars from "
+                    "images, not an index)")
+            return f"nothing found: no candidates ({why})"
+        return (f"nothing found: {self.ink_candidates + self.template_candidates} candidates, all below the count "
+                f"threshold {cfg.count_score:.3f} (best score {self.best_score:.3f}: other symbols than the "
+                "exemplars', or set --count-score lower)")
+
+
 def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None):
     """Detections (COCO results rows) of one drawing, and the exemplars skipped for it."""
+    rows, reasons, _note = spot_drawing_noted(net, drawing, ex, image_size, cfg, objectness)
+    return rows, reasons
+
+
+def spot_drawing_noted(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig,
+                       objectness=None) -> tuple[list[dict], list[tuple[str, str]], DrawingNote]:
+    """:func:`spot_drawing`, and a :class:`DrawingNote` of what was seen there."""
     rgb = np.asarray(open_rgb(drawing.path))  # the decoded image is dropped: one copy held
     height, width = rgb.shape[:2]
     fits = (ex.sizes[:, 0] <= width) & (ex.sizes[:, 1] <= height)
@@ -419,33 +455,44 @@ def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: Spo
                               templates.classes, templates.skipped)
     usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids,
                        templates=templates)
-    cands = with_templates(net, rgb, ink_candidates(net, rgb, image_size, cfg, objectness), usable, image_size, cfg)
+    ink = ink_candidates(net, rgb, image_size, cfg, objectness)
+    cands = with_templates(net, rgb, ink, usable, image_size, cfg)
     dets = score_candidates(cands, usable, cfg)
     reasons = [(f"exemplar of {name}", f"larger than drawing {drawing.file_name} "
                 f"({width}x{height})") for name in skipped]
-    return to_coco_results(dets, drawing.image_id, ex), reasons
+    note = DrawingNote(drawing.file_name, ink.boxes.shape[0], cands.boxes.shape[0] - ink.boxes.shape[0],
+                       float(dets["best_score"]), int((dets["scores"] >= cfg.count_score).sum()),
+                       bool(cfg.templates and templates is not None and templates.items))
+    return to_coco_results(dets, drawing.image_id, ex), reasons, note
 
 
 def spot_all(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig,
              objectness=None):
     """Every drawing, split between processes; every process returns the full, ordered result:
     ``(results, skipped)``. A drawing that cannot be decoded is skipped with its reason."""
+    results, skipped, _notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)
+    return results, skipped
+
+
+def spot_all_noted(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig,
+                   objectness=None) -> tuple[list[dict], list[tuple[str, str]], list[DrawingNote]]:
+    """:func:`spot_all`, and the :class:`DrawingNote` of every readable drawing, in order."""
     from accelerate.utils import gather_object
 
     mine = list(range(len(drawings)))[accelerator.process_index :: accelerator.num_processes]
     local = []
     for i in mine:
         try:
-            rows, reasons = spot_drawing(net, drawings[i], ex, image_size, cfg, objectness)
-            local.append((i, rows, reasons))
+            local.append((i, *spot_drawing_noted(net, drawings[i], ex, image_size, cfg, objectness)))
         except UserError as err:
-            local.append((i, [], [(str(drawings[i].path), str(err))]))
+            local.append((i, [], [(str(drawings[i].path), str(err))], None))
     gathered = gather_object(local) if accelerator.num_processes > 1 else local
-    results, skipped = [], []
-    for _i, rows, reasons in sorted(gathered, key=lambda t: t[0]):
+    results, skipped, notes = [], [], []
+    for _i, rows, reasons, note in sorted(gathered, key=lambda t: t[0]):
         results.extend(rows)
         skipped.extend(reasons)
-    return results, skipped
+        notes.extend([note] if note is not None else [])
+    return results, skipped, notes
 
 
 def write_counts_csv(path: Path, drawings: list[Drawing], ex: Exemplars, counts: dict) -> None:
@@ -459,9 +506,10 @@ def write_counts_csv(path: Path, drawings: list[Drawing], ex: Exemplars, counts:
     path.write_text(buffer.getvalue())
 
 
-def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig) -> dict:
+def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig, notes=None) -> dict:
     """Everything in ``out`` (a fresh temporary folder): detections.json, counts.csv,
-    skipped.csv, overlays/*.png, report.html. Returns the counts."""
+    skipped.csv, overlays/*.png, report.html (with why nothing was found on a drawing, from
+    ``notes``). Returns the counts."""
     import json
 
     (out / "detections.json").write_text(json.dumps(results) + "\n")
@@ -470,8 +518,13 @@ def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: Spo
     buffer = _io.StringIO()
     csv.writer(buffer).writerows([("what", "reason"), *skipped])
     (out / "skipped.csv").write_text(buffer.getvalue())
-    write_report(out, drawings, ex, results, cfg, skipped)
+    write_report(out, drawings, ex, results, cfg, skipped, nothing_found(notes or [], cfg))
     return counts
+
+
+def nothing_found(notes: list[DrawingNote], cfg: SpotConfig) -> dict[str, str]:
+    """File name -> why nothing was counted there, for the drawings where nothing was."""
+    return {n.file_name: why for n in notes if (why := n.nothing_found(cfg))}
 
 
 # --------------------------------------------------------------------------- command
@@ -565,31 +618,35 @@ def run(args) -> int:
         objectness = fit_objectness(json_path, cfg, seed=args.seed)
         if objectness is not None:
             cfg.box_padding = objectness.box_padding
-    results, skipped = spot_all(accelerator, net, drawings, ex, image_size, cfg, objectness)
+    results, skipped, notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
-        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg)
-        print(summary_text(drawings, ex, results, counts, skipped, cfg, how))
+        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg, notes)
+        print(summary_text(drawings, ex, results, counts, skipped, cfg, how, notes))
         print(f"wrote {args.out}/report.html, detections.json, counts.csv")
     return 0
 
 
 def publish_outputs(out: Path, overwrite: bool, drawings, ex: Exemplars, results, skipped,
-                    cfg: SpotConfig) -> dict:
+                    cfg: SpotConfig, notes=None) -> dict:
     """:func:`write_outputs` into a temporary folder moved into place by the output rule
     (``io.output_dir``); a full disk is one line and leaves ``out`` as it was."""
     from symclr_ft.io import output_dir
 
     with output_dir(out, SPOT_OUTPUT, overwrite) as tmp:
         try:
-            return write_outputs(tmp, drawings, ex, results, skipped, cfg)
+            return write_outputs(tmp, drawings, ex, results, skipped, cfg, notes)
         except OSError as err:
             raise UserError(f"{out}: cannot write the output ({err.strerror or err}); nothing "
                             "was written") from None
 
 
-def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotConfig, how: str) -> str:
-    """What the command prints: totals per class, and the score on the ground truth if any."""
+NOTHING_FOUND_LINES = 10  # drawings named on the terminal; report.html names them all
+
+
+def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotConfig, how: str, notes=None) -> str:
+    """What the command prints: totals per class, the score on the ground truth if any, and
+    the drawings where nothing was found, with why (``notes``)."""
     per_class: dict[int, int] = {}
     for (_img, cat), n in counts.items():
         per_class[cat] = per_class.get(cat, 0) + n
@@ -604,6 +661,11 @@ def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotCon
         share, mae = exact_count_share(drawings, ex, counts)
         lines.append(f"against the drawings' boxes: exact counts {share:.1%} of (drawing, class) pairs, "
                      f"mean absolute count error {mae:.2f}")
+    empty = nothing_found(notes or [], cfg)
+    for name, why in list(empty.items())[:NOTHING_FOUND_LINES]:
+        lines.append(f"{name}: {why}")
+    if len(empty) > NOTHING_FOUND_LINES:
+        lines.append(f"... nothing found on {len(empty) - NOTHING_FOUND_LINES} more drawings (report.html lists them)")
     return "\n".join(lines)
 
 
