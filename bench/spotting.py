@@ -406,7 +406,7 @@ def candidate_recall(args, cfg: SpotConfig) -> dict:
     from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
     from symclr_ft.use.spot.objectness import fit_objectness
     from symclr_ft.use.spot.spotting import picked_templates
-    from symclr_ft.use.spot.template import match_templates, template_candidates
+    from symclr_ft.use.spot.template import match_templates
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
     gt_json = args.data / args.split / "_annotations.coco.json"
@@ -429,15 +429,15 @@ def candidate_recall(args, cfg: SpotConfig) -> dict:
         ink = pad_boxes(select_candidates(ink, desc, objectness, w, h, cfg)[0], cfg.box_padding, w, h)
         middle = time.perf_counter()
         ev = match_templates(rgb, templates, ink, cfg)
-        extra = template_candidates(ev, ink, w, h, cfg)[0]
+        extra = ev.extra
         seconds["ink"] += middle - start
         seconds["template"] += time.perf_counter() - middle
-        alone = template_candidates(ev, torch.zeros((0, 4)), w, h, cfg)[0]
+        alone = match_templates(rgb, templates, torch.zeros((0, 4)), cfg).extra
         for name, boxes in (("ink", ink), ("template", alone), ("union", torch.cat([ink, extra]))):
             found[name] += _recall(boxes, truth)
             counts[name] += boxes.shape[0]
         truth_total += truth.shape[0]
-        keep = torchvision_nms(ev.peaks, ev.peak_scores, cfg.nms_iou)
+        keep = torchvision_nms(ev.peaks, ev.peak_scores, cfg.nms_iou)  # one class per place
         for (x0, y0, x1, y1), score, label in zip(ev.peaks[keep].tolist(), ev.peak_scores[keep].tolist(),
                                                   ev.peak_labels[keep].tolist()):
             results.append({"image_id": d.image_id, "category_id": cat_ids[label],

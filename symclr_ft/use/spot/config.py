@@ -43,6 +43,7 @@ class SpotConfig:
     template_slack: int = 2  # px (at the matching level) around a candidate's centre to look for its peak
     template_peaks_per_tile: int = 400  # per template and tile, highest first
     template_candidates_per_megapixel: int = 300  # template-only candidates kept (after NMS)
+    template_budget: float = 1500.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
     # scoring (spotting.class_evidence): how similarity and correlation combine (chosen on valid)
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)

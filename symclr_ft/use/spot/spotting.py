@@ -54,7 +54,7 @@ from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, list
 from symclr_ft.use.spot.objectness import fit_objectness
 from symclr_ft.use.spot.report import count_detections, exact_count_share, write_report
 from symclr_ft.use.spot.template import (
-    Templates, exemplar_picture, make_templates, match_templates, same_place_suppression, template_candidates,
+    Templates, exemplar_picture, make_templates, match_templates, same_place_suppression,
 )
 
 
@@ -152,9 +152,8 @@ def with_templates(net, rgb: np.ndarray, cands: Candidates, ex: Exemplars, image
     (P(symbol) 1: their shape was not judged). Unchanged without templates."""
     if not cfg.templates or ex.templates is None or not ex.templates.items:
         return cands
-    height, width = rgb.shape[:2]
     ev = match_templates(rgb, ex.templates, cands.boxes, cfg)
-    extra, corr, sizes = template_candidates(ev, cands.boxes, width, height, cfg)
+    extra, corr, sizes = ev.extra, ev.extra_correlation, ev.extra_sizes
     feats = embed_boxes(net, rgb, extra, image_size, cfg)
     n = cands.boxes.shape[0]
     return Candidates(

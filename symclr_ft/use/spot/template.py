@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import box_iou, nms
+from torchvision.ops import batched_nms, box_iou, nms
 
 from symclr_ft.use.spot.candidates import tile_grid
 from symclr_ft.use.spot.config import SpotConfig
@@ -83,10 +83,16 @@ class Templates:
     items: list[Template]
     classes: int
     skipped: list[str] = field(default_factory=list)  # why an exemplar has no template
+    pictures: list[tuple[int, np.ndarray]] = field(default_factory=list, repr=False)  # the sources
+    shift: int = 0  # levels added to every template's (a large drawing within the budget)
 
     @property
     def largest_side(self) -> float:
         return max((max(t.size) for t in self.items), default=0.0)
+
+    def cost(self, pixels: float) -> float:
+        """Megapixels correlated with every template on a drawing of ``pixels``."""
+        return sum(pixels / 4**t.level for t in self.items) / 1e6
 
 
 def _level(side: float, cfg: SpotConfig) -> int:
@@ -107,10 +113,10 @@ def _resized(picture: np.ndarray, factor: float, blur: float) -> np.ndarray:
     return cv2.GaussianBlur(out, (0, 0), blur) if blur > 0 else out
 
 
-def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: SpotConfig) -> Templates:
+def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: SpotConfig, shift: int = 0) -> Templates:
     """Templates of exemplar ink pictures ``(class index, picture of its box)``: every scale of
     ``template_scales`` in four quarter turns; a turn that looks like another turn of the same
-    picture (a round symbol) is kept once."""
+    picture (a round symbol) is kept once. ``shift`` reduces every one by 2**shift more."""
     items, skipped = [], []
     for label, picture in pictures:
         h, w = picture.shape
@@ -118,9 +124,9 @@ def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: Sp
             skipped.append(f"class {label}: exemplar picture has no contrast")
             continue
         for scale in cfg.template_scales:
-            level = _level(min(w, h) * scale, cfg)
+            level = min(MAX_LEVEL + shift, _level(min(w, h) * scale, cfg) + shift)
             base = _resized(picture, scale / 2**level, cfg.template_blur)
-            if min(base.shape) < 3:
+            if min(base.shape) < 4:
                 continue
             kept: list[np.ndarray] = []
             for turn in range(4 if cfg.template_turns else 1):
@@ -130,7 +136,18 @@ def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: Sp
                 kept.append(turned)
                 size = (w * scale, h * scale) if turn % 2 == 0 else (h * scale, w * scale)
                 items.append(Template(label, level, turned, size))
-    return Templates(items, classes, skipped)
+    return Templates(items, classes, skipped, list(pictures), shift)
+
+
+def within_budget(templates: Templates, pixels: float, cfg: SpotConfig) -> Templates:
+    """``templates``, or coarser ones (each reduced by 2, 4, ... more) when correlating them
+    all on a drawing of ``pixels`` would cost more than ``template_budget`` megapixels: a
+    large sheet is matched at lower resolution rather than for minutes."""
+    shift = 0
+    while templates.cost(pixels) > cfg.template_budget and shift < MAX_LEVEL:
+        shift += 1
+        templates = make_templates(templates.pictures, templates.classes, cfg, templates.shift + 1)
+    return templates
 
 
 def _same_picture(a: np.ndarray, b: np.ndarray) -> bool:
@@ -146,9 +163,12 @@ class TemplateEvidence:
 
     correlation: torch.Tensor  # (N, C) best correlation of each class at each given box
     sizes: torch.Tensor  # (N, C, 2) box (w, h) of that best template
-    peaks: torch.Tensor  # (M, 4) peak boxes x0, y0, x1, y1 (full size)
+    peaks: torch.Tensor  # (M, 4) peak boxes x0, y0, x1, y1 (full size), one per class and place
     peak_scores: torch.Tensor  # (M,)
     peak_labels: torch.Tensor  # (M,) class index
+    extra: torch.Tensor  # (K, 4) template candidates that no given box covers
+    extra_correlation: torch.Tensor  # (K, C)
+    extra_sizes: torch.Tensor  # (K, C, 2)
 
 
 def _peaks(result: np.ndarray, radius: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -198,23 +218,58 @@ def _match_one(picture: np.ndarray, t: Template, origin: tuple[int, int], core: 
 
 
 def _match_tile(levels: list[np.ndarray], origin: tuple[int, int], core: tuple, templates: Templates,
-                centres: np.ndarray, ev: dict, cfg: SpotConfig, pool) -> None:
+                centres: np.ndarray, ev: dict, cfg: SpotConfig, pool) -> tuple[torch.Tensor, ...]:
     """Every template on one tile (its ink picture at each level), on the threads of ``pool``
-    (OpenCV lets go of the GIL), merged in template order: fills ``ev`` with the correlation at
-    the centres that lie in the tile's core and with the core's peaks."""
+    (OpenCV lets go of the GIL), merged in template order: fills ``ev``'s correlation at the
+    centres that lie in the tile's core, and returns the core's peaks, one per class and place
+    (boxes, scores, labels)."""
     cx0, cy0, cx1, cy1 = core
     mine = np.nonzero((centres[:, 0] >= cx0) & (centres[:, 0] < cx1) & (centres[:, 1] >= cy0) & (centres[:, 1] < cy1))[0]
     jobs = [(levels[t.level], t, origin, core, centres[mine], cfg) for t in templates.items]
+    peaks, scores, labels = [np.zeros((0, 4))], [np.zeros(0)], [np.zeros(0, int)]
     for t, out in zip(templates.items, pool.map(lambda job: _match_one(*job), jobs)):
         if out is None:
             continue
-        value, peaks, scores = out
+        value, boxes, values = out
         better = value > ev["correlation"][mine, t.label]
         ev["correlation"][mine[better], t.label] = value[better]
         ev["sizes"][mine[better], t.label] = t.size
-        ev["peaks"].append(peaks)
-        ev["scores"].append(scores)
-        ev["labels"].append(np.full(len(scores), t.label))
+        peaks.append(boxes)
+        scores.append(values)
+        labels.append(np.full(len(values), t.label))
+    boxes = torch.tensor(np.concatenate(peaks), dtype=torch.float32).reshape(-1, 4)
+    values = torch.tensor(np.concatenate(scores), dtype=torch.float32)
+    classes = torch.tensor(np.concatenate(labels), dtype=torch.long)
+    keep = batched_nms(boxes, values, classes, 0.5)  # a class's scales and turns at one place: the best
+    return boxes[keep], values[keep], classes[keep]
+
+
+def _tile_candidates(peaks: tuple[torch.Tensor, ...], given: torch.Tensor, area: float, classes: int,
+                     cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One tile's template candidates: its peaks after class-agnostic NMS and
+    :func:`same_place_suppression`, at most ``template_candidates_per_megapixel`` of the core's
+    ``area``, less those a ``given`` box covers (IoU >= ``template_dedup_iou``); with the best
+    correlation of every class at each (its peaks overlapping it at IoU >= 0.5) and their sizes."""
+    boxes, scores, labels = peaks
+    empty = (torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))
+    if boxes.shape[0] == 0:
+        return empty
+    keep = nms(boxes, scores, cfg.nms_iou)
+    keep = keep[same_place_suppression(boxes[keep], scores[keep])]
+    new = boxes[keep[: max(1, round(cfg.template_candidates_per_megapixel * area / 1e6))]]
+    if given.shape[0]:
+        new = new[box_iou(new, given).max(dim=1).values < cfg.template_dedup_iou]
+    if new.shape[0] == 0:
+        return empty
+    overlap = box_iou(new, boxes) >= 0.5  # (K, M)
+    corr, sizes = torch.zeros((new.shape[0], classes)), torch.zeros((new.shape[0], classes, 2))
+    for c in labels.unique().tolist():
+        of_class = torch.where(overlap & (labels == c), scores.expand_as(overlap), torch.tensor(-2.0))
+        best, idx = of_class.max(dim=1)
+        hit = best > -2
+        corr[hit, c] = best[hit]
+        sizes[hit, c] = (boxes[idx[hit], 2:] - boxes[idx[hit], :2])
+    return new, corr, sizes
 
 
 def aligned_tiles(width: int, height: int, tile: int, overlap: int, step: int) -> list[tuple[tuple, tuple]]:
@@ -230,31 +285,41 @@ def aligned_tiles(width: int, height: int, tile: int, overlap: int, step: int) -
 
 
 def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, cfg: SpotConfig) -> TemplateEvidence:
-    """Template evidence on one drawing (H, W, 3 uint8): the best correlation of each class
-    at each of ``boxes`` (N, 4) and the peaks (each class's, before any NMS)."""
+    """Template evidence on one drawing (H, W, 3 uint8), tile by tile (nothing of full size
+    but the drawing itself): the best correlation of each class at each of ``boxes`` (N, 4),
+    the peaks, and the template candidates that none of ``boxes`` covers. A large drawing is
+    matched with coarser templates (:func:`within_budget`)."""
     n, classes = boxes.shape[0], templates.classes
-    ev = {"correlation": np.zeros((n, classes), np.float32), "sizes": np.zeros((n, classes, 2), np.float32),
-          "peaks": [np.zeros((0, 4))], "scores": [np.zeros(0)], "labels": [np.zeros(0, int)]}
+    height, width = rgb.shape[:2]
+    templates = within_budget(templates, width * height, cfg)
+    ev = {"correlation": np.zeros((n, classes), np.float32), "sizes": np.zeros((n, classes, 2), np.float32)}
+    peaks, extra = [], []
     if templates.items:
         centres = ((boxes[:, :2] + boxes[:, 2:]) / 2).numpy()
         paper = paper_colour(rgb)
-        height, width = rgb.shape[:2]
-        needed = sorted({t.level for t in templates.items})
+        needed = {t.level for t in templates.items}
+        coarsest = 2 ** max(needed)
         # a peak owned by a core has its window and its local-maximum neighbourhood (half a
         # template) inside the tile: the core lies overlap / 2 inside the tile's edges
-        overlap = max(cfg.tile_overlap, 2 * int(np.ceil(templates.largest_side)) + 4 * 2 ** max(needed))
-        tiles = aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, 2 ** max(needed))
+        overlap = max(cfg.tile_overlap, 2 * int(np.ceil(templates.largest_side)) + 4 * coarsest)
+        tiles = aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, coarsest)
         with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:  # as many threads as torch uses
             for (x0, y0, x1, y1), core in tiles:
                 picture = ink_picture(rgb[y0:y1, x0:x1], paper)
                 levels = [_resized(picture, 1 / 2**lv, cfg.template_blur) if lv in needed else None
                           for lv in range(max(needed) + 1)]
-                _match_tile(levels, (x0, y0), core, templates, centres, ev, cfg, pool)
+                peaks.append(_match_tile(levels, (x0, y0), core, templates, centres, ev, cfg, pool))
+                near = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
+                area = (core[2] - core[0]) * (core[3] - core[1])
+                extra.append(_tile_candidates(peaks[-1], boxes[torch.from_numpy(near)], area, classes, cfg))
+    peaks = [(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long))] + peaks
+    extra = [(torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))] + extra
+    limit = torch.tensor([width, height, width, height], dtype=torch.float32)
     return TemplateEvidence(
         torch.from_numpy(ev["correlation"]), torch.from_numpy(ev["sizes"]),
-        torch.tensor(np.concatenate(ev["peaks"]), dtype=torch.float32).reshape(-1, 4),
-        torch.tensor(np.concatenate(ev["scores"]), dtype=torch.float32),
-        torch.tensor(np.concatenate(ev["labels"]), dtype=torch.long),
+        *(torch.cat(part) for part in zip(*peaks)),
+        torch.minimum(torch.cat([e[0] for e in extra]).clamp(min=0), limit),
+        torch.cat([e[1] for e in extra]), torch.cat([e[2] for e in extra]),
     )  # fmt: skip
 
 
@@ -277,36 +342,3 @@ def same_place_suppression(boxes: torch.Tensor, scores: torch.Tensor) -> torch.T
         held = ((centre[i] >= lo[rest]) & (centre[i] <= hi[rest])).all(dim=1)
         dropped[rest] |= holds | held
     return order[~dropped]
-
-
-def template_candidates(ev: TemplateEvidence, boxes: torch.Tensor, width: int, height: int,
-                        cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Peaks that no given box already covers (IoU below ``template_dedup_iou``), after
-    class-agnostic NMS, at most ``template_candidates_per_megapixel``; returns their boxes
-    (clipped to the drawing), the best correlation of every class at each (N, C: peaks of
-    that class overlapping it at IoU >= 0.5) and the matching box sizes (N, C, 2)."""
-    limit = max(cfg.min_candidates, round(cfg.template_candidates_per_megapixel * width * height / 1e6))
-    classes = ev.correlation.shape[1]
-    empty = (torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))
-    if ev.peaks.shape[0] == 0:
-        return empty
-    keep = nms(ev.peaks, ev.peak_scores, cfg.nms_iou)
-    keep = keep[same_place_suppression(ev.peaks[keep], ev.peak_scores[keep])][:limit]
-    new = ev.peaks[keep]
-    if boxes.shape[0]:
-        new = new[box_iou(new, boxes).max(dim=1).values < cfg.template_dedup_iou]
-    if new.shape[0] == 0:
-        return empty
-    overlap = box_iou(new, ev.peaks) >= 0.5  # (K, M)
-    corr = torch.zeros((new.shape[0], classes))
-    sizes = torch.zeros((new.shape[0], classes, 2))
-    peak_sizes = ev.peaks[:, 2:] - ev.peaks[:, :2]
-    for c in ev.peak_labels.unique().tolist():
-        of_class = overlap & (ev.peak_labels == c)
-        scores = torch.where(of_class, ev.peak_scores.expand_as(of_class), torch.tensor(-2.0))
-        best, idx = scores.max(dim=1)
-        hit = best > -2
-        corr[hit, c] = best[hit]
-        sizes[hit, c] = peak_sizes[idx[hit]]
-    limit_xy = torch.tensor([width, height, width, height], dtype=new.dtype)
-    return torch.minimum(new.clamp(min=0), limit_xy), corr, sizes
