@@ -48,7 +48,7 @@ from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
 from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
 from symclr_ft.use.spot.template import Templates  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
-from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_rgb  # noqa: E402
+from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
 from symclr_ft.use.spot.report import count_detections  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
@@ -121,7 +121,7 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
     start = time.time()
     for d in drawings:
         with torch.no_grad():
-            c = drawing_candidates(net, open_rgb(d.path), image_size, cfg, objectness)
+            c = drawing_candidates(net, open_drawing(d), image_size, cfg, objectness)
         out[d.image_id] = c
     print(f"  embedded candidates of {len(drawings)} drawings in {time.time() - start:.0f} s "
           f"({sum(c.boxes.shape[0] for c in out.values()) / max(1, len(out)):.0f} per drawing)", flush=True)
@@ -153,7 +153,7 @@ def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemp
 
 def drawing_pixels(drawings, cfg: SpotConfig) -> dict[int, np.ndarray]:
     """RGB arrays of the drawings, kept for template matching of every draw (none without it)."""
-    return {d.image_id: np.asarray(open_rgb(d.path)) for d in drawings} if cfg.templates else {}
+    return {d.image_id: np.asarray(open_drawing(d)) for d in drawings} if cfg.templates else {}
 
 
 def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
@@ -480,7 +480,8 @@ def parse_args(argv=None):
                    help="also these copies of the split (robustness.transform; 'all': every one), each with "
                    "template matching as the reference row; with --tune, valid's copies count in the choice")
     p.add_argument("--speed", type=int, default=0, help="also time N valid drawings end to end")
-    p.add_argument("--big", action="store_true", help="also a 10,000 x 10,000 px drawing: time and peak RSS")
+    p.add_argument("--big", action="store_true",
+                   help="also generated 14,000 x 9,900 and 10,000 x 10,000 px sheets end to end: time and peak RSS")
     p.add_argument("--recall", action="store_true",
                    help="only candidate recall by source (ink, template, union) on --split; no model needed")
     p.add_argument("--max-drawings", type=int, default=0, help="--recall: the first N drawings (0: all)")
@@ -544,33 +545,81 @@ def speed(args, cfg: SpotConfig, n: int) -> dict:
             "threads": torch.get_num_threads(), "load_at_start": os.getloadavg()[0]}
 
 
-def big_drawing(args, cfg: SpotConfig) -> dict:
-    """A 10,000 x 10,000 px drawing (valid drawings tiled side by side), spotted in a child
-    process; its peak RSS from the kernel (ru_maxrss of the child)."""
-    import subprocess
-    import tempfile
+BIG_SHEETS = ((14_000, 9_900), (10_000, 10_000))  # an A0 sheet at 300 dpi; issue 18's square
+SHEET_CELL = (1_400, 990)  # one generated drawing of the sheet
+
+
+def generated_sheet(folder: Path, width: int, height: int, seed: int = 0) -> tuple[Path, Path, int]:
+    """A large sheet of generated drawings (``synth.draw_drawing`` cells of SHEET_CELL, 10-20
+    symbols each, wires and text), and a generated COCO split whose 12 classes are the sheet's
+    (the exemplars). Returns (drawings folder, exemplar split, symbols on the sheet)."""
+    import random
 
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix="spot_big_", dir=args.out))
-    sheet = Image.new("RGB", (10_000, 10_000))
-    tiles = list_drawings(args.data / "valid" / "_annotations.coco.json")
-    k = 0
-    for y in range(0, 10_000, 700):
-        for x in range(0, 10_000, 840):
-            sheet.paste(open_rgb(tiles[k % len(tiles)].path), (x, y))
-            k += 1
-    (tmp / "drawings").mkdir()
-    sheet.save(tmp / "drawings" / "big.png")
-    del sheet
-    cmd = [sys.executable, "-m", "symclr_ft.use.spot.spotting", "--model", str(args.model), "--exemplars",
-           str(args.data / "train"), "--drawings", str(tmp / "drawings"), "--out", str(tmp / "out")]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
-    return {"returncode": proc.returncode, "seconds": seconds, "peak_rss_gib": peak,
-            "stdout": proc.stdout[-600:], "stderr": proc.stderr[-600:]}
+    from symclr_ft.data import synth
+
+    exemplars = synth.write_synthetic_coco(folder / "exemplars", classes=12, drawings_per_split={"train": 6},
+                                           image_size=(640, 560), seed=seed) / "train"
+    designs, rng = synth.symbol_designs(12), random.Random(seed)
+    sheet = Image.new("RGB", (width, height), synth.BACKGROUND)
+    symbols = 0
+    for y in range(0, height - SHEET_CELL[1] + 1, SHEET_CELL[1]):
+        for x in range(0, width - SHEET_CELL[0] + 1, SHEET_CELL[0]):
+            cell, boxes = synth.draw_drawing(rng, designs, rng.choices(range(12), k=rng.randint(10, 20)), SHEET_CELL)
+            sheet.paste(cell, (x, y))
+            symbols += len(boxes)
+    (folder / "drawings").mkdir()
+    sheet.save(folder / "drawings" / f"sheet-{width}x{height}.png", compress_level=1)
+    return folder / "drawings", exemplars, symbols
+
+
+def bench_model(args) -> tuple[Path, list[str]]:
+    """The model for speed and memory runs: ``--model`` when it exists, else EfficientNet-lite0
+    with its ImageNet weights (features untrained for symbols: time and memory only) at 96 px."""
+    if args.model.is_file():
+        return args.model, []
+    from symclr_ft.config import ModelConfig
+    from symclr_ft.models.backbones import build_model, save_model_file
+
+    path = args.cache / "imagenet_lite0" / "model.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        net = build_model(ModelConfig(arch="tf_efficientnet_lite0", init="efficientnet_lite0", input_norm="imagenet"))
+        save_model_file(net, path, epoch=0)
+    print(f"  {args.model} not found: ImageNet EfficientNet-lite0 at 96 px (time and memory only)", flush=True)
+    return path, ["--image-size", "96"]
+
+
+def big_drawing(args, cfg: SpotConfig) -> list[dict]:
+    """Each of BIG_SHEETS, generated, spotted end to end by ``symclr-spot`` in a child process
+    (2 threads): seconds, and the child's peak RSS from the kernel (``os.wait4``)."""
+    import subprocess
+    import tempfile
+
+    model, extra = bench_model(args)
+    rows = []
+    for width, height in BIG_SHEETS:
+        tmp = Path(tempfile.mkdtemp(prefix="spot_big_", dir=args.out))
+        drawings, exemplars, symbols = generated_sheet(tmp, width, height)
+        cmd = [sys.executable, "-m", "symclr_ft.use.spot.spotting", "--model", str(model), "--exemplars",
+               str(exemplars), "--drawings", str(drawings), "--out", str(tmp / "out"), *extra]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
+        start = time.perf_counter()
+        with open(tmp / "stdout.txt", "w") as out, open(tmp / "stderr.txt", "w") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        found = json.loads((tmp / "out" / "detections.json").read_text()) if (tmp / "out").is_dir() else []
+        rows.append({"width": width, "height": height, "symbols": symbols, "returncode": os.waitstatus_to_exitcode(status),
+                     "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20, "cpu_s": usage.ru_utime + usage.ru_stime,
+                     "detections": len(found), "counted": sum(r["score"] >= cfg.count_score for r in found),
+                     "model": str(model), "stdout": (tmp / "stdout.txt").read_text()[-600:],
+                     "stderr": (tmp / "stderr.txt").read_text()[-600:]})
+        print(f"  big sheet {width}x{height}: {seconds:.0f} s, peak RSS {rows[-1]['peak_rss_gib']:.2f} GiB, "
+              f"{len(found)} detections ({symbols} symbols drawn)", flush=True)
+        shutil.rmtree(tmp)
+    return rows
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from symclr_ft.errors import UserError
-from symclr_ft.use.spot.drawings import open_rgb
+from symclr_ft.use.spot.drawings import open_drawing
 
 MISS_COLOUR = (255, 255, 255)  # ground-truth box that no counted detection found
 FALSE_COLOUR = (255, 0, 255)  # counted detection that matches no ground-truth box
@@ -128,6 +128,22 @@ figure{{margin:16px 0}} .why{{color:#a40}}</style></head><body>
 """
 
 
+OVERLAY_MAX_SIDE = 4096  # px: a larger drawing is shown reduced (a 300 dpi A0 sheet: by 4)
+
+
+def reduced_for_overlay(image: Image.Image, rows: list[dict], truth) -> tuple[Image.Image, list[dict], list | None]:
+    """A drawing larger than OVERLAY_MAX_SIDE reduced by a whole factor for its overlay, with
+    its detections and ground truth boxes scaled alike (drawing and saving 140 megapixels
+    would take longer than spotting them)."""
+    factor = -(-max(image.size) // OVERLAY_MAX_SIDE)
+    if factor <= 1:
+        return image, rows, truth
+    scale = lambda box: [v / factor for v in box]  # noqa: E731
+    rows = [{**r, "bbox": scale(r["bbox"])} for r in rows]
+    truth = None if truth is None else [(cat, scale(box)) for cat, box in truth]
+    return image.reduce(factor), rows, truth
+
+
 def write_report(out, drawings, ex, results: list[dict], cfg, skipped, empty: dict[str, str] | None = None) -> None:
     """overlays/<n>.png for every readable drawing and report.html beside them; ``empty``
     (file name -> why) says under a drawing why nothing was found there."""
@@ -141,10 +157,11 @@ def write_report(out, drawings, ex, results: list[dict], cfg, skipped, empty: di
     figures = []
     for k, d in enumerate(drawings):
         try:
-            image = open_rgb(d.path)
+            image = open_drawing(d)
         except UserError:
             continue  # listed in skipped.csv and on the page
-        overlay, tally = draw_overlay(image, by_image.get(d.image_id, []), colours, d.truth)
+        image, rows, truth = reduced_for_overlay(image, by_image.get(d.image_id, []), d.truth)
+        overlay, tally = draw_overlay(image, rows, colours, truth)
         name = f"overlays/{k:05d}.png"
         overlay.save(out / name)
         note = f"{tally['found']} found" + (
