@@ -1,5 +1,7 @@
-"""Spotting: find and count exemplar symbols on whole drawings.
+"""Spotting: find and count exemplar symbols on whole drawings, PDF sheet sets included.
 
-``candidates`` proposes boxes, ``objectness`` learns which look like symbols, ``spotting`` scores
-them against the exemplars, ``report`` draws them. Arrows point one way, in that order.
+``drawings`` reads them, ``candidates`` proposes boxes from ink, ``template`` from correlating
+the exemplars' pictures, ``objectness`` learns which look like symbols, ``spotting`` scores them
+against the exemplars, ``report`` draws them; ``robustness`` makes scanned, scaled and turned
+copies for the benchmark. Arrows point one way (docs/ARCHITECTURE.md, "Spotting").
 """

@@ -23,6 +23,7 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 PDF_SUFFIX = ".pdf"
+MAX_PAGE = 100_000  # --pages beyond: a typo, not a sheet set
 DEFAULT_DPI = 150.0  # PDF pages: enough for symbols of a few millimetres, a tenth of an A0's 300 dpi pixels
 
 
@@ -49,8 +50,8 @@ def parse_pages(text: str) -> set[int]:
             first, last = int(lo), int(hi) if dash else int(lo)
         except ValueError:
             raise UserError(f"--pages={text}: expected page numbers and ranges like 1-3,7") from None
-        if not 1 <= first <= last:
-            raise UserError(f"--pages={text}: pages count from 1, ranges go up ({part.strip()})")
+        if not 1 <= first <= last <= MAX_PAGE:
+            raise UserError(f"--pages={text}: pages count from 1 to {MAX_PAGE:,}, ranges go up ({part.strip()})")
         pages.update(range(first, last + 1))
     return pages
 
