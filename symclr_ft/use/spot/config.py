@@ -45,7 +45,9 @@ class SpotConfig:
     template_candidates_per_megapixel: int = 300  # template-only candidates kept (after NMS)
     template_budget: float = 1500.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
-    # scoring (spotting.class_evidence): how similarity and correlation combine (chosen on valid)
-    score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
-    template_weight: float = 0.5  # t; 0: similarity alone (the score before templates)
+    # scoring (spotting.class_evidence): how similarity and correlation combine. Until
+    # bench/spotting.py --tune has chosen on valid with a trained model: "max", which keeps the
+    # score of issue 18 wherever the correlation is weaker (its tuned count threshold holds)
+    score_rule: str = "max"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
+    template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
     template_floor: float = 0.5  # correlation at or below this counts as no evidence
