@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import hashlib
 import io
 import json
@@ -48,7 +49,7 @@ from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
 from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
 from symclr_ft.use.spot.template import Templates  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
-from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
+from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
 from symclr_ft.use.spot.report import count_detections  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
@@ -482,6 +483,8 @@ def parse_args(argv=None):
     p.add_argument("--speed", type=int, default=0, help="also time N valid drawings end to end")
     p.add_argument("--big", action="store_true",
                    help="also generated 14,000 x 9,900 and 10,000 x 10,000 px sheets end to end: time and peak RSS")
+    p.add_argument("--pdf-set", type=int, default=0, metavar="PAGES",
+                   help="also a generated PDF of PAGES pages, one process against two: time, identical outputs")
     p.add_argument("--recall", action="store_true",
                    help="only candidate recall by source (ink, template, union) on --split; no model needed")
     p.add_argument("--max-drawings", type=int, default=0, help="--recall: the first N drawings (0: all)")
@@ -526,7 +529,8 @@ def speed(args, cfg: SpotConfig, n: int) -> dict:
     from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    net, size, _ = model_and_size(args.model, None)
+    model, extra = bench_model(args)
+    net, size, _ = model_and_size(model, 96 if extra else None)
     t0 = time.perf_counter()
     ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, 0), size, cfg)
     t1 = time.perf_counter()
@@ -534,15 +538,60 @@ def speed(args, cfg: SpotConfig, n: int) -> dict:
     cfg = replace(cfg, box_padding=objectness.box_padding)
     t2 = time.perf_counter()
     drawings = list_drawings(args.data / "valid" / "_annotations.coco.json")[:n]
-    times = []
+    times, sizes = [], []
     for d in drawings:
         start = time.perf_counter()
         with torch.no_grad():
             spot_drawing(net, d, ex, size, cfg, objectness)
         times.append(time.perf_counter() - start)
+        sizes.append(open_drawing(d).size)
     return {"drawings": n, "median_s": float(np.median(times)), "mean_s": float(np.mean(times)),
             "max_s": float(np.max(times)), "exemplars_s": t1 - t0, "objectness_fit_s": t2 - t1,
-            "threads": torch.get_num_threads(), "load_at_start": os.getloadavg()[0]}
+            "mean_size": [float(np.mean([w for w, _ in sizes])), float(np.mean([h for _, h in sizes]))],
+            "templates": cfg.templates, "model": str(model), "threads": torch.get_num_threads(),
+            "load_at_start": os.getloadavg()[0]}
+
+
+def pdf_set(args, cfg: SpotConfig, pages: int = 20) -> dict:
+    """A ``pages``-page PDF of generated 800 x 700 drawings (lossless palette pages at 150
+    dpi), spotted by ``symclr-spot`` with one process and with two (torchrun): seconds of each,
+    whether detections.json and counts.csv are identical, and pages done (each once)."""
+    import random
+    import subprocess
+    import tempfile
+
+    from PIL import Image
+
+    from symclr_ft.data import synth
+
+    model, extra = bench_model(args)
+    tmp = Path(tempfile.mkdtemp(prefix="spot_pdf_", dir=args.out))
+    exemplars = synth.write_synthetic_coco(tmp / "exemplars", classes=12, drawings_per_split={"train": 6},
+                                           image_size=(640, 560), seed=0) / "train"
+    designs, rng = synth.symbol_designs(12), random.Random(1)
+    sheets = [synth.draw_drawing(rng, designs, rng.choices(range(12), k=rng.randint(10, 20)), (800, 700))[0]
+              .convert("P", palette=Image.Palette.ADAPTIVE, colors=128) for _ in range(pages)]
+    (tmp / "set").mkdir()
+    sheets[0].save(tmp / "set" / "set.pdf", save_all=True, append_images=sheets[1:], resolution=DEFAULT_DPI)
+    row = {"pages": pages, "model": str(model)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("one", [sys.executable, "-m"]),
+                           ("two", [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m"])):
+        cmd = [*launcher, "symclr_ft.use.spot.spotting", "--model", str(model), "--exemplars", str(exemplars),
+               "--drawings", str(tmp / "set"), "--out", str(tmp / name), *extra]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        row[f"{name}_seconds"] = time.perf_counter() - start
+        row[f"{name}_returncode"] = proc.returncode
+        row[f"{name}_stderr"] = proc.stderr[-400:] if proc.returncode else ""
+    same = all((tmp / "one" / f).read_text() == (tmp / "two" / f).read_text() for f in ("detections.json", "counts.csv"))
+    with open(tmp / "two" / "counts.csv") as f:  # the takeoff: every page once, per class
+        listed = [(r["page"], r["class"]) for r in csv.DictReader(f)]
+    row.update(identical=same, pages_in_takeoff=len({p for p, _ in listed}), rows_unique=len(listed) == len(set(listed)))
+    print(f"  PDF set of {pages} pages: one process {row['one_seconds']:.0f} s, two {row['two_seconds']:.0f} s, "
+          f"identical outputs: {same}", flush=True)
+    shutil.rmtree(tmp)
+    return row
 
 
 BIG_SHEETS = ((14_000, 9_900), (10_000, 10_000))  # an A0 sheet at 300 dpi; issue 18's square
@@ -671,6 +720,8 @@ def main(argv=None) -> int:
     if args.speed:
         report["speed"] = speed(args, cfg, args.speed)
         print(f"speed: {report['speed']}", flush=True)
+    if args.pdf_set:
+        report["pdf_set"] = pdf_set(args, cfg, args.pdf_set)
     if args.big:
         report["big"] = big_drawing(args, cfg)
         print(f"big drawing: {report['big']}", flush=True)
