@@ -398,20 +398,17 @@ def _recall(boxes: torch.Tensor, truth: torch.Tensor) -> int:
     return int((box_iou(truth, boxes).max(dim=1).values >= 0.5).sum())
 
 
-def candidate_recall(args, cfg: SpotConfig) -> dict:
-    """Candidates by source on ``--split`` (no model needed): the share of ground-truth boxes
-    that the ink candidates (objectness-selected, as embedded), the template peaks (after NMS)
-    and their union match at IoU >= 0.5, candidates per drawing, seconds per drawing of each
-    source; and the template peaks alone as a detector (AP50, class = the peak's exemplar).
-    Exemplars: draw 0 (seed 0), 1 per class, from train."""
+def candidate_recall(args, cfg: SpotConfig, gt_json: Path, objectness) -> dict:
+    """Candidates by source on the split of ``gt_json`` (no model needed): the share of
+    ground-truth boxes that the ink candidates (objectness-selected, as embedded), the template
+    candidates and their union match at IoU >= 0.5, candidates per drawing, seconds per drawing
+    of each source; and the template peaks alone as a detector (AP50, class = the peak's
+    exemplar). Exemplars: draw 0 (seed 0), 1 per class, from train."""
     from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
-    from symclr_ft.use.spot.objectness import fit_objectness
     from symclr_ft.use.spot.spotting import picked_templates
     from symclr_ft.use.spot.template import match_templates
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    gt_json = args.data / args.split / "_annotations.coco.json"
-    objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     picked = pick_coco_exemplars(exemplar_json, 1, 0)
     templates = picked_templates(picked, cfg)
@@ -686,7 +683,12 @@ def main(argv=None) -> int:
         print(f"settings chosen on valid: {choose(json.loads(args.choose_from.read_text()))}", flush=True)
     cfg = replace(cfg, **config_overrides(args.set))
     if args.recall:
-        found = candidate_recall(args, cfg)
+        from symclr_ft.use.spot.objectness import fit_objectness
+
+        objectness = fit_objectness(args.data / "train" / "_annotations.coco.json", cfg, seed=0)
+        clean = args.data / args.split / "_annotations.coco.json"
+        found = {name: candidate_recall(args, cfg, gt, objectness) for name, gt in
+                 [("clean", clean)] + [(r, robust_split(clean, r, args.cache)) for r in args.robustness]}
         (args.out / f"recall_{args.split}.json").write_text(json.dumps(found, indent=1))
         print(json.dumps(found, indent=1))
         return 0
