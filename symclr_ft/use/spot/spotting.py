@@ -588,6 +588,9 @@ def build_parser() -> ArgumentParser:
                    help="only the first N drawings (a quick look; 0: all)")
     p.add_argument("--no-objectness", action="store_true",
                    help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
+    p.add_argument("--no-templates", action="store_true",
+                   help="no template matching: ink candidates and feature similarity only (faster; "
+                   "finds nothing on grey or faint scans)")
     return p
 
 
@@ -629,7 +632,7 @@ def run(args) -> int:
 
     check_output_dir(args.out, SPOT_OUTPUT, args.overwrite)
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
-                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou)
+                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou, templates=not args.no_templates)
     drawings = list_drawings(Path(args.drawings), args.dpi, args.pages)[: args.max_drawings or None]
     net, image_size, sha = model_and_size(Path(args.model), args.image_size, cfg.batch_size)
     accelerator = make_accelerator()
