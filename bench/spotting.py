@@ -47,7 +47,6 @@ sys.path.insert(0, str(REPO))
 
 from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
 from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
-from symclr_ft.use.spot.template import Templates  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
 from symclr_ft.use.spot.report import count_detections  # noqa: E402
@@ -136,7 +135,9 @@ def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
     mask = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in ex.labels], dtype=torch.bool)
     templates = ex.templates
     if templates is not None:
-        templates = Templates([t for t in templates.items if ex.category_ids[t.label] in keep_ids], templates.classes)
+        kept = lambda label: ex.category_ids[label] in keep_ids  # noqa: E731
+        templates = replace(templates, items=[t for t in templates.items if kept(t.label)],
+                            pictures=[(label, p) for label, p in templates.pictures if kept(label)])
     return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids,
                      templates=templates)
 

@@ -34,7 +34,7 @@ import csv
 import io as _io
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -456,8 +456,7 @@ def spot_drawing_noted(net, drawing: Drawing, ex: Exemplars, image_size: int, cf
         ex.class_names[int(l)] for l in ex.labels[fits].tolist()})
     templates = ex.templates
     if templates is not None:
-        templates = Templates([t for t in templates.items if t.size[0] <= width and t.size[1] <= height],
-                              templates.classes, templates.skipped)
+        templates = replace(templates, items=[t for t in templates.items if t.size[0] <= width and t.size[1] <= height])
     usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids,
                        templates=templates)
     ink = ink_candidates(net, rgb, image_size, cfg, objectness)

@@ -146,3 +146,22 @@ def test_same_place_suppression_keeps_one_box_per_symbol():
     scores = torch.tensor([0.6, 0.9, 0.8, 0.1])
     assert box_iou(boxes[:1], boxes[1:2]).item() < 0.5
     assert same_place_suppression(boxes, scores).tolist() == [1, 2, 3]
+
+
+def test_a_drawing_over_the_budget_is_matched_with_coarser_templates(sheet):
+    """Over ``template_budget`` the templates are reduced twice as much (a quarter of the
+    cost) and still propose the symbol (a peak of its class on it; telling classes apart at
+    that resolution is left to the features)."""
+    from symclr_ft.use.spot.template import within_budget
+
+    _, pictures = sheet
+    cfg = SpotConfig(template_min_side=8)
+    templates = make_templates(pictures, 3, cfg)
+    pixels = 300 * 220
+    tight = SpotConfig(template_min_side=8, template_budget=templates.cost(pixels) / 2)
+    coarse = within_budget(templates, pixels, tight)
+    assert coarse.shift == 1 and coarse.cost(pixels) <= tight.template_budget
+    image, boxes = drawing_with(30, 0)
+    ev = match_templates(np.asarray(image), templates, torch.zeros((0, 4)), tight)
+    on_it = box_iou(ev.peaks, xyxy(boxes[0]))[:, 0] >= 0.5
+    assert (on_it & (ev.peak_labels == 1)).any()
