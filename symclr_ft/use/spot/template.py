@@ -23,8 +23,10 @@ Related: Rezvanifar et al. (2019) correlate symbols on architectural drawings in
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import cv2
 import numpy as np
@@ -34,7 +36,12 @@ from torchvision.ops import batched_nms, box_iou, nms
 from symclr_ft.use.spot.candidates import tile_grid
 from symclr_ft.use.spot.config import SpotConfig
 
-MAX_LEVEL = 3  # the drawing is reduced by at most 2**3
+# The drawing is reduced by one of these before matching (level = index). Steps of about 1.4
+# rather than 2 keep every template near template_min_side, so none costs 4x more than needed;
+# each factor is p / q with a small p, so tiles that start on multiples of p reduce to exactly
+# the pixels of the whole drawing reduced (tiled matching equals one pass).
+FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
+MAX_LEVEL = 6  # 8x for the exemplar sizes; the rest is for large drawings over the budget
 
 
 def paper_colour(rgb: np.ndarray) -> np.ndarray:
@@ -71,7 +78,7 @@ class Template:
     """One exemplar picture at one scale and turn, ready to correlate at ``level``."""
 
     label: int  # class index (into Exemplars.class_names)
-    level: int  # the drawing is reduced by 2**level before matching
+    level: int  # the drawing is reduced by FACTORS[level] before matching
     picture: np.ndarray  # uint8 ink picture at that level
     size: tuple[float, float]  # (w, h) of its box on the full-size drawing
 
@@ -92,13 +99,13 @@ class Templates:
 
     def cost(self, pixels: float) -> float:
         """Megapixels correlated with every template on a drawing of ``pixels``."""
-        return sum(pixels / 4**t.level for t in self.items) / 1e6
+        return sum(pixels / FACTORS[t.level] ** 2 for t in self.items) / 1e6
 
 
 def _level(side: float, cfg: SpotConfig) -> int:
-    """The largest reduction 2**level that keeps ``side`` at least ``template_min_side``."""
+    """The largest reduction FACTORS[level] that keeps ``side`` at least ``template_min_side``."""
     level = 0
-    while level < MAX_LEVEL and side / 2 ** (level + 1) >= cfg.template_min_side:
+    while level < MAX_LEVEL and side / FACTORS[level + 1] >= cfg.template_min_side:
         level += 1
     return level
 
@@ -116,7 +123,8 @@ def _resized(picture: np.ndarray, factor: float, blur: float) -> np.ndarray:
 def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: SpotConfig, shift: int = 0) -> Templates:
     """Templates of exemplar ink pictures ``(class index, picture of its box)``: every scale of
     ``template_scales`` in four quarter turns; a turn that looks like another turn of the same
-    picture (a round symbol) is kept once. ``shift`` reduces every one by 2**shift more."""
+    picture (a round symbol) is kept once. ``shift`` reduces every one ``shift`` levels more
+    (the turns kept are those of the finest level)."""
     items, skipped = [], []
     for label, picture in pictures:
         h, w = picture.shape
@@ -124,29 +132,39 @@ def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: Sp
             skipped.append(f"class {label}: exemplar picture has no contrast")
             continue
         for scale in cfg.template_scales:
-            level = min(MAX_LEVEL + shift, _level(min(w, h) * scale, cfg) + shift)
-            base = _resized(picture, scale / 2**level, cfg.template_blur)
+            finest = _level(min(w, h) * scale, cfg)
+            level = min(len(FACTORS) - 1, finest + shift)
+            base = _resized(picture, scale / FACTORS[level], cfg.template_blur)
             if min(base.shape) < 4:
                 continue
-            kept: list[np.ndarray] = []
-            for turn in range(4 if cfg.template_turns else 1):
-                turned = np.ascontiguousarray(np.rot90(base, turn))
-                if any(_same_picture(turned, k) for k in kept):
-                    continue
-                kept.append(turned)
+            for turn in _distinct_turns(_resized(picture, scale / FACTORS[finest], cfg.template_blur), cfg):
                 size = (w * scale, h * scale) if turn % 2 == 0 else (h * scale, w * scale)
-                items.append(Template(label, level, turned, size))
+                items.append(Template(label, level, np.ascontiguousarray(np.rot90(base, turn)), size))
     return Templates(items, classes, skipped, list(pictures), shift)
 
 
+def _distinct_turns(picture: np.ndarray, cfg: SpotConfig) -> list[int]:
+    """Quarter turns of ``picture`` that do not look like an earlier one."""
+    kept: list[np.ndarray] = []
+    turns = []
+    for turn in range(4 if cfg.template_turns else 1):
+        turned = np.ascontiguousarray(np.rot90(picture, turn))
+        if not any(_same_picture(turned, k) for k in kept):
+            kept.append(turned)
+            turns.append(turn)
+    return turns
+
+
 def within_budget(templates: Templates, pixels: float, cfg: SpotConfig) -> Templates:
-    """``templates``, or coarser ones (each reduced by 2, 4, ... more) when correlating them
-    all on a drawing of ``pixels`` would cost more than ``template_budget`` megapixels: a
-    large sheet is matched at lower resolution rather than for minutes."""
-    shift = 0
-    while templates.cost(pixels) > cfg.template_budget and shift < MAX_LEVEL:
-        shift += 1
-        templates = make_templates(templates.pictures, templates.classes, cfg, templates.shift + 1)
+    """``templates``, or coarser ones (each reduced one level or more further) when
+    correlating them all on a drawing of ``pixels`` would cost more than ``template_budget``
+    megapixels: a large sheet is matched at lower resolution rather than for minutes. It stops
+    before a template would become too small to match (over the budget, then)."""
+    while templates.cost(pixels) > cfg.template_budget:
+        coarser = make_templates(templates.pictures, templates.classes, cfg, templates.shift + 1)
+        if len(coarser.items) < len(templates.items) or templates.shift + 1 >= len(FACTORS):
+            break
+        templates = coarser
     return templates
 
 
@@ -202,7 +220,7 @@ def _match_one(picture: np.ndarray, t: Template, origin: tuple[int, int], core: 
         return None
     result = cv2.matchTemplate(picture, t.picture, cv2.TM_CCOEFF_NORMED)
     cv2.patchNaNs(result, 0.0)
-    f = 2**t.level
+    f = FACTORS[t.level]
     x0, y0 = origin
     cx0, cy0, cx1, cy1 = core
     value = np.zeros(centres.shape[0], np.float32)
@@ -261,21 +279,19 @@ def _tile_candidates(peaks: tuple[torch.Tensor, ...], given: torch.Tensor, area:
         new = new[box_iou(new, given).max(dim=1).values < cfg.template_dedup_iou]
     if new.shape[0] == 0:
         return empty
-    overlap = box_iou(new, boxes) >= 0.5  # (K, M)
+    rows, cols = torch.nonzero(box_iou(new, boxes) >= 0.5, as_tuple=True)  # (new, peak) pairs
+    order = torch.argsort(scores[cols], stable=True)  # written in rising score: the best wins
+    rows, cols = rows[order], cols[order]
     corr, sizes = torch.zeros((new.shape[0], classes)), torch.zeros((new.shape[0], classes, 2))
-    for c in labels.unique().tolist():
-        of_class = torch.where(overlap & (labels == c), scores.expand_as(overlap), torch.tensor(-2.0))
-        best, idx = of_class.max(dim=1)
-        hit = best > -2
-        corr[hit, c] = best[hit]
-        sizes[hit, c] = (boxes[idx[hit], 2:] - boxes[idx[hit], :2])
+    corr[rows, labels[cols]] = scores[cols]
+    sizes[rows, labels[cols]] = boxes[cols, 2:] - boxes[cols, :2]
     return new, corr, sizes
 
 
 def aligned_tiles(width: int, height: int, tile: int, overlap: int, step: int) -> list[tuple[tuple, tuple]]:
-    """``candidates.tile_grid`` with every edge on a multiple of ``step`` (the coarsest
-    reduction): a tile reduced by 2**level then holds exactly the pixels of the whole drawing
-    reduced, so tiled and untiled matching agree."""
+    """``candidates.tile_grid`` with every edge on a multiple of ``step`` (a multiple of every
+    reduction's numerator): a tile reduced by FACTORS[level] then holds exactly the pixels of
+    the whole drawing reduced, so tiled and untiled matching agree."""
     grid = tile_grid(-(-width // step), -(-height // step), tile // step, -(-overlap // step))
     return [
         (tuple(min(v * step, limit) for v, limit in zip(box, (width, height, width, height))),
@@ -298,15 +314,16 @@ def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, 
         centres = ((boxes[:, :2] + boxes[:, 2:]) / 2).numpy()
         paper = paper_colour(rgb)
         needed = {t.level for t in templates.items}
-        coarsest = 2 ** max(needed)
+        coarsest = FACTORS[max(needed)]
+        step = math.lcm(*(Fraction(FACTORS[lv]).numerator for lv in needed))
         # a peak owned by a core has its window and its local-maximum neighbourhood (half a
         # template) inside the tile: the core lies overlap / 2 inside the tile's edges
-        overlap = max(cfg.tile_overlap, 2 * int(np.ceil(templates.largest_side)) + 4 * coarsest)
-        tiles = aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, coarsest)
+        overlap = max(cfg.tile_overlap, 2 * int(np.ceil(templates.largest_side)) + int(4 * coarsest))
+        tiles = aligned_tiles(width, height, max(cfg.tile, 2 * overlap), overlap, step)
         with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:  # as many threads as torch uses
             for (x0, y0, x1, y1), core in tiles:
                 picture = ink_picture(rgb[y0:y1, x0:x1], paper)
-                levels = [_resized(picture, 1 / 2**lv, cfg.template_blur) if lv in needed else None
+                levels = [_resized(picture, 1 / FACTORS[lv], cfg.template_blur) if lv in needed else None
                           for lv in range(max(needed) + 1)]
                 peaks.append(_match_tile(levels, (x0, y0), core, templates, centres, ev, cfg, pool))
                 near = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)

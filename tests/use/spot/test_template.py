@@ -149,8 +149,8 @@ def test_same_place_suppression_keeps_one_box_per_symbol():
 
 
 def test_a_drawing_over_the_budget_is_matched_with_coarser_templates(sheet):
-    """Over ``template_budget`` the templates are reduced twice as much (a quarter of the
-    cost) and still propose the symbol (a peak of its class on it; telling classes apart at
+    """Over ``template_budget`` the templates are reduced further (1.5x or 2x a level) until
+    they fit, and still propose the symbol (a peak of its class on it; telling classes apart at
     that resolution is left to the features)."""
     from symclr_ft.use.spot.template import within_budget
 
@@ -158,9 +158,9 @@ def test_a_drawing_over_the_budget_is_matched_with_coarser_templates(sheet):
     cfg = SpotConfig(template_min_side=8)
     templates = make_templates(pictures, 3, cfg)
     pixels = 300 * 220
-    tight = SpotConfig(template_min_side=8, template_budget=templates.cost(pixels) / 2)
+    tight = SpotConfig(template_min_side=8, template_budget=0.6 * templates.cost(pixels))
     coarse = within_budget(templates, pixels, tight)
-    assert coarse.shift == 1 and coarse.cost(pixels) <= tight.template_budget
+    assert coarse.shift >= 1 and coarse.cost(pixels) <= tight.template_budget
     image, boxes = drawing_with(30, 0)
     ev = match_templates(np.asarray(image), templates, torch.zeros((0, 4)), tight)
     on_it = box_iou(ev.peaks, xyxy(boxes[0]))[:, 0] >= 0.5
