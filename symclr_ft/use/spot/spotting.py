@@ -431,9 +431,13 @@ class DrawingNote:
             return None
         if self.ink_candidates + self.template_candidates == 0:
             why = "no ink stands out from the paper by the ink threshold"
-            why += (f", and no exemplar correlates >= {cfg.template_peak} anywhere" if self.templates else
-                    " (template matching, which finds symbols on grey or faint copies, needs exemplars from "
-                    "images, not an index)")
+            if self.templates:
+                why += f", and no exemplar correlates >= {cfg.template_peak} anywhere"
+            elif not cfg.templates:
+                why += "; template matching, which finds symbols on grey or faint copies, is off (--no-templates)"
+            else:
+                why += ("; template matching, which finds symbols on grey or faint copies, needs exemplars "
+                        "from images, not an index")
             return f"nothing found: no candidates ({why})"
         return (f"nothing found: {self.ink_candidates + self.template_candidates} candidates, all below the count "
                 f"threshold {cfg.count_score:.3f} (best score {self.best_score:.3f}: other symbols than the "
