@@ -372,15 +372,17 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     rows = []
     for combo in scoring_grid(cfg):
         c = replace(cfg, **combo)
+        scored = []  # per split: the draws' results and AP (they do not depend on the count threshold)
+        for name, gt_json, drawings, cat_ids, draws in prepared:
+            per_draw = [draw_results(cands, drawings, ex, c) for ex, cands in draws]
+            scored.append((name, drawings, cat_ids, per_draw,
+                           [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]))
         for count_score in COUNT_SCORES:
             row = {**combo, "count_score": count_score}
-            for name, gt_json, drawings, cat_ids, draws in prepared:
-                c = replace(c, count_score=count_score)
-                per_draw = [draw_results(cands, drawings, ex, c) for ex, cands in draws]
-                runs = [{**coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]),
-                         **dict(zip(("exact_counts", "count_mae"), counting(r, drawings, cat_ids, count_score)))}
-                        for r in per_draw]
-                row[name] = summarise(runs, False)
+            for name, drawings, cat_ids, per_draw, aps in scored:
+                row[name] = summarise([{**ap, **dict(zip(("exact_counts", "count_mae"),
+                                                         counting(r, drawings, cat_ids, count_score)))}
+                                       for r, ap in zip(per_draw, aps)], False)
             for key in ("ap50", "ap", "exact_counts", "count_mae"):  # the mean over clean and copies
                 row[key] = [float(np.mean([row[name][key][0] for name, *_ in prepared])), 0.0]
             rows.append(row)
