@@ -1,25 +1,36 @@
 """Spotting benchmark: COCO AP and counting of symclr-spot against multi-scale template matching.
 
-    python bench/spotting.py --split test [--draws 10] [--out DIR]
-    python bench/spotting.py --split valid --tune      # choose settings
+    python bench/spotting.py --split test [--draws 10] [--robustness all] [--out DIR]
+    python bench/spotting.py --split valid --tune [--robustness scan scale0.7]   # choose settings
+    python bench/spotting.py --split valid --recall --robustness all          # candidates by source
+    python bench/spotting.py --skip trained folds music --big --pdf-set 20 --speed 10
 
-Protocol (issue 18): drawings of ``--split`` (firefighting), exemplars drawn from the train
+Protocol (issues 18, 27): drawings of ``--split`` (firefighting), exemplars drawn from the train
 split, 1 per class, ``--draws`` seeded draws (seed = draw number): mean and 95% interval of COCO
 AP50 and AP@[.5:.95] (pycocotools), per-class AP50, and counting (share of (drawing, class)
 pairs with an exact count; mean absolute count error). Settings:
 
 * trained classes: the main model, every class;
+* ``--robustness``: the same on copies of the split made by ``robustness.transform`` (scan,
+  scale 0.7x / 1.4x, turned 90 degrees, line weight +-1 px; seeded by image id, boxes carried
+  exactly), exemplars from the unchanged train split; each with template matching as the
+  reference row;
 * held-out folds: each fold model (trained without its fold's classes) with exemplars and
   ground truth of its fold's classes only;
 * template matching (cv2.matchTemplate, normalised cross-correlation, 3 scales x 4 turns, same
-  exemplars, same NMS and box rule) as the reference row;
+  exemplars, same NMS and box rule) as the reference row, on the first ``--template-draws``;
 * music pages (muscima test split, exemplars from its train split), capped (``--music-pages``,
   ``--max-candidates``) so the run stays affordable.
 
-The crops of a drawing's candidates are embedded once per model (cached under ``--cache``); each
-exemplar draw then only embeds its exemplars. Speed and memory have their own mode:
-``--speed`` (seconds per drawing, end to end, 2 threads) and ``--big`` (a 10,000 x 10,000 px
-drawing, tiled, peak RSS).
+The ink candidates of a drawing and their crops' features are computed once per model (cached
+under ``--cache``); each exemplar draw then embeds its exemplars and adds its template evidence
+(template.py; it depends on the exemplars). ``--tune`` scores every combination of
+SCORING_GRID on valid (and its ``--robustness`` copies: the mean AP50 decides); ``--recall``
+needs no model. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
+and median), ``--big`` (generated 14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and
+peak RSS of the ``symclr-spot`` process), ``--pdf-set N`` (an N-page generated PDF, one process
+against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
+and memory only).
 """
 
 from __future__ import annotations
