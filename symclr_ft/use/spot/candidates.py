@@ -17,7 +17,7 @@ DESCRIPTORS = ("width", "height", "aspect", "area", "ink_inside", "ink_around", 
 
 def box_descriptors(rgb: np.ndarray, ink: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
     """(N, 9) descriptors of integer boxes on one image (or tile) with its ink mask."""
-    integral = np.pad(ink.astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    integral = cv2.integral(ink.view(np.uint8), sdepth=cv2.CV_32S)  # (H + 1, W + 1), zeros first
     height, width = ink.shape
 
     def inked(x0, y0, x1, y1):
@@ -39,13 +39,13 @@ def ink_masks(rgb: np.ndarray, cfg: SpotConfig) -> list[np.ndarray]:
     """Boolean ink masks: all ink, plus ink of each colour group (grey and six hues), so that a
     green symbol on a red wire is a component of its own in the green mask."""
     paper = np.median(rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)], axis=(0, 1))
-    diff = np.abs(rgb.astype(np.int16) - paper.astype(np.int16)).max(axis=2)
-    ink = diff > cfg.ink_threshold
+    channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), (*(int(v) for v in paper.astype(np.int16)), 0)))
+    ink = cv2.max(cv2.max(channels[0], channels[1]), channels[2]) > cfg.ink_threshold
     hsv = np.asarray(Image.fromarray(rgb).convert("HSV"))
     saturated = hsv[..., 1] > cfg.saturation
     hue = ((hsv[..., 0].astype(np.int16) + 21) // 43) % 6
     groups = [ink & ~saturated] + [ink & saturated & (hue == k) for k in range(6)]
-    return [ink] + [g for g in groups if g.sum() > 20 and not np.array_equal(g, ink)]
+    return [ink] + [g for g in groups if np.count_nonzero(g) > 20 and not np.array_equal(g, ink)]
 
 
 def _opening(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -56,17 +56,38 @@ def _opening(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 def _component_boxes(mask: np.ndarray, cfg: SpotConfig) -> list[tuple[int, int, int, int]]:
     """Boxes of connected components (8-neighbours) after removing long straight runs, at each
-    dilation (a diamond of that radius). OpenCV's morphology: the same boxes as
-    ``scipy.ndimage`` (checked on the valid drawings), about four times faster."""
-    m = mask.astype(np.uint8)
+    dilation (a diamond of that radius). OpenCV's morphology and contours: the same boxes as
+    ``scipy.ndimage`` (checked on the valid drawings), many times faster."""
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(m)  # only the part that holds ink (a colour group is sparse)
+    if w == 0:
+        return []
+    margin = max(cfg.dilations) + 1  # paper around it: the same components as on the whole
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    return [(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)
+            for bx0, by0, bx1, by1 in _boxes_of(m[y0 : y + h + margin, x0 : x + w + margin], cfg)]
+
+
+def _component_rects(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(x, y, w, h) of each 8-connected component: the bounding box of its outer contour
+    (``RETR_CCOMP``'s top level holds every component's outer boundary, also one lying in
+    another's hole). The same boxes as ``connectedComponentsWithStats``, ten times faster on
+    sparse line drawings (measured on a tile of a generated sheet)."""
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if hierarchy is None:
+        return []
+    return [cv2.boundingRect(c) for c, h in zip(contours, hierarchy[0]) if h[3] < 0]
+
+
+def _boxes_of(m: np.ndarray, cfg: SpotConfig) -> list[tuple[int, int, int, int]]:
+    """:func:`_component_boxes` of a 0/1 uint8 mask."""
     lines = _opening(m, np.ones((1, cfg.line_length), np.uint8)) | _opening(m, np.ones((cfg.line_length, 1), np.uint8))
     strokes = m & (1 - lines)
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     boxes = []
     for r in cfg.dilations:
         grown = cv2.dilate(strokes, cross, iterations=r, borderType=cv2.BORDER_CONSTANT, borderValue=0) if r else strokes
-        stats = cv2.connectedComponentsWithStats(grown, connectivity=8)[2][1:]
-        for x, y, w, h in stats[:, :4].tolist():
+        for x, y, w, h in _component_rects(grown):
             x0, y0, x1, y1 = x + r, y + r, x + w - r, y + h - r
             w, h = x1 - x0, y1 - y0
             if cfg.min_side <= max(w, h) <= cfg.max_side and min(w, h) >= 3:
