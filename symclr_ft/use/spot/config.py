@@ -43,7 +43,8 @@ class SpotConfig:
     template_slack: int = 2  # px (at the matching level) around a candidate's centre to look for its peak
     template_peaks_per_tile: int = 400  # per template and tile, highest first
     template_candidates_per_megapixel: int = 300  # template-only candidates kept (after NMS)
-    template_budget: float = 1500.0  # megapixels correlated per drawing; beyond, coarser templates
+    max_template_candidates: int = 4000  # per drawing, the best correlations (a large sheet)
+    template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
     # scoring (spotting.class_evidence): how similarity and correlation combine. Until
     # bench/spotting.py --tune has chosen on valid with a trained model: "max", which keeps the

@@ -53,7 +53,8 @@ def paper_colour(rgb: np.ndarray) -> np.ndarray:
 def ink_picture(rgb: np.ndarray, paper: np.ndarray) -> np.ndarray:
     """(H, W) uint8: each pixel's largest channel difference from ``paper`` (ink bright)."""
     scalar = tuple(float(v) for v in paper[:3]) + (0.0,)
-    return cv2.absdiff(np.ascontiguousarray(rgb), scalar).max(axis=2)
+    channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), scalar))
+    return cv2.max(cv2.max(channels[0], channels[1]), channels[2])
 
 
 def exemplar_picture(rgb: np.ndarray, bbox: list[float] | None, padding: float) -> np.ndarray:
@@ -272,9 +273,10 @@ def _tile_candidates(peaks: tuple[torch.Tensor, ...], given: torch.Tensor, area:
     empty = (torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))
     if boxes.shape[0] == 0:
         return empty
-    keep = nms(boxes, scores, cfg.nms_iou)
+    limit = max(1, round(cfg.template_candidates_per_megapixel * area / 1e6))
+    keep = nms(boxes, scores, cfg.nms_iou)[: 2 * limit]  # the best; same-place costs grow with the square
     keep = keep[same_place_suppression(boxes[keep], scores[keep])]
-    new = boxes[keep[: max(1, round(cfg.template_candidates_per_megapixel * area / 1e6))]]
+    new = boxes[keep[:limit]]
     if given.shape[0]:
         new = new[box_iou(new, given).max(dim=1).values < cfg.template_dedup_iou]
     if new.shape[0] == 0:
@@ -331,31 +333,38 @@ def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, 
                 extra.append(_tile_candidates(peaks[-1], boxes[torch.from_numpy(near)], area, classes, cfg))
     peaks = [(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long))] + peaks
     extra = [(torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))] + extra
+    boxes_x, corr_x, sizes_x = (torch.cat(part) for part in zip(*extra))
+    best = torch.argsort(-corr_x.max(dim=1).values if corr_x.shape[0] else torch.zeros(0), stable=True)
+    best = best[: cfg.max_template_candidates].sort().values  # the best of a large sheet, in tile order
     limit = torch.tensor([width, height, width, height], dtype=torch.float32)
     return TemplateEvidence(
         torch.from_numpy(ev["correlation"]), torch.from_numpy(ev["sizes"]),
         *(torch.cat(part) for part in zip(*peaks)),
-        torch.minimum(torch.cat([e[0] for e in extra]).clamp(min=0), limit),
-        torch.cat([e[1] for e in extra]), torch.cat([e[2] for e in extra]),
+        torch.minimum(boxes_x[best].clamp(min=0), limit), corr_x[best], sizes_x[best],
     )  # fmt: skip
 
 
-def same_place_suppression(boxes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def same_place_suppression(boxes: torch.Tensor, scores: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """Indices (best first) of the boxes left when every box whose centre lies in the middle
     half of a better kept box, or holds that box's centre in its own middle half, is dropped.
     IoU-based NMS keeps two concentric boxes whose sizes differ by 0.7x (IoU 0.49): the
-    same symbol matched at two scales; symbols on a drawing do not sit inside each other."""
+    same symbol matched at two scales; symbols on a drawing do not sit inside each other.
+    The pairs in conflict are found ``chunk`` rows at a time (memory stays small)."""
     order = torch.argsort(-scores, stable=True)
     b = boxes[order]
     centre = (b[:, :2] + b[:, 2:]) / 2
     quarter = (b[:, 2:] - b[:, :2]) / 4
     lo, hi = centre - quarter, centre + quarter
-    dropped = torch.zeros(b.shape[0], dtype=torch.bool)
-    for i in range(b.shape[0]):
-        if dropped[i]:
-            continue
-        rest = slice(i + 1, None)
-        holds = ((centre[rest] >= lo[i]) & (centre[rest] <= hi[i])).all(dim=1)
-        held = ((centre[i] >= lo[rest]) & (centre[i] <= hi[rest])).all(dim=1)
-        dropped[rest] |= holds | held
-    return order[~dropped]
+    conflicts: list[list[int]] = [[] for _ in range(b.shape[0])]
+    for start in range(0, b.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        holds = ((centre[None] >= lo[rows, None]) & (centre[None] <= hi[rows, None])).all(-1)
+        held = ((centre[rows, None] >= lo[None]) & (centre[rows, None] <= hi[None])).all(-1)
+        for i, j in torch.nonzero(holds | held).tolist():
+            if j > start + i:
+                conflicts[start + i].append(j)
+    dropped = np.zeros(b.shape[0], bool)
+    for i, later in enumerate(conflicts):
+        if not dropped[i] and later:
+            dropped[later] = True
+    return order[torch.from_numpy(~dropped)]
