@@ -118,22 +118,34 @@ def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[tuple[tu
     ]
 
 
+def _tile_candidates(rgb: np.ndarray, tile: tuple, core: tuple, cfg: SpotConfig) -> dict[tuple, np.ndarray]:
+    """Boxes (drawing coordinates) of one tile's candidates whose centre lies in its core, with
+    their descriptors computed in the tile."""
+    x0, y0, x1, y1 = tile
+    cx0, cy0, cx1, cy1 = core
+    pixels = rgb[y0:y1, x0:x1]
+    masks = ink_masks(pixels, cfg)
+    owned = set()
+    for mask in masks:
+        for bx0, by0, bx1, by1 in _component_boxes(mask, cfg):
+            if cx0 <= x0 + (bx0 + bx1) / 2 < cx1 and cy0 <= y0 + (by0 + by1) / 2 < cy1:
+                owned.add((bx0, by0, bx1, by1))
+    local = sorted(owned)
+    return {(b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0): d for b, d in zip(local, box_descriptors(pixels, masks[0], local))}
+
+
 def candidate_boxes_with_descriptors(rgb: np.ndarray, cfg: SpotConfig) -> tuple[torch.Tensor, np.ndarray]:
-    """Class-agnostic candidate boxes (N, 4) of one drawing (H, W, 3 uint8), tile by tile, and
-    their shape descriptors (spot_objectness) computed in the tile that owns them."""
+    """Class-agnostic candidate boxes (N, 4) of one drawing (H, W, 3 uint8), tile by tile (on
+    as many threads as torch uses: OpenCV lets go of the GIL), and their shape descriptors
+    (objectness) computed in the tile that owns them."""
+    from concurrent.futures import ThreadPoolExecutor
+
     height, width = rgb.shape[:2]
     found: dict[tuple[int, int, int, int], np.ndarray] = {}
-    for (x0, y0, x1, y1), (cx0, cy0, cx1, cy1) in tile_grid(width, height, cfg.tile, cfg.tile_overlap):
-        tile = rgb[y0:y1, x0:x1]
-        masks = ink_masks(tile, cfg)
-        owned = set()
-        for mask in masks:
-            for bx0, by0, bx1, by1 in _component_boxes(mask, cfg):
-                if cx0 <= x0 + (bx0 + bx1) / 2 < cx1 and cy0 <= y0 + (by0 + by1) / 2 < cy1:
-                    owned.add((bx0, by0, bx1, by1))
-        local = sorted(owned)
-        for box, desc in zip(local, box_descriptors(tile, masks[0], local)):
-            found[(box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0)] = desc
+    tiles = tile_grid(width, height, cfg.tile, cfg.tile_overlap)
+    with ThreadPoolExecutor(max(1, min(len(tiles), torch.get_num_threads()))) as pool:
+        for part in pool.map(lambda t: _tile_candidates(rgb, *t, cfg), tiles):
+            found.update(part)
     boxes = sorted(found)
     desc = np.stack([found[b] for b in boxes]) if boxes else np.zeros((0, len(DESCRIPTORS)), np.float32)
     return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), desc
