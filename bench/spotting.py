@@ -1,37 +1,50 @@
 """Spotting benchmark: COCO AP and counting of symclr-spot against multi-scale template matching.
 
-    python bench/spotting.py --split test [--draws 10] [--out DIR]
-    python bench/spotting.py --split valid --tune      # choose settings
+    python bench/spotting.py --split test [--draws 10] [--robustness all] [--out DIR]
+    python bench/spotting.py --split valid --tune [--robustness scan scale0.7]   # choose settings
+    python bench/spotting.py --split valid --recall --robustness all          # candidates by source
+    python bench/spotting.py --skip trained folds music --big --pdf-set 20 --speed 10
 
-Protocol (issue 18): drawings of ``--split`` (firefighting), exemplars drawn from the train
+Protocol (issues 18, 27): drawings of ``--split`` (firefighting), exemplars drawn from the train
 split, 1 per class, ``--draws`` seeded draws (seed = draw number): mean and 95% interval of COCO
 AP50 and AP@[.5:.95] (pycocotools), per-class AP50, and counting (share of (drawing, class)
 pairs with an exact count; mean absolute count error). Settings:
 
 * trained classes: the main model, every class;
+* ``--robustness``: the same on copies of the split made by ``robustness.transform`` (scan,
+  scale 0.7x / 1.4x, turned 90 degrees, line weight +-1 px; seeded by image id, boxes carried
+  exactly), exemplars from the unchanged train split; each with template matching as the
+  reference row;
 * held-out folds: each fold model (trained without its fold's classes) with exemplars and
   ground truth of its fold's classes only;
 * template matching (cv2.matchTemplate, normalised cross-correlation, 3 scales x 4 turns, same
-  exemplars, same NMS and box rule) as the reference row;
+  exemplars, same NMS and box rule) as the reference row, on the first ``--template-draws``;
 * music pages (muscima test split, exemplars from its train split), capped (``--music-pages``,
   ``--max-candidates``) so the run stays affordable.
 
-The crops of a drawing's candidates are embedded once per model (cached under ``--cache``); each
-exemplar draw then only embeds its exemplars. Speed and memory have their own mode:
-``--speed`` (seconds per drawing, end to end, 2 threads) and ``--big`` (a 10,000 x 10,000 px
-drawing, tiled, peak RSS).
+The ink candidates of a drawing and their crops' features are computed once per model (cached
+under ``--cache``); each exemplar draw then embeds its exemplars and adds its template evidence
+(template.py; it depends on the exemplars). ``--tune`` scores every combination of
+SCORING_GRID on valid (and its ``--robustness`` copies: the mean AP50 decides); ``--recall``
+needs no model. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
+and median), ``--big`` (generated 14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and
+peak RSS of the ``symclr-spot`` process), ``--pdf-set N`` (an N-page generated PDF, one process
+against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
+and memory only).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import hashlib
 import io
 import json
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -43,13 +56,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from symclr_ft.data.coco import load_coco  # noqa: E402
+from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
+from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
-from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_rgb  # noqa: E402
+from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
 from symclr_ft.use.spot.report import count_detections  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
-    pick_coco_exemplars, score_candidates, to_coco_results,
+    pick_coco_exemplars, score_candidates, to_coco_results, with_templates,
 )
 from symclr_ft.use.spot.report import exact_count_share  # noqa: E402
 
@@ -99,13 +113,14 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------- candidate cache
 
 
-SCORING_ONLY = ("min_score", "count_score", "nms_iou", "box_mode", "class_agnostic_nms", "objectness_weight")
+SCORING_ONLY = ("min_score", "count_score", "nms_iou", "box_mode", "class_agnostic_nms", "objectness_weight",
+                "score_rule")  # and every template* setting: none of them changes the ink candidates
 
 
 def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
                       cache: Path, objectness=None, tag: str = "") -> dict[int, Candidates]:
     """Candidates and crop features of every drawing, computed once per (model, settings)."""
-    keyed = {k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY}
+    keyed = {k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY and not k.startswith("template")}
     stat = model_path.stat()
     key = hashlib.sha1(json.dumps([str(model_path), stat.st_size, stat.st_mtime, image_size, keyed, tag,
                                    [str(d.path) for d in drawings]], default=str).encode()).hexdigest()[:16]
@@ -117,7 +132,7 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
     start = time.time()
     for d in drawings:
         with torch.no_grad():
-            c = drawing_candidates(net, open_rgb(d.path), image_size, cfg, objectness)
+            c = drawing_candidates(net, open_drawing(d), image_size, cfg, objectness)
         out[d.image_id] = c
     print(f"  embedded candidates of {len(drawings)} drawings in {time.time() - start:.0f} s "
           f"({sum(c.boxes.shape[0] for c in out.values()) / max(1, len(out)):.0f} per drawing)", flush=True)
@@ -129,7 +144,54 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
 
 def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
     mask = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in ex.labels], dtype=torch.bool)
-    return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids)
+    templates = ex.templates
+    if templates is not None:
+        kept = lambda label: ex.category_ids[label] in keep_ids  # noqa: E731
+        templates = replace(templates, items=[t for t in templates.items if kept(t.label)],
+                            pictures=[(label, p) for label, p in templates.pictures if kept(label)])
+    return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids,
+                     templates=templates)
+
+
+def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
+              cfg: SpotConfig) -> dict[int, Candidates]:
+    """Each drawing's cached ink candidates with this exemplar draw's template evidence and
+    template-only candidates (they depend on the exemplars, so they are made per draw)."""
+    if not cfg.templates:
+        return cands
+    with torch.no_grad():
+        return {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
+                for d in drawings}
+
+
+def drawing_pixels(drawings, cfg: SpotConfig) -> dict[int, np.ndarray]:
+    """RGB arrays of the drawings, kept for template matching of every draw (none without it)."""
+    return {d.image_id: np.asarray(open_drawing(d)) for d in drawings} if cfg.templates else {}
+
+
+def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
+    """The split of ``gt_json`` under a robustness setting (``robustness.transform``, seeded by
+    each image's id; docs in that module), written once as PNG drawings and a COCO json under
+    ``cache/robustness/<split>-<setting>/``. Returns the json."""
+    from symclr_ft.use.spot.robustness import transform
+
+    out = cache / "robustness" / f"{gt_json.parent.name}-{setting}"
+    if (out / ANNOTATIONS_FILE).is_file():
+        return out / ANNOTATIONS_FILE
+    coco = json.loads(gt_json.read_text())
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for im in coco["images"]:
+        anns = [a for a in coco["annotations"] if a["image_id"] == im["id"]]
+        image, boxes = transform(open_rgb(gt_json.parent / im["file_name"]), [a["bbox"] for a in anns], setting, im["id"])
+        im.update(file_name=Path(im["file_name"]).stem + ".png", width=image.width, height=image.height)
+        image.save(tmp / im["file_name"])
+        for a, box in zip(anns, boxes):
+            a.update(bbox=[round(v, 2) for v in box], area=round(box[2] * box[3], 2))
+    (tmp / ANNOTATIONS_FILE).write_text(json.dumps(coco))
+    tmp.rename(out)
+    return out / ANNOTATIONS_FILE
 
 
 def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig) -> list[dict]:
@@ -242,10 +304,11 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
     cat_ids = sorted(classes)
     ours, tm = [], []
     greys = {d.image_id: np.asarray(open_rgb(d.path).convert("L")) for d in drawings} if template_draws else {}
+    rgbs = drawing_pixels(drawings, cfg)
     for seed in range(draws):
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
-        ours.append(run_draw(cands, drawings, ex, cfg, gt_json, cat_ids))
+        ours.append(run_draw(templated(net, cands, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json, cat_ids))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else ""), flush=True)
@@ -265,37 +328,147 @@ def summarise(runs: list[dict], keep: bool) -> dict:
     return out
 
 
+SCORING_GRID = {  # what --tune chooses between (on valid)
+    "objectness_weight": (0.0, 0.5, 1.0),
+    "box_mode": ("exemplar", "candidate"),
+    "nms_iou": (0.3, 0.5),
+    "score_rule": ("sum", "max"),
+    "template_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
+    "template_floor": (0.3, 0.5),
+}
+COUNT_SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def scoring_grid(cfg: SpotConfig) -> list[dict]:
+    """Every combination of SCORING_GRID (template rule and floor only once where the template
+    weight is 0: they do not matter there; none of the template keys without templates)."""
+    import itertools
+
+    keys = list(SCORING_GRID)
+    out, seen = [], set()
+    for values in itertools.product(*SCORING_GRID.values()):
+        combo = dict(zip(keys, values))
+        if combo["template_weight"] == 0 or not cfg.templates:
+            combo.update(score_rule="sum", template_floor=0.5, template_weight=0.0)
+        key = tuple(combo.values())
+        if key not in seen:
+            seen.add(key)
+            out.append(combo)
+    return out
+
+
 def tune(args, cfg: SpotConfig) -> list[dict]:
-    """Scoring settings on the VALID split (main model, all classes, ``--draws`` draws):
-    objectness weight x box rule x NMS IoU, and the count threshold for exact counts."""
+    """Scoring settings on the VALID split (main model, all classes, ``--draws`` draws), and on
+    its ``--robustness`` copies if given (the mean AP50 over clean and those is what counts):
+    SCORING_GRID, and the count threshold for exact counts."""
     from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    gt_json = args.data / "valid" / "_annotations.coco.json"
-    drawings = list_drawings(gt_json)
-    net, size, _ = model_and_size(args.model, None)
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     print(f"box padding {cfg.box_padding}", flush=True)
-    cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
-    cat_ids = sorted({c for d in drawings for c, _ in d.truth})
-    exemplars = [embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, s), size, cfg) for s in range(args.draws)]
+    net, size, _ = model_and_size(args.model, None)
+    clean = args.data / "valid" / "_annotations.coco.json"
+    splits = [("clean", clean)] + [(s, robust_split(clean, s, args.cache)) for s in args.robustness]
+    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, candidates))
+    for name, gt_json in splits:
+        drawings = list_drawings(gt_json)
+        cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
+        rgbs = drawing_pixels(drawings, cfg)
+        draws = []
+        for seed in range(args.draws):
+            ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, seed), size, cfg)
+            draws.append((ex, templated(net, cands, drawings, rgbs, ex, size, cfg)))
+        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws))
     rows = []
-    for weight in (0.0, 0.5, 1.0, 2.0):
-        for box_mode in ("exemplar", "candidate"):
-            for nms_iou in (0.3, 0.5):
-                c = replace(cfg, objectness_weight=weight, box_mode=box_mode, nms_iou=nms_iou)
-                per_draw = [draw_results(cands, drawings, ex, c) for ex in exemplars]
-                ap = [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]
-                for count_score in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
-                    counted = [counting(r, drawings, cat_ids, count_score) for r in per_draw]
-                    runs = [{**a, "exact_counts": e, "count_mae": m} for a, (e, m) in zip(ap, counted)]
-                    rows.append({"objectness_weight": weight, "box_mode": box_mode, "nms_iou": nms_iou,
-                                 "count_score": count_score, **summarise(runs, False)})
-                    r = rows[-1]
-                    print(f"  w={weight} {box_mode} nms={nms_iou} count>={count_score}: AP50 {r['ap50'][0]:.3f} "
-                          f"AP {r['ap'][0]:.3f} exact {r['exact_counts'][0]:.3f} mae {r['count_mae'][0]:.2f}", flush=True)
+    for combo in scoring_grid(cfg):
+        c = replace(cfg, **combo)
+        scored = []  # per split: the draws' results and AP (they do not depend on the count threshold)
+        for name, gt_json, drawings, cat_ids, draws in prepared:
+            per_draw = [draw_results(cands, drawings, ex, c) for ex, cands in draws]
+            scored.append((name, drawings, cat_ids, per_draw,
+                           [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]))
+        for count_score in COUNT_SCORES:
+            row = {**combo, "count_score": count_score}
+            for name, drawings, cat_ids, per_draw, aps in scored:
+                row[name] = summarise([{**ap, **dict(zip(("exact_counts", "count_mae"),
+                                                         counting(r, drawings, cat_ids, count_score)))}
+                                       for r, ap in zip(per_draw, aps)], False)
+            for key in ("ap50", "ap", "exact_counts", "count_mae"):  # the mean over clean and copies
+                row[key] = [float(np.mean([row[name][key][0] for name, *_ in prepared])), 0.0]
+            rows.append(row)
+            print("  " + " ".join(f"{k}={v}" for k, v in combo.items()) + f" count>={count_score}: AP50 "
+                  f"{row['ap50'][0]:.3f} exact {row['exact_counts'][0]:.3f} ("
+                  + ", ".join(f"{name} {row[name]['ap50'][0]:.3f}" for name, *_ in prepared) + ")", flush=True)
     return rows
+
+
+def _recall(boxes: torch.Tensor, truth: torch.Tensor) -> int:
+    """Ground-truth boxes (x0, y0, x1, y1) that some box matches at IoU >= 0.5."""
+    from torchvision.ops import box_iou
+
+    if truth.shape[0] == 0 or boxes.shape[0] == 0:
+        return 0
+    return int((box_iou(truth, boxes).max(dim=1).values >= 0.5).sum())
+
+
+def candidate_recall(args, cfg: SpotConfig, gt_json: Path, objectness) -> dict:
+    """Candidates by source on the split of ``gt_json`` (no model needed): the share of
+    ground-truth boxes that the ink candidates (objectness-selected, as embedded), the template
+    candidates and their union match at IoU >= 0.5, candidates per drawing, seconds per drawing
+    of each source; and the template peaks alone as a detector (AP50, class = the peak's
+    exemplar). Exemplars: draw 0 (seed 0), 1 per class, from train."""
+    from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
+    from symclr_ft.use.spot.spotting import picked_templates
+    from symclr_ft.use.spot.template import match_templates
+
+    exemplar_json = args.data / "train" / "_annotations.coco.json"
+    cfg = replace(cfg, box_padding=objectness.box_padding)
+    picked = pick_coco_exemplars(exemplar_json, 1, 0)
+    templates = picked_templates(picked, cfg)
+    cat_ids = sorted({p[0] for p in picked})
+    drawings = list_drawings(gt_json)[: args.max_drawings or None]
+    found = {"ink": 0, "template": 0, "union": 0}
+    counts = {"ink": 0, "template": 0, "union": 0}
+    seconds = {"ink": 0.0, "template": 0.0}
+    truth_total, results = 0, []
+    for d in drawings:
+        rgb = np.asarray(open_rgb(d.path))
+        h, w = rgb.shape[:2]
+        truth = torch.tensor([[x, y, x + bw, y + bh] for _, (x, y, bw, bh) in d.truth]).reshape(-1, 4)
+        start = time.perf_counter()
+        ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
+        ink = pad_boxes(select_candidates(ink, desc, objectness, w, h, cfg)[0], cfg.box_padding, w, h)
+        middle = time.perf_counter()
+        ev = match_templates(rgb, templates, ink, cfg)
+        extra = ev.extra
+        seconds["ink"] += middle - start
+        seconds["template"] += time.perf_counter() - middle
+        alone = match_templates(rgb, templates, torch.zeros((0, 4)), cfg).extra
+        for name, boxes in (("ink", ink), ("template", alone), ("union", torch.cat([ink, extra]))):
+            found[name] += _recall(boxes, truth)
+            counts[name] += boxes.shape[0]
+        truth_total += truth.shape[0]
+        keep = torchvision_nms(ev.peaks, ev.peak_scores, cfg.nms_iou)  # one class per place
+        for (x0, y0, x1, y1), score, label in zip(ev.peaks[keep].tolist(), ev.peak_scores[keep].tolist(),
+                                                  ev.peak_labels[keep].tolist()):
+            results.append({"image_id": d.image_id, "category_id": cat_ids[label],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+    present = sorted({c for d in drawings for c, _ in d.truth} & set(cat_ids))
+    ap = coco_scores(gt_json, results, present, [d.image_id for d in drawings])
+    n = max(1, len(drawings))
+    return {"split": args.split, "drawings": len(drawings), "boxes": truth_total, "templates": len(templates.items),
+            "recall": {k: v / max(1, truth_total) for k, v in found.items()},
+            "candidates_per_drawing": {k: v / n for k, v in counts.items()},
+            "seconds_per_drawing": {k: v / n for k, v in seconds.items()},
+            "template_peaks_alone": {"ap50": ap["ap50"], "ap": ap["ap"]},
+            "config": {k: v for k, v in asdict(cfg).items() if k.startswith("template")}}
+
+
+def torchvision_nms(boxes, scores, iou):
+    from torchvision.ops import nms
+
+    return nms(boxes, scores, iou)
 
 
 def parse_args(argv=None):
@@ -315,18 +488,49 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--choose-from", type=Path, default=None,
                    help="tune_valid.json: use its best scoring settings (AP50, then exact counts)")
+    p.add_argument("--robustness", nargs="*", default=[], choices=[*SETTINGS, "all"],
+                   help="also these copies of the split (robustness.transform; 'all': every one), each with "
+                   "template matching as the reference row; with --tune, valid's copies count in the choice")
     p.add_argument("--speed", type=int, default=0, help="also time N valid drawings end to end")
-    p.add_argument("--big", action="store_true", help="also a 10,000 x 10,000 px drawing: time and peak RSS")
+    p.add_argument("--big", action="store_true",
+                   help="also generated 14,000 x 9,900 and 10,000 x 10,000 px sheets end to end: time and peak RSS")
+    p.add_argument("--pdf-set", type=int, default=0, metavar="PAGES",
+                   help="also a generated PDF of PAGES pages, one process against two: time, identical outputs")
+    p.add_argument("--recall", action="store_true",
+                   help="only candidate recall by source (ink, template, union) on --split; no model needed")
+    p.add_argument("--max-drawings", type=int, default=0, help="--recall: the first N drawings (0: all)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25")
     return p.parse_args(argv)
 
 
+def config_overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as SpotConfig fields, each value parsed as its field's type (tuples
+    comma-separated)."""
+    defaults = asdict(SpotConfig())
+    out = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in defaults:
+            raise SystemExit(f"--set {pair}: no SpotConfig field {key!r}")
+        default = defaults[key]
+        if isinstance(default, tuple):
+            out[key] = tuple(type(default[0])(v) for v in text.split(","))
+        elif isinstance(default, bool):
+            out[key] = text.lower() in ("1", "true", "yes")
+        else:
+            out[key] = type(default)(text)
+    return out
+
+
 def choose(rows: list[dict]) -> dict:
-    """Best valid setting: highest mean AP50 (objectness weight, box rule, NMS), then among
-    those the count threshold with the most exact counts."""
+    """Best valid setting: highest mean AP50 (the scoring keys of SCORING_GRID that the rows
+    hold), then among those the count threshold with the most exact counts."""
+    keys = [k for k in SCORING_GRID if k in rows[0]]
     best_ap = max(rows, key=lambda r: r["ap50"][0])
-    same = [r for r in rows if all(r[k] == best_ap[k] for k in ("objectness_weight", "box_mode", "nms_iou"))]
+    same = [r for r in rows if all(r[k] == best_ap[k] for k in keys)]
     best = max(same, key=lambda r: r["exact_counts"][0])
-    return {k: best[k] for k in ("objectness_weight", "box_mode", "nms_iou", "count_score")}
+    return {k: best[k] for k in [*keys, "count_score"]}
 
 
 def speed(args, cfg: SpotConfig, n: int) -> dict:
@@ -336,7 +540,8 @@ def speed(args, cfg: SpotConfig, n: int) -> dict:
     from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    net, size, _ = model_and_size(args.model, None)
+    model, extra = bench_model(args)
+    net, size, _ = model_and_size(model, 96 if extra else None)
     t0 = time.perf_counter()
     ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, 0), size, cfg)
     t1 = time.perf_counter()
@@ -344,48 +549,143 @@ def speed(args, cfg: SpotConfig, n: int) -> dict:
     cfg = replace(cfg, box_padding=objectness.box_padding)
     t2 = time.perf_counter()
     drawings = list_drawings(args.data / "valid" / "_annotations.coco.json")[:n]
-    times = []
+    times, sizes = [], []
     for d in drawings:
         start = time.perf_counter()
         with torch.no_grad():
             spot_drawing(net, d, ex, size, cfg, objectness)
         times.append(time.perf_counter() - start)
+        sizes.append(open_drawing(d).size)
     return {"drawings": n, "median_s": float(np.median(times)), "mean_s": float(np.mean(times)),
             "max_s": float(np.max(times)), "exemplars_s": t1 - t0, "objectness_fit_s": t2 - t1,
-            "threads": torch.get_num_threads(), "load_at_start": os.getloadavg()[0]}
+            "mean_size": [float(np.mean([w for w, _ in sizes])), float(np.mean([h for _, h in sizes]))],
+            "templates": cfg.templates, "model": str(model), "threads": torch.get_num_threads(),
+            "load_at_start": os.getloadavg()[0]}
 
 
-def big_drawing(args, cfg: SpotConfig) -> dict:
-    """A 10,000 x 10,000 px drawing (valid drawings tiled side by side), spotted in a child
-    process; its peak RSS from the kernel (ru_maxrss of the child)."""
+def pdf_set(args, cfg: SpotConfig, pages: int = 20) -> dict:
+    """A ``pages``-page PDF of generated 800 x 700 drawings (lossless palette pages at 150
+    dpi), spotted by ``symclr-spot`` with one process and with two (torchrun): seconds of each,
+    whether detections.json and counts.csv are identical, and pages done (each once)."""
+    import random
     import subprocess
     import tempfile
 
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix="spot_big_", dir=args.out))
-    sheet = Image.new("RGB", (10_000, 10_000))
-    tiles = list_drawings(args.data / "valid" / "_annotations.coco.json")
-    k = 0
-    for y in range(0, 10_000, 700):
-        for x in range(0, 10_000, 840):
-            sheet.paste(open_rgb(tiles[k % len(tiles)].path), (x, y))
-            k += 1
-    (tmp / "drawings").mkdir()
-    sheet.save(tmp / "drawings" / "big.png")
-    del sheet
-    cmd = [sys.executable, "-m", "symclr_ft.use.spot.spotting", "--model", str(args.model), "--exemplars",
-           str(args.data / "train"), "--drawings", str(tmp / "drawings"), "--out", str(tmp / "out")]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
-    return {"returncode": proc.returncode, "seconds": seconds, "peak_rss_gib": peak,
-            "stdout": proc.stdout[-600:], "stderr": proc.stderr[-600:]}
+    from symclr_ft.data import synth
+
+    model, extra = bench_model(args)
+    tmp = Path(tempfile.mkdtemp(prefix="spot_pdf_", dir=args.out))
+    exemplars = synth.write_synthetic_coco(tmp / "exemplars", classes=12, drawings_per_split={"train": 6},
+                                           image_size=(640, 560), seed=0) / "train"
+    designs, rng = synth.symbol_designs(12), random.Random(1)
+    sheets = [synth.draw_drawing(rng, designs, rng.choices(range(12), k=rng.randint(10, 20)), (800, 700))[0]
+              .convert("P", palette=Image.Palette.ADAPTIVE, colors=128) for _ in range(pages)]
+    (tmp / "set").mkdir()
+    sheets[0].save(tmp / "set" / "set.pdf", save_all=True, append_images=sheets[1:], resolution=DEFAULT_DPI)
+    row = {"pages": pages, "model": str(model)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("one", [sys.executable, "-m"]),
+                           ("two", [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "-m"])):
+        cmd = [*launcher, "symclr_ft.use.spot.spotting", "--model", str(model), "--exemplars", str(exemplars),
+               "--drawings", str(tmp / "set"), "--out", str(tmp / name), *extra]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        row[f"{name}_seconds"] = time.perf_counter() - start
+        row[f"{name}_returncode"] = proc.returncode
+        row[f"{name}_stderr"] = proc.stderr[-400:] if proc.returncode else ""
+    same = all((tmp / "one" / f).read_text() == (tmp / "two" / f).read_text() for f in ("detections.json", "counts.csv"))
+    with open(tmp / "two" / "counts.csv") as f:  # the takeoff: every page once, per class
+        listed = [(r["page"], r["class"]) for r in csv.DictReader(f)]
+    row.update(identical=same, pages_in_takeoff=len({p for p, _ in listed}), rows_unique=len(listed) == len(set(listed)))
+    print(f"  PDF set of {pages} pages: one process {row['one_seconds']:.0f} s, two {row['two_seconds']:.0f} s, "
+          f"identical outputs: {same}", flush=True)
+    shutil.rmtree(tmp)
+    return row
+
+
+BIG_SHEETS = ((14_000, 9_900), (10_000, 10_000))  # an A0 sheet at 300 dpi; issue 18's square
+SHEET_CELL = (1_400, 990)  # one generated drawing of the sheet
+
+
+def generated_sheet(folder: Path, width: int, height: int, seed: int = 0) -> tuple[Path, Path, int]:
+    """A large sheet of generated drawings (``synth.draw_drawing`` cells of SHEET_CELL, 10-20
+    symbols each, wires and text), and a generated COCO split whose 12 classes are the sheet's
+    (the exemplars). Returns (drawings folder, exemplar split, symbols on the sheet)."""
+    import random
+
+    from PIL import Image
+
+    from symclr_ft.data import synth
+
+    exemplars = synth.write_synthetic_coco(folder / "exemplars", classes=12, drawings_per_split={"train": 6},
+                                           image_size=(640, 560), seed=seed) / "train"
+    designs, rng = synth.symbol_designs(12), random.Random(seed)
+    sheet = Image.new("RGB", (width, height), synth.BACKGROUND)
+    symbols = 0
+    for y in range(0, height - SHEET_CELL[1] + 1, SHEET_CELL[1]):
+        for x in range(0, width - SHEET_CELL[0] + 1, SHEET_CELL[0]):
+            cell, boxes = synth.draw_drawing(rng, designs, rng.choices(range(12), k=rng.randint(10, 20)), SHEET_CELL)
+            sheet.paste(cell, (x, y))
+            symbols += len(boxes)
+    (folder / "drawings").mkdir()
+    sheet.save(folder / "drawings" / f"sheet-{width}x{height}.png", compress_level=1)
+    return folder / "drawings", exemplars, symbols
+
+
+def bench_model(args) -> tuple[Path, list[str]]:
+    """The model for speed and memory runs: ``--model`` when it exists, else EfficientNet-lite0
+    with its ImageNet weights (features untrained for symbols: time and memory only) at 96 px."""
+    if args.model.is_file():
+        return args.model, []
+    from symclr_ft.config import ModelConfig
+    from symclr_ft.models.backbones import build_model, save_model_file
+
+    path = args.cache / "imagenet_lite0" / "model.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        net = build_model(ModelConfig(arch="tf_efficientnet_lite0", init="efficientnet_lite0", input_norm="imagenet"))
+        save_model_file(net, path, epoch=0)
+    print(f"  {args.model} not found: ImageNet EfficientNet-lite0 at 96 px (time and memory only)", flush=True)
+    return path, ["--image-size", "96"]
+
+
+def big_drawing(args, cfg: SpotConfig) -> list[dict]:
+    """Each of BIG_SHEETS, generated, spotted end to end by ``symclr-spot`` in a child process
+    (2 threads): seconds, and the child's peak RSS from the kernel (``os.wait4``)."""
+    import subprocess
+    import tempfile
+
+    model, extra = bench_model(args)
+    rows = []
+    for width, height in BIG_SHEETS:
+        tmp = Path(tempfile.mkdtemp(prefix="spot_big_", dir=args.out))
+        drawings, exemplars, symbols = generated_sheet(tmp, width, height)
+        cmd = [sys.executable, "-m", "symclr_ft.use.spot.spotting", "--model", str(model), "--exemplars",
+               str(exemplars), "--drawings", str(drawings), "--out", str(tmp / "out"), *extra]
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(args.threads)}
+        start = time.perf_counter()
+        with open(tmp / "stdout.txt", "w") as out, open(tmp / "stderr.txt", "w") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+            _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        found = json.loads((tmp / "out" / "detections.json").read_text()) if (tmp / "out").is_dir() else []
+        rows.append({"width": width, "height": height, "symbols": symbols, "returncode": os.waitstatus_to_exitcode(status),
+                     "seconds": seconds, "peak_rss_gib": usage.ru_maxrss / 2**20, "cpu_s": usage.ru_utime + usage.ru_stime,
+                     "detections": len(found), "counted": sum(r["score"] >= cfg.count_score for r in found),
+                     "model": str(model), "stdout": (tmp / "stdout.txt").read_text()[-600:],
+                     "stderr": (tmp / "stderr.txt").read_text()[-600:]})
+        print(f"  big sheet {width}x{height}: {seconds:.0f} s, peak RSS {rows[-1]['peak_rss_gib']:.2f} GiB, "
+              f"{len(found)} detections ({symbols} symbols drawn)", flush=True)
+        shutil.rmtree(tmp)
+    return rows
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if "all" in args.robustness:
+        args.robustness = list(SETTINGS)
     torch.set_num_threads(args.threads)
     import cv2
 
@@ -395,6 +695,17 @@ def main(argv=None) -> int:
     if args.choose_from:
         cfg = replace(cfg, **choose(json.loads(args.choose_from.read_text())))
         print(f"settings chosen on valid: {choose(json.loads(args.choose_from.read_text()))}", flush=True)
+    cfg = replace(cfg, **config_overrides(args.set))
+    if args.recall:
+        from symclr_ft.use.spot.objectness import fit_objectness
+
+        objectness = fit_objectness(args.data / "train" / "_annotations.coco.json", cfg, seed=0)
+        clean = args.data / args.split / "_annotations.coco.json"
+        found = {name: candidate_recall(args, cfg, gt, objectness) for name, gt in
+                 [("clean", clean)] + [(r, robust_split(clean, r, args.cache)) for r in args.robustness]}
+        (args.out / f"recall_{args.split}.json").write_text(json.dumps(found, indent=1))
+        print(json.dumps(found, indent=1))
+        return 0
     if args.tune:
         rows = tune(args, cfg)
         (args.out / "tune_valid.json").write_text(json.dumps(rows, indent=1))
@@ -408,6 +719,12 @@ def main(argv=None) -> int:
         report["settings"].append(evaluate_setting("trained classes", args.model, drawings, exemplar_json, gt_json, present,
                                                    cfg, args.draws, args.cache, template_draws=args.template_draws))
         (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
+    for setting in args.robustness:
+        robust_json = robust_split(gt_json, setting, args.cache)
+        report["settings"].append(evaluate_setting(
+            f"trained classes, {setting}", args.model, list_drawings(robust_json), exemplar_json, robust_json,
+            present, cfg, args.draws, args.cache, template_draws=args.template_draws))
+        (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
     if "folds" not in args.skip:
         names = {c.id: c.name for c in load_coco(gt_json).categories.values()}
         for fold, model, classes in fold_settings(args.folds, names):
@@ -419,6 +736,8 @@ def main(argv=None) -> int:
     if args.speed:
         report["speed"] = speed(args, cfg, args.speed)
         print(f"speed: {report['speed']}", flush=True)
+    if args.pdf_set:
+        report["pdf_set"] = pdf_set(args, cfg, args.pdf_set)
     if args.big:
         report["big"] = big_drawing(args, cfg)
         print(f"big drawing: {report['big']}", flush=True)

@@ -292,7 +292,7 @@ def _command_parsers() -> dict:
 
 def _typed_options(parser) -> list:
     """The options that take a number (every option with a type: the bounded helpers, and
-    --reject / --count-score, which also take a word)."""
+    --reject / --count-score, which also take a word, and symclr-spot's --pages, page ranges)."""
     return [a for a in parser._actions if a.type not in (None, str) and a.option_strings]
 
 
@@ -304,7 +304,7 @@ def test_every_numeric_option_is_range_checked_by_the_one_helper():
         for action in _typed_options(build()):
             assert action.type not in (int, float), (name, action.option_strings)
             bounded = getattr(action.type, "bounds", None) is not None
-            assert bounded or action.dest in ("reject", "count_score"), (name, action.option_strings)
+            assert bounded or action.dest in ("reject", "count_score", "pages"), (name, action.option_strings)
 
 
 NUMBER_TEXT = st.one_of(

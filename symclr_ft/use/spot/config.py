@@ -32,3 +32,23 @@ class SpotConfig:
     min_candidates: int = 50
     max_candidates: int = 20000
     objectness_weight: float = 0.5  # score = similarity * P(symbol) ** weight (chosen on valid)
+    # template matching (template.py): a second candidate source and a second score
+    templates: bool = True
+    # exemplar sizes tried, quarter turns each; with the blur each covers about +-15%
+    template_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
+    template_turns: bool = True
+    template_min_side: int = 12  # the drawing is reduced while templates keep this many pixels
+    template_blur: float = 1.0  # Gaussian sigma (px at the matching level): tolerance of scale and line weight
+    template_peak: float = 0.6  # correlation from which a peak is a candidate (0.5: same recall on valid, 2x the peaks)
+    template_slack: int = 2  # px (at the matching level) around a candidate's centre to look for its peak
+    template_peaks_per_tile: int = 400  # per template and tile, highest first
+    template_candidates_per_megapixel: int = 300  # template-only candidates kept (after NMS)
+    max_template_candidates: int = 4000  # per drawing, the best correlations (a large sheet)
+    template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
+    template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
+    # scoring (spotting.class_evidence): how similarity and correlation combine. Until
+    # bench/spotting.py --tune has chosen on valid with a trained model: "max", which keeps the
+    # score of issue 18 wherever the correlation is weaker (its tuned count threshold holds)
+    score_rule: str = "max"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
+    template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
+    template_floor: float = 0.5  # correlation at or below this counts as no evidence

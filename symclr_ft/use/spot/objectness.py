@@ -36,9 +36,15 @@ class Objectness:
     box_padding: float  # ink box -> symbol box that fits this dataset's annotations
 
     def probability(self, descriptors: np.ndarray) -> np.ndarray:
+        """P(symbol) of each row. On one thread: a few hundred rows take milliseconds, while
+        OpenMP's threads waiting for each other took half a second per drawing on a busy
+        2-core machine (measured)."""
+        from threadpoolctl import threadpool_limits
+
         if descriptors.shape[0] == 0:
             return np.zeros(0, np.float32)
-        return self.model.predict_proba(descriptors)[:, 1].astype(np.float32)
+        with threadpool_limits(1):
+            return self.model.predict_proba(descriptors)[:, 1].astype(np.float32)
 
 
 PADDINGS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)

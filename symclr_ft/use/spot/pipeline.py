@@ -4,27 +4,31 @@ The trained embedder tells symbols apart once they are cut out; this module find
 The pipeline, one drawing at a time (so the result of a drawing never depends on which process
 or batch it went through):
 
-1. **Candidates** (class-agnostic, no learning): ink is split by colour (the CAD drawings draw
-   symbols and wires in different colours; a white-background page is inverted first), long
-   straight horizontal and vertical runs (wires, staff lines, frames) are removed, and the
-   connected components at a few dilation radii are the candidate symbols. Their ink box is grown
-   by ``box_padding`` because annotators draw boxes looser than the ink. Large drawings are
-   processed in overlapping tiles; a tile keeps only components whose centre lies in its own
-   (non-overlapping) core, so nothing is counted twice across tile borders.
+1. **Candidates** (class-agnostic), from two sources. Ink (no learning): ink is split by colour
+   (the CAD drawings draw symbols and wires in different colours), long straight horizontal and
+   vertical runs (wires, staff lines, frames) are removed, and the connected components at a
+   few dilation radii are the candidate symbols; their ink box is grown by ``box_padding``
+   because annotators draw boxes looser than the ink. Template matching (``template.py``): the
+   exemplars' pictures correlated with the drawing at three scales in four quarter turns; its
+   peaks that no ink candidate covers are candidates too (grey, blurred or faint scans, where
+   ink colours fail). Large drawings are processed in overlapping tiles; a tile keeps only
+   what lies in its own (non-overlapping) core, so nothing is counted twice across tile borders.
 2. **Embedding**: each candidate is cut exactly as make-shards cuts a symbol
    (:func:`symclr_ft.data.coco.padded_crop_box`, padding 0.1), resized to the model's size and
    embedded with ``net.features``. These features do not depend on the exemplars, so a benchmark
    embeds a drawing once and scores many exemplar draws against it.
-3. **Scoring**: cosine similarity to every exemplar in its four quarter turns (symbols appear
-   rotated); a candidate's class is its best exemplar's, its score that similarity. The box is
-   the exemplar's box size (turned as the best match) centred on the candidate, or the
-   candidate's own box (``box_mode``).
-4. **NMS** (``torchvision.ops.batched_nms``, class-agnostic by default: one symbol per place),
-   then counts of detections scoring at least ``count_score``.
+3. **Scoring** (:func:`class_evidence`): cosine similarity to every exemplar in its four
+   quarter turns (symbols appear rotated), weighed by P(symbol), combined with the template
+   correlation of each class; a candidate's class is its best. The box is the matched
+   exemplar's size (at the template's scale and turn where the correlation counts) centred on
+   the candidate, or the candidate's own box (``box_mode``).
+4. **NMS** (``torchvision.ops.batched_nms``, class-agnostic by default: one symbol per place,
+   then one box per place when a symbol matched at two scales), then counts of detections
+   scoring at least ``count_score``.
 
-Why candidates from ink rather than dense correlation: on these drawings the measured recall of
-ink candidates is high and the crop embedder then sees exactly the kind of crop it was trained
-on (numbers and the comparison are in docs/RESULTS.md, section "Spotting").
+Why both sources: ink candidates have the recall on clean CAD drawings and the crop embedder
+then sees exactly the kind of crop it was trained on; template peaks hold on scans and copies
+where ink thresholds find nothing (docs/RESULTS.md, sections "Spotting" and issue 27).
 
 The command ``symclr-spot`` (:mod:`symclr_ft.use.spot.spotting`) and the Python API
 (:class:`symclr_ft.use.spot.spotter.Spotter`) both run it. Example::
@@ -36,7 +40,7 @@ The command ``symclr-spot`` (:mod:`symclr_ft.use.spot.spotting`) and the Python 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -50,7 +54,10 @@ from symclr_ft.data.coco import load_coco, padded_crop_box
 from symclr_ft.errors import UserError
 from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
 from symclr_ft.use.spot.config import SpotConfig
-from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, open_rgb
+from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, open_drawing, open_rgb
+from symclr_ft.use.spot.template import (
+    Templates, exemplar_picture, make_templates, match_templates, same_place_suppression,
+)
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Exemplars:
     class_names: list[str]
     category_ids: list[int]  # COCO id of each class (index + 1 when not from COCO)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    templates: Templates | None = None  # pictures for template matching (None: from an index)
 
 
 @dataclass
@@ -70,16 +78,24 @@ class Candidates:
     boxes: torch.Tensor  # (N, 4) x0, y0, x1, y1 float, the candidate's own (padded ink) box
     features: torch.Tensor  # (N, D) L2-normalised
     objectness: torch.Tensor  # (N,) P(symbol), 1 without an objectness model
+    correlation: torch.Tensor | None = None  # (N, C) best template correlation of each class
+    template_sizes: torch.Tensor | None = None  # (N, C, 2) box (w, h) of that best template
+    from_template: torch.Tensor | None = None  # (N,) bool: proposed by template matching alone
 
 
 # --------------------------------------------------------------------------- embedding
 
 
-def crop_for_model(image: Image.Image, box_xywh: list[float], size: int, padding: float) -> torch.Tensor:
+def crop_for_model(image: Image.Image | np.ndarray, box_xywh: list[float], size: int, padding: float) -> torch.Tensor:
     """The crop make-shards would cut around ``box_xywh``, resized (stretched) to ``size`` as
-    data.load_split does: (3, size, size) uint8."""
-    x0, y0, x1, y1 = padded_crop_box(box_xywh, image.width, image.height, padding)
-    crop = image.crop((x0, y0, x1, y1)).resize((size, size), Image.BILINEAR)
+    data.load_split does: (3, size, size) uint8. ``image`` is a PIL image or an (H, W, 3) array
+    (the same pixels: a large drawing is then held once, as an array)."""
+    if isinstance(image, np.ndarray):
+        x0, y0, x1, y1 = padded_crop_box(box_xywh, image.shape[1], image.shape[0], padding)
+        crop = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    else:
+        crop = image.crop(padded_crop_box(box_xywh, image.width, image.height, padding))
+    crop = crop.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(crop, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
@@ -100,37 +116,100 @@ def embed_crops(net, crops: torch.Tensor, batch_size: int, rotations: int = 0) -
     return torch.cat(out)
 
 
-def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
-    """Candidate boxes of one drawing, their P(symbol) and the features of their crops."""
-    rgb = np.asarray(image.convert("RGB"))
-    ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
-    ink, prob = select_candidates(ink, desc, objectness, image.width, image.height, cfg)
-    boxes = pad_boxes(ink, cfg.box_padding, image.width, image.height)
+def embed_boxes(net, rgb: np.ndarray, boxes: torch.Tensor, image_size: int, cfg: SpotConfig) -> torch.Tensor:
+    """Features of the crops around ``boxes`` (x0, y0, x1, y1), cut batch by batch (bounded
+    memory however many boxes)."""
     feats = [torch.zeros((0, net.feature_dim))]
-    for start in range(0, boxes.shape[0], cfg.batch_size):  # crops made batch by batch: bounded memory
+    for start in range(0, boxes.shape[0], cfg.batch_size):
         crops = [
-            crop_for_model(image, [x0, y0, x1 - x0, y1 - y0], image_size, cfg.crop_padding)
+            crop_for_model(rgb, [x0, y0, x1 - x0, y1 - y0], image_size, cfg.crop_padding)
             for x0, y0, x1, y1 in boxes[start : start + cfg.batch_size].tolist()
         ]
         feats.append(embed_crops(net, torch.stack(crops), cfg.batch_size))
-    return Candidates(boxes, torch.cat(feats), prob)
+    return torch.cat(feats)
+
+
+def ink_candidates(net, rgb: np.ndarray, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
+    """Candidate boxes of one drawing (H, W, 3 uint8) from its ink, their P(symbol) and the
+    features of their crops. They do not depend on the exemplars (a benchmark caches them)."""
+    height, width = rgb.shape[:2]
+    ink, desc = candidate_boxes_with_descriptors(rgb, cfg)
+    ink, prob = select_candidates(ink, desc, objectness, width, height, cfg)
+    boxes = pad_boxes(ink, cfg.box_padding, width, height)
+    return Candidates(boxes, embed_boxes(net, rgb, boxes, image_size, cfg), prob)
+
+
+def drawing_candidates(net, image: Image.Image, image_size: int, cfg: SpotConfig, objectness=None) -> Candidates:
+    """:func:`ink_candidates` of a PIL image."""
+    return ink_candidates(net, np.asarray(image.convert("RGB")), image_size, cfg, objectness)
+
+
+def with_templates(net, rgb: np.ndarray, cands: Candidates, ex: Exemplars, image_size: int,
+                   cfg: SpotConfig) -> Candidates:
+    """The candidates with template evidence (template.py): every class's best correlation at
+    each, and the template peaks that no candidate covers, embedded here as more candidates
+    (P(symbol) 1: their shape was not judged). Unchanged without templates."""
+    if not cfg.templates or ex.templates is None or not ex.templates.items:
+        return cands
+    ev = match_templates(rgb, ex.templates, cands.boxes, cfg)
+    extra, corr, sizes = ev.extra, ev.extra_correlation, ev.extra_sizes
+    feats = embed_boxes(net, rgb, extra, image_size, cfg)
+    n = cands.boxes.shape[0]
+    return Candidates(
+        torch.cat([cands.boxes, extra]), torch.cat([cands.features, feats]),
+        torch.cat([cands.objectness, torch.ones(extra.shape[0])]),
+        torch.cat([ev.correlation, corr]), torch.cat([ev.sizes, sizes]),
+        torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(extra.shape[0], dtype=torch.bool)]),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- scoring, NMS, counts
 
 
+def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score of every class at every candidate (N, C) and the box size it implies (N, C, 2).
+
+    Feature similarity (best exemplar of the class, any turn) weighed by P(symbol) **
+    ``objectness_weight``, combined with the template correlation mapped to [0, 1] from
+    ``template_floor`` up: ``score_rule`` "sum" takes ``(1 - t) * similarity + t * correlation``,
+    "max" the larger of similarity and ``t * correlation`` (t = ``template_weight``; both chosen
+    on the valid split by ``bench/spotting.py --tune``). The size is the best exemplar's, or, where
+    the correlation counts, the best template's (its scale and turn)."""
+    n, classes = cands.boxes.shape[0], len(ex.class_names)
+    sims = cands.features @ ex.features.T  # (N, E)
+    sim = torch.full((n, classes), -1.0)
+    sim = sim.scatter_reduce(1, ex.labels.expand(n, -1), sims, reduce="amax")
+    best = torch.full((n, classes), -1, dtype=torch.long)
+    for e in range(ex.labels.shape[0]):  # the exemplar behind each class's similarity
+        best[:, ex.labels[e]] = torch.where(sims[:, e] >= sim[:, ex.labels[e]], e, best[:, ex.labels[e]])
+    sizes = ex.sizes[best.clamp(min=0)]
+    score = sim.clamp(min=0) * cands.objectness.clamp(min=0).unsqueeze(1) ** cfg.objectness_weight
+    if cands.correlation is None or cfg.template_weight <= 0:
+        return score, sizes
+    corr = ((cands.correlation - cfg.template_floor) / (1 - cfg.template_floor)).clamp(0, 1)
+    t = cfg.template_weight
+    if cfg.score_rule == "max":
+        combined = torch.maximum(score, t * corr)
+    else:
+        combined = (1 - t) * score + t * corr
+    use_template = corr > 0
+    sizes = torch.where(use_template.unsqueeze(-1), cands.template_sizes, sizes)
+    return combined, sizes
+
+
 def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[str, torch.Tensor]:
-    """Best exemplar per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``."""
-    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long)}
+    """Best class per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``, and
+    ``"best_score"``: the highest score seen at all (-1 without candidates)."""
+    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
+             "best_score": torch.tensor(-1.0)}
     if cands.boxes.shape[0] == 0 or ex.features.shape[0] == 0:
         return empty
-    sims = cands.features @ ex.features.T  # (N, E)
-    scores, best = sims.max(dim=1)
-    scores = scores * cands.objectness.clamp(min=0) ** cfg.objectness_weight
-    labels = ex.labels[best]
+    per_class, sizes = class_evidence(cands, ex, cfg)
+    scores, labels = per_class.max(dim=1)
+    best_score = scores.max()
     if cfg.box_mode == "exemplar":
         centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
-        half = ex.sizes[best] / 2
+        half = sizes[torch.arange(labels.shape[0]), labels] / 2
         boxes = torch.cat([centre - half, centre + half], dim=1)
     else:
         boxes = cands.boxes.clone()
@@ -138,9 +217,10 @@ def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     if cfg.class_agnostic_nms:
         kept = nms(boxes, scores, cfg.nms_iou)
+        kept = kept[same_place_suppression(boxes[kept], scores[kept])]  # one symbol, two scales
     else:
         kept = batched_nms(boxes, scores, labels, cfg.nms_iou)
-    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept]}
+    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept], "best_score": best_score}
 
 
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, ex: Exemplars) -> list[dict]:
@@ -158,6 +238,8 @@ def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, ex: Exemplars)
     return rows
 
 
+
+
 def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
     """The ``unknown`` threshold of symclr-predict (``rejection.auto_threshold``: leave-one-out
     similarities of the exemplars, 95% accepted); it needs at least two exemplars of some class
@@ -168,6 +250,12 @@ def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
 
 
 # --------------------------------------------------------------------------- inputs
+
+
+
+
+
+
 
 
 def pick_coco_exemplars(json_path: Path, shots: int, seed: int, exclude: Iterable[str] = ()) -> list[tuple]:
@@ -231,10 +319,27 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         labs.append(torch.tensor(labels))
         s = torch.tensor(sizes, dtype=torch.float32)
         szs.append(s.flip(1) if turn % 2 else s)
+    templates = picked_templates(picked, cfg, cache) if cfg.templates else None
     return Exemplars(
         torch.cat(feats), torch.cat(labs), torch.cat(szs),
-        [names[c] for c in cat_ids], cat_ids, skipped,
+        [names[c] for c in cat_ids], cat_ids, skipped, templates,
     )  # fmt: skip
+
+
+def picked_templates(picked: list[tuple], cfg: SpotConfig, images: dict | None = None) -> Templates:
+    """Template-matching pictures of picked exemplars (template.py), class indices as in
+    :func:`embed_exemplars`; ``images`` holds drawings already decoded (path -> image). An
+    unreadable exemplar has no template (embed_exemplars lists it as skipped)."""
+    cat_ids = sorted({p[0] for p in picked})
+    images = {} if images is None else images
+    pictures = []
+    for cat_id, _name, path, bbox in picked:
+        try:
+            image = images.get(path) or images.setdefault(path, open_rgb(path))
+        except UserError:
+            continue
+        pictures.append((cat_ids.index(cat_id), exemplar_picture(np.asarray(image), bbox, cfg.crop_padding)))
+    return make_templates(pictures, len(cat_ids), cfg)
 
 
 def index_exemplars(path: Path, model_sha256: str | None, cfg: SpotConfig) -> Exemplars:
@@ -301,49 +406,115 @@ def model_and_size(path: Path, image_size: int | None, batch_size: int = SpotCon
     if not 16 <= size <= MAX_IMAGE_SIZE:
         raise UserError(f"{path}: image size {size} must be in 16..{MAX_IMAGE_SIZE}")
     check_forward_memory(int(size), batch_size, "lower --image-size")
+    from symclr_ft.models.folding import folded_for_inference
+
     # channels_last as training and evaluation use it: about 1.7x faster on the CPU here
     net = load_model_file(path).eval().to(memory_format=torch.channels_last)
+    net, _ = folded_for_inference(net, int(size))  # the same features (checked), a faster forward
     return net, int(size), info["sha256"]
+
+
+@dataclass
+class DrawingNote:
+    """What spotting saw on one drawing: enough to say why nothing was found there."""
+
+    file_name: str
+    ink_candidates: int
+    template_candidates: int
+    best_score: float  # the highest score of any class at any candidate (-1: no candidate)
+    counted: int  # detections scoring at least count_score
+    templates: bool  # whether template matching ran (exemplars with pictures, not an index)
+
+    def nothing_found(self, cfg: SpotConfig) -> str | None:
+        """Why nothing was counted on this drawing, or None when something was."""
+        if self.counted:
+            return None
+        if self.ink_candidates + self.template_candidates == 0:
+            why = "no ink stands out from the paper by the ink threshold"
+            if self.templates:
+                why += f", and no exemplar correlates >= {cfg.template_peak} anywhere"
+            elif not cfg.templates:
+                why += "; template matching, which finds symbols on grey or faint copies, is off (--no-templates)"
+            else:
+                why += ("; template matching, which finds symbols on grey or faint copies, needs exemplars "
+                        "from images, not an index")
+            return f"nothing found: no candidates ({why})"
+        return (f"nothing found: {self.ink_candidates + self.template_candidates} candidates, all below the count "
+                f"threshold {cfg.count_score:.3f} (best score {self.best_score:.3f}: other symbols than the "
+                "exemplars', or set --count-score lower)")
+
+
+def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None,
+                name: str = "drawing") -> tuple[dict[str, torch.Tensor], list[str], "DrawingNote"]:
+    """Detections of one decoded drawing (H, W, 3 uint8; ``{"boxes", "scores", "labels",
+    "best_score"}``, after NMS), the classes left out because all their exemplars are larger
+    than the drawing, and a :class:`DrawingNote` of what was seen."""
+    height, width = rgb.shape[:2]
+    fits = (ex.sizes[:, 0] <= width) & (ex.sizes[:, 1] <= height)
+    skipped = sorted({ex.class_names[int(l)] for l in ex.labels[~fits].tolist()} - {
+        ex.class_names[int(l)] for l in ex.labels[fits].tolist()})
+    templates = ex.templates
+    if templates is not None:
+        templates = replace(templates, items=[t for t in templates.items if t.size[0] <= width and t.size[1] <= height])
+    usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids,
+                       templates=templates)
+    ink = ink_candidates(net, rgb, image_size, cfg, objectness)
+    cands = with_templates(net, rgb, ink, usable, image_size, cfg)
+    dets = score_candidates(cands, usable, cfg)
+    note = DrawingNote(name, ink.boxes.shape[0], cands.boxes.shape[0] - ink.boxes.shape[0],
+                       float(dets["best_score"]), int((dets["scores"] >= cfg.count_score).sum()),
+                       bool(cfg.templates and templates is not None and templates.items))
+    return dets, skipped, note
 
 
 def spot_image(net, image: Image.Image, ex: Exemplars, image_size: int, cfg: SpotConfig,
                objectness=None) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Detections of one decoded drawing (``{"boxes", "scores", "labels"}``, after NMS) and
     the classes left out because all their exemplars are larger than the drawing."""
-    fits = (ex.sizes[:, 0] <= image.width) & (ex.sizes[:, 1] <= image.height)
-    skipped = sorted({ex.class_names[int(l)] for l in ex.labels[~fits].tolist()} - {
-        ex.class_names[int(l)] for l in ex.labels[fits].tolist()})
-    usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids)
-    cands = drawing_candidates(net, image, image_size, cfg, objectness)
-    return score_candidates(cands, usable, cfg), skipped
+    dets, skipped, _note = spot_pixels(net, np.asarray(image.convert("RGB")), ex, image_size, cfg, objectness)
+    return dets, skipped
 
 
 def spot_drawing(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None):
     """Detections (COCO results rows) of one drawing, and the exemplars skipped for it."""
-    image = open_rgb(drawing.path)
-    dets, skipped = spot_image(net, image, ex, image_size, cfg, objectness)
+    rows, reasons, _note = spot_drawing_noted(net, drawing, ex, image_size, cfg, objectness)
+    return rows, reasons
+
+
+def spot_drawing_noted(net, drawing: Drawing, ex: Exemplars, image_size: int, cfg: SpotConfig,
+                       objectness=None) -> tuple[list[dict], list[tuple[str, str]], DrawingNote]:
+    """:func:`spot_drawing`, and a :class:`DrawingNote` of what was seen there."""
+    rgb = np.asarray(open_drawing(drawing))  # the decoded image is dropped: one copy held
+    dets, skipped, note = spot_pixels(net, rgb, ex, image_size, cfg, objectness, drawing.file_name)
     reasons = [(f"exemplar of {name}", f"larger than drawing {drawing.file_name} "
-                f"({image.width}x{image.height})") for name in skipped]
-    return to_coco_results(dets, drawing.image_id, ex), reasons
+                f"({rgb.shape[1]}x{rgb.shape[0]})") for name in skipped]
+    return to_coco_results(dets, drawing.image_id, ex), reasons, note
 
 
 def spot_all(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig,
              objectness=None):
     """Every drawing, split between processes; every process returns the full, ordered result:
     ``(results, skipped)``. A drawing that cannot be decoded is skipped with its reason."""
+    results, skipped, _notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)
+    return results, skipped
+
+
+def spot_all_noted(accelerator, net, drawings: list[Drawing], ex: Exemplars, image_size: int, cfg: SpotConfig,
+                   objectness=None) -> tuple[list[dict], list[tuple[str, str]], list[DrawingNote]]:
+    """:func:`spot_all`, and the :class:`DrawingNote` of every readable drawing, in order."""
     from accelerate.utils import gather_object
 
     mine = list(range(len(drawings)))[accelerator.process_index :: accelerator.num_processes]
     local = []
     for i in mine:
         try:
-            rows, reasons = spot_drawing(net, drawings[i], ex, image_size, cfg, objectness)
-            local.append((i, rows, reasons))
+            local.append((i, *spot_drawing_noted(net, drawings[i], ex, image_size, cfg, objectness)))
         except UserError as err:
-            local.append((i, [], [(str(drawings[i].path), str(err))]))
+            local.append((i, [], [(str(drawings[i].path), str(err))], None))
     gathered = gather_object(local) if accelerator.num_processes > 1 else local
-    results, skipped = [], []
-    for _i, rows, reasons in sorted(gathered, key=lambda t: t[0]):
+    results, skipped, notes = [], [], []
+    for _i, rows, reasons, note in sorted(gathered, key=lambda t: t[0]):
         results.extend(rows)
         skipped.extend(reasons)
-    return results, skipped
+        notes.extend([note] if note is not None else [])
+    return results, skipped, notes

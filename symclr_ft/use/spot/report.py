@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from symclr_ft.errors import UserError
-from symclr_ft.use.spot.drawings import open_rgb
+from symclr_ft.use.spot.drawings import open_drawing
 
 MISS_COLOUR = (255, 255, 255)  # ground-truth box that no counted detection found
 FALSE_COLOUR = (255, 0, 255)  # counted detection that matches no ground-truth box
@@ -118,7 +118,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>symclr-spot re
 img{{max-width:100%;border:1px solid #888}} table{{border-collapse:collapse;margin:12px 0}}
 td,th{{border:1px solid #aaa;padding:2px 6px;font-size:13px}} td.off{{background:#fdd}}
 .sw{{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}}
-figure{{margin:16px 0}}</style></head><body>
+figure{{margin:16px 0}} .why{{color:#a40}}</style></head><body>
 <h1>symclr-spot: {n_drawings} drawings, {n_counted} symbols counted</h1>
 <p>Counted: similarity &ge; {count_score:.3f}. {legend}</p>
 <h2>Counts (found{gt_note})</h2>{table}
@@ -128,8 +128,25 @@ figure{{margin:16px 0}}</style></head><body>
 """
 
 
-def write_report(out, drawings, ex, results: list[dict], cfg, skipped) -> None:
-    """overlays/<n>.png for every readable drawing and report.html beside them."""
+OVERLAY_MAX_SIDE = 4096  # px: a larger drawing is shown reduced (a 300 dpi A0 sheet: by 4)
+
+
+def reduced_for_overlay(image: Image.Image, rows: list[dict], truth) -> tuple[Image.Image, list[dict], list | None]:
+    """A drawing larger than OVERLAY_MAX_SIDE reduced by a whole factor for its overlay, with
+    its detections and ground truth boxes scaled alike (drawing and saving 140 megapixels
+    would take longer than spotting them)."""
+    factor = -(-max(image.size) // OVERLAY_MAX_SIDE)
+    if factor <= 1:
+        return image, rows, truth
+    scale = lambda box: [v / factor for v in box]  # noqa: E731
+    rows = [{**r, "bbox": scale(r["bbox"])} for r in rows]
+    truth = None if truth is None else [(cat, scale(box)) for cat, box in truth]
+    return image.reduce(factor), rows, truth
+
+
+def write_report(out, drawings, ex, results: list[dict], cfg, skipped, empty: dict[str, str] | None = None) -> None:
+    """overlays/<n>.png for every readable drawing and report.html beside them; ``empty``
+    (file name -> why) says under a drawing why nothing was found there."""
 
     (out / "overlays").mkdir()
     colours = dict(zip(ex.category_ids, class_colours(len(ex.category_ids))))
@@ -140,14 +157,17 @@ def write_report(out, drawings, ex, results: list[dict], cfg, skipped) -> None:
     figures = []
     for k, d in enumerate(drawings):
         try:
-            image = open_rgb(d.path)
+            image = open_drawing(d)
         except UserError:
             continue  # listed in skipped.csv and on the page
-        overlay, tally = draw_overlay(image, by_image.get(d.image_id, []), colours, d.truth)
+        image, rows, truth = reduced_for_overlay(image, by_image.get(d.image_id, []), d.truth)
+        overlay, tally = draw_overlay(image, rows, colours, truth)
         name = f"overlays/{k:05d}.png"
         overlay.save(out / name)
         note = f"{tally['found']} found" + (
             f", {tally['false']} false (magenta cross), {tally['missed']} missed (white box)" if d.truth is not None else "")
+        if (empty or {}).get(d.file_name):
+            note += f' &mdash; <span class="why">{html.escape(empty[d.file_name])}</span>'
         figures.append(f'<figure><img src="{name}" alt="{html.escape(d.file_name)}">'
                        f"<figcaption>{html.escape(d.file_name)}: {note}</figcaption></figure>")
     has_truth = any(d.truth is not None for d in drawings)

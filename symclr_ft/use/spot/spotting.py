@@ -2,13 +2,16 @@
 
 The pipeline is :mod:`symclr_ft.use.spot.pipeline` (candidates, embedding, scoring, NMS); this
 module reads the command line, splits the drawings between processes and writes the output
-folder (detections.json, counts.csv, skipped.csv, overlays, report.html). Example::
+folder (detections.json, counts.csv, skipped.csv, overlays, report.html). Drawings are image
+files, PDF sheet sets (every page, or ``--pages``, rasterised at ``--dpi``) or a COCO split.
+Example::
 
     symclr-spot --model runs/demo_cpu/model.pt --exemplars shards_coco/train --drawings sheets/ --out runs/spot
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io as _io
 import sys
@@ -19,32 +22,38 @@ from symclr_ft.errors import (
 )
 from symclr_ft.io import OutputKind
 from symclr_ft.use.spot.config import SpotConfig
-from symclr_ft.use.spot.drawings import Drawing, coco_json, list_drawings
+from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, coco_json, list_drawings, parse_pages
 from symclr_ft.use.spot.objectness import fit_objectness
 # The pipeline this command runs, importable from here as before (tests, bench/spotting.py).
 from symclr_ft.use.spot.pipeline import (  # noqa: F401
-    Candidates, Exemplars, crop_for_model, drawing_candidates, embed_crops, embed_exemplars,
-    exemplars_of_index, folder_exemplars, index_exemplars, load_exemplars, model_and_size,
-    pick_coco_exemplars, reject_threshold, score_candidates, spot_all, spot_drawing, spot_image,
-    to_coco_results,
+    Candidates, DrawingNote, Exemplars, crop_for_model, drawing_candidates, embed_crops, embed_exemplars,
+    exemplars_of_index, folder_exemplars, index_exemplars, ink_candidates, load_exemplars, model_and_size,
+    pick_coco_exemplars, picked_templates, reject_threshold, score_candidates, spot_all, spot_all_noted,
+    spot_drawing, spot_drawing_noted, spot_image, to_coco_results, with_templates,
 )
 from symclr_ft.use.spot.report import count_detections, exact_count_share, write_report
 
 
+COUNTS_HEADER = ("file", "page", "image_id", "class", "count")
+
+
 def write_counts_csv(path: Path, drawings: list[Drawing], ex: Exemplars, counts: dict) -> None:
-    """One row per drawing, one column per class: detections counted (score >= count_score)."""
+    """The takeoff table: one row per drawing (a file, or a PDF file and its 1-based page) and
+    class, with the detections counted there (score >= count_score), zeros included."""
     buffer = _io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["drawing", "image_id", *ex.class_names, "total"])
+    writer.writerow(COUNTS_HEADER)
     for d in drawings:
-        row = [counts.get((d.image_id, c), 0) for c in ex.category_ids]
-        writer.writerow([d.file_name, d.image_id, *row, sum(row)])
+        file, page = (d.path.name, d.page + 1) if d.page is not None else (d.file_name, "")
+        for cat, name in zip(ex.category_ids, ex.class_names):
+            writer.writerow([file, page, d.image_id, name, counts.get((d.image_id, cat), 0)])
     path.write_text(buffer.getvalue())
 
 
-def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig) -> dict:
+def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig, notes=None) -> dict:
     """Everything in ``out`` (a fresh temporary folder): detections.json, counts.csv,
-    skipped.csv, overlays/*.png, report.html. Returns the counts."""
+    skipped.csv, overlays/*.png, report.html (with why nothing was found on a drawing, from
+    ``notes``). Returns the counts."""
     import json
 
     (out / "detections.json").write_text(json.dumps(results) + "\n")
@@ -53,8 +62,13 @@ def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: Spo
     buffer = _io.StringIO()
     csv.writer(buffer).writerows([("what", "reason"), *skipped])
     (out / "skipped.csv").write_text(buffer.getvalue())
-    write_report(out, drawings, ex, results, cfg, skipped)
+    write_report(out, drawings, ex, results, cfg, skipped, nothing_found(notes or [], cfg))
     return counts
+
+
+def nothing_found(notes: list[DrawingNote], cfg: SpotConfig) -> dict[str, str]:
+    """File name -> why nothing was counted there, for the drawings where nothing was."""
+    return {n.file_name: why for n in notes if (why := n.nothing_found(cfg))}
 
 
 # --------------------------------------------------------------------------- command
@@ -75,7 +89,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--model", required=True, help="model file (model.pt of a run)")
     p.add_argument("--exemplars", required=True,
                    help="symclr-embed index, COCO split (json or split folder), or folder of class subfolders of crops")
-    p.add_argument("--drawings", required=True, help="folder of drawings, or a COCO split (then scored against its boxes)")
+    p.add_argument("--drawings", required=True,
+                   help="folder of drawings (images and PDF sheet sets), one PDF, or a COCO split (then scored "
+                   "against its boxes)")
+    p.add_argument("--dpi", type=bounded_float(10.0, 1200.0), default=DEFAULT_DPI,
+                   help=f"resolution PDF pages are rasterised at (default {DEFAULT_DPI:g})")
+    p.add_argument("--pages", type=_pages_option, default=None,
+                   help="only these pages of every PDF, 1-based: e.g. 1-3,7 (default: all)")
     p.add_argument("--out", required=True,
                    help="output folder: new, empty, or an earlier symclr-spot output (replaced when complete)")
     p.add_argument("--overwrite", action="store_true",
@@ -102,7 +122,18 @@ def build_parser() -> ArgumentParser:
                    help="only the first N drawings (a quick look; 0: all)")
     p.add_argument("--no-objectness", action="store_true",
                    help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
+    p.add_argument("--no-templates", action="store_true",
+                   help="no template matching: ink candidates and feature similarity only (faster; "
+                   "finds nothing on grey or faint scans)")
     return p
+
+
+def _pages_option(text: str) -> set[int]:
+    """argparse type of --pages (``drawings.parse_pages``)."""
+    try:
+        return parse_pages(text)
+    except UserError as err:
+        raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
 
 
 def _count_score_option(text: str) -> str:
@@ -135,8 +166,8 @@ def run(args) -> int:
 
     check_output_dir(args.out, SPOT_OUTPUT, args.overwrite)
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
-                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou)
-    drawings = list_drawings(Path(args.drawings))[: args.max_drawings or None]
+                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou, templates=not args.no_templates)
+    drawings = list_drawings(Path(args.drawings), args.dpi, args.pages)[: args.max_drawings or None]
     net, image_size, sha = model_and_size(Path(args.model), args.image_size, cfg.batch_size)
     accelerator = make_accelerator()
     net = net.to(accelerator.device)
@@ -148,31 +179,35 @@ def run(args) -> int:
         objectness = fit_objectness(json_path, cfg, seed=args.seed)
         if objectness is not None:
             cfg.box_padding = objectness.box_padding
-    results, skipped = spot_all(accelerator, net, drawings, ex, image_size, cfg, objectness)
+    results, skipped, notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
-        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg)
-        print(summary_text(drawings, ex, results, counts, skipped, cfg, how))
+        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg, notes)
+        print(summary_text(drawings, ex, results, counts, skipped, cfg, how, notes))
         print(f"wrote {args.out}/report.html, detections.json, counts.csv")
     return 0
 
 
 def publish_outputs(out: Path, overwrite: bool, drawings, ex: Exemplars, results, skipped,
-                    cfg: SpotConfig) -> dict:
+                    cfg: SpotConfig, notes=None) -> dict:
     """:func:`write_outputs` into a temporary folder moved into place by the output rule
     (``io.output_dir``); a full disk is one line and leaves ``out`` as it was."""
     from symclr_ft.io import output_dir
 
     with output_dir(out, SPOT_OUTPUT, overwrite) as tmp:
         try:
-            return write_outputs(tmp, drawings, ex, results, skipped, cfg)
+            return write_outputs(tmp, drawings, ex, results, skipped, cfg, notes)
         except OSError as err:
             raise UserError(f"{out}: cannot write the output ({err.strerror or err}); nothing "
                             "was written") from None
 
 
-def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotConfig, how: str) -> str:
-    """What the command prints: totals per class, and the score on the ground truth if any."""
+NOTHING_FOUND_LINES = 10  # drawings named on the terminal; report.html names them all
+
+
+def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotConfig, how: str, notes=None) -> str:
+    """What the command prints: totals per class, the score on the ground truth if any, and
+    the drawings where nothing was found, with why (``notes``)."""
     per_class: dict[int, int] = {}
     for (_img, cat), n in counts.items():
         per_class[cat] = per_class.get(cat, 0) + n
@@ -187,6 +222,11 @@ def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotCon
         share, mae = exact_count_share(drawings, ex, counts)
         lines.append(f"against the drawings' boxes: exact counts {share:.1%} of (drawing, class) pairs, "
                      f"mean absolute count error {mae:.2f}")
+    empty = nothing_found(notes or [], cfg)
+    for name, why in list(empty.items())[:NOTHING_FOUND_LINES]:
+        lines.append(f"{name}: {why}")
+    if len(empty) > NOTHING_FOUND_LINES:
+        lines.append(f"... nothing found on {len(empty) - NOTHING_FOUND_LINES} more drawings (report.html lists them)")
     return "\n".join(lines)
 
 

@@ -187,15 +187,15 @@ def test_cli_outputs_coco_results_and_counts(cli_run, synth_coco):
 
     COCO(str(synth_coco / "test" / "_annotations.coco.json")).loadRes(rows)  # scores directly
     with open(out / "counts.csv") as f:
-        table = list(csv.reader(f))
-    header, body = table[0], table[1:]
+        table = list(csv.DictReader(f))
     names = {c["name"]: c["id"] for c in gt["categories"]}
+    files = {im["id"]: im["file_name"] for im in gt["images"]}
     expected = count_detections(rows, 0.9)
-    for line in body:
-        image_id = int(line[1])
-        for name, value in zip(header[2:-1], line[2:-1]):
-            assert int(value) == expected.get((image_id, names[name]), 0)
-        assert int(line[-1]) == sum(int(v) for v in line[2:-1])
+    assert len(table) == len(gt["images"]) * len({r["class"] for r in table})  # every (drawing, class)
+    for line in table:
+        image_id = int(line["image_id"])
+        assert line["file"] == files[image_id] and line["page"] == ""
+        assert int(line["count"]) == expected.get((image_id, names[line["class"]]), 0)
     assert len(list((out / "overlays").glob("*.png"))) == len(gt["images"])
     assert "exact counts" in result.stdout
 
