@@ -3,9 +3,10 @@
 One seeded function, :func:`transform`, makes each robustness setting of ``bench/spotting.py``
 from a drawing and its COCO boxes ``[x, y, w, h]``:
 
-* ``scan``: a grey photocopy: greyscale, dark paper turned white (prints are on white paper),
-  skewed by 1-2 degrees (random sign), Gaussian blur sigma 1, Gaussian noise sigma 8, JPEG
-  quality 40. A box becomes the bounding box of its turned corners;
+* ``scan``: a grey scanned copy: greyscale (the paper keeps its tone, so that grey template
+  matching, the reference, is not handed an inverted picture), skewed by 1-2 degrees (random
+  sign), Gaussian blur sigma 1, Gaussian noise sigma 8, JPEG quality 40. A box becomes the
+  bounding box of its turned corners;
 * ``scale0.7`` / ``scale1.4``: the whole drawing resized (area / bicubic); boxes scaled;
 * ``turn90``: the sheet turned a quarter counter-clockwise; boxes turned;
 * ``thicker`` / ``thinner``: every stroke 1 px wider / narrower (grey dilation / erosion of the
@@ -33,14 +34,14 @@ def _dark_paper(grey: np.ndarray) -> bool:
     return float(np.median(grey[:: max(1, grey.shape[0] // 64), :: max(1, grey.shape[1] // 64)])) < 128
 
 
-def _skew(grey: np.ndarray, boxes: list[list[float]], degrees: float) -> tuple[np.ndarray, list[list[float]]]:
-    """Turn by ``degrees`` about the centre onto a canvas that holds all of it (white fill)."""
+def _skew(grey: np.ndarray, boxes: list[list[float]], degrees: float, paper: int) -> tuple[np.ndarray, list[list[float]]]:
+    """Turn by ``degrees`` about the centre onto a canvas that holds all of it (``paper`` fill)."""
     h, w = grey.shape
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
     new_w, new_h = math.ceil(w * cos + h * sin), math.ceil(w * sin + h * cos)
     matrix[:, 2] += ((new_w - w) / 2, (new_h - h) / 2)
-    out = cv2.warpAffine(grey, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=255)
+    out = cv2.warpAffine(grey, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=paper)
     moved = []
     for x, y, bw, bh in boxes:
         corners = np.array([[x, y, 1], [x + bw, y, 1], [x, y + bh, 1], [x + bw, y + bh, 1]], float) @ matrix.T
@@ -53,10 +54,8 @@ def _skew(grey: np.ndarray, boxes: list[list[float]], degrees: float) -> tuple[n
 def scan(image: Image.Image, boxes: list[list[float]], rng: np.random.Generator) -> tuple[Image.Image, list]:
     """The ``scan`` setting (module docstring)."""
     grey = np.asarray(image.convert("L"))
-    if _dark_paper(grey):
-        grey = 255 - grey
     degrees = float(rng.uniform(1.0, 2.0) * rng.choice([-1.0, 1.0]))
-    grey, boxes = _skew(grey, boxes, degrees)
+    grey, boxes = _skew(grey, boxes, degrees, paper=int(np.median(grey[:: max(1, grey.shape[0] // 64)])))
     blurred = cv2.GaussianBlur(grey, (0, 0), 1.0).astype(np.float32)
     noisy = np.clip(blurred + rng.normal(0.0, 8.0, blurred.shape), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
