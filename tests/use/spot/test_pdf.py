@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,10 @@ def test_two_processes_count_a_pdf_set_as_one(pdf_set, tiny_model, tmp_path):
     """Pages split between two processes: each page once, the same detections and takeoff."""
     args = spot_cmd(tiny_model, pdf_set / "exemplars", pdf_set / "pdf", tmp_path / "one", "--dpi", str(RESOLUTION))
     one = run(args)
-    two = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "-m", "symclr_ft.use.spot.spotting",
+    with socket.socket() as free:  # a port of its own: other torchrun jobs on the machine use 29500
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    two = run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(port), "-m", "symclr_ft.use.spot.spotting",
                *spot_cmd(tiny_model, pdf_set / "exemplars", pdf_set / "pdf", tmp_path / "two", "--dpi",
                          str(RESOLUTION))[3:]])
     assert one.returncode == 0 and two.returncode == 0, one.stderr[-1500:] + two.stderr[-1500:]
