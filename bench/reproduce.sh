@@ -197,6 +197,22 @@ t_spot_test() {
   run python bench/spotting.py "${SPOT_MODELS[@]}" --split test --skip trained folds music --big --out runs/spot_bench/big
 }
 
+t_template_source() {  # the final rows (the earlier rows used reduction ladders the code no longer has)
+  need_shards shards/firefighting
+  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --robustness scan scale0.7 \
+    --out runs/spot_source
+  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --set template_min_side=8 template_blur=0.6 \
+    --out runs/spot_source_side8
+}
+t_spot_recall() { need_shards shards/firefighting; run python bench/spotting.py --split valid --recall --robustness all --out runs/spot_recall; }
+t_spot_speed() {
+  need_shards shards/firefighting
+  run python bench/spotting.py --skip trained folds music --speed 10 --out runs/spot_speed
+  run python bench/spotting.py --skip trained folds music --speed 10 --set templates=false --out runs/spot_speed_no_templates
+  run python bench/spotting.py --skip trained folds music --big --out runs/spot_big
+  run python bench/spotting.py --skip trained folds music --pdf-set 20 --out runs/spot_pdf
+}
+
 need_universe() {
   [ -f shards/universe/classes.json ] || run symclr-universe --out shards/universe --classes 3000 --per-class 16 --valid-per-class 2
 }
@@ -254,6 +270,9 @@ TABLES=(
   "test-split-run-once-settings-from-valid-lock-acquired-2213-load-23|t_spot_test|Spotting: test split"
   "pretraining-curve-music-1-shot-against-cpu-minutes-valid-split-choosing|t_universe_curve|Symbol universe: pretraining curve"
   "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
+  "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
+  "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
+  "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"
 )
 
 case "${1:-}" in
