@@ -213,6 +213,18 @@ t_spot_speed() {
   run python bench/spotting.py --skip trained folds music --pdf-set 20 --out runs/spot_pdf
 }
 
+t_demo_start() { need_shards shards/firefighting; need_muscima; run bash bench/demo_start.sh shards/firefighting shards/muscima; }
+t_spot_choose() {
+  [ -f runs/demo_start/demo_from_universe/model.pt ] || t_demo_start
+  run python bench/spotting.py --model runs/demo_start/demo_from_universe/model.pt --split valid --tune --draws 2 \
+    --robustness scan scale0.7 --skip folds music --out runs/spotting/tune
+}
+t_spot_test26() {
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  run python bench/spotting.py --model runs/demo_start/demo_from_universe/model.pt --split test \
+    --choose-from runs/spotting/tune/tune_valid.json --draws 5 --template-draws 2 --robustness scan --skip folds music --out runs/spotting/test
+}
+
 need_universe() {
   [ -f shards/universe/classes.json ] || run symclr-universe --out shards/universe --classes 3000 --per-class 16 --valid-per-class 2
 }
@@ -270,6 +282,8 @@ TABLES=(
   "test-split-run-once-settings-from-valid-lock-acquired-2213-load-23|t_spot_test|Spotting: test split"
   "pretraining-curve-music-1-shot-against-cpu-minutes-valid-split-choosing|t_universe_curve|Symbol universe: pretraining curve"
   "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
+  "the-main-job-from-the-shipped-weights-benchdemo_startsh-test-split-run-once|t_demo_start|Symbol universe: the main job from the shipped weights"
+  "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

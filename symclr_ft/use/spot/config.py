@@ -24,14 +24,14 @@ class SpotConfig:
     nms_iou: float = 0.5
     class_agnostic_nms: bool = True
     min_score: float = 0.2  # detections below are not written at all
-    count_score: float = 0.4  # detections counted, drawn and listed as found (chosen on valid)
+    count_score: float = 0.7  # detections counted, drawn and listed as found (chosen on valid)
     tile: int = 1536
     tile_overlap: int = 320  # at least 2 x (max_side + max dilation) so a symbol fits in some core
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50
     max_candidates: int = 20000
-    objectness_weight: float = 0.5  # score = similarity * P(symbol) ** weight (chosen on valid)
+    objectness_weight: float = 0.0  # score = similarity * P(symbol) ** weight (0 chosen on valid, with templates)
     # template matching (template.py): a second candidate source and a second score
     templates: bool = True
     # exemplar sizes tried, quarter turns each; with the blur each covers about +-15%
@@ -46,9 +46,8 @@ class SpotConfig:
     max_template_candidates: int = 4000  # per drawing, the best correlations (a large sheet)
     template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
-    # scoring (spotting.class_evidence): how similarity and correlation combine. Until
-    # bench/spotting.py --tune has chosen on valid with a trained model: "max", which keeps the
-    # score of issue 18 wherever the correlation is weaker (its tuned count threshold holds)
-    score_rule: str = "max"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
+    # scoring (spotting.class_evidence): how similarity and correlation combine, chosen by
+    # bench/spotting.py --tune on the valid split and its scan and 0.7x copies (docs/RESULTS.md)
+    score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
     template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
     template_floor: float = 0.5  # correlation at or below this counts as no evidence
