@@ -284,6 +284,7 @@ TABLES=(
   "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
   "the-main-job-from-the-shipped-weights-benchdemo_startsh-test-split-run-once|t_demo_start|Symbol universe: the main job from the shipped weights"
   "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
+  "test-split-run-once-the-settings-chosen-on-valid|t_spot_test26|Spotting (issue 27): test split, clean and scan"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"
