@@ -204,25 +204,30 @@ t_template_source() {  # the final rows (the earlier rows used reduction ladders
   run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --set template_min_side=8 template_blur=0.6 \
     --out runs/spot_source_side8
 }
-t_spot_recall() { need_shards shards/firefighting; run python bench/spotting.py --split valid --recall --robustness all --out runs/spot_recall; }
+t_spot_recall() {
+  need_shards shards/firefighting
+  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --robustness all --out runs/spot_recall
+}
 t_spot_speed() {
   need_shards shards/firefighting
-  run python bench/spotting.py --skip trained folds music --speed 10 --out runs/spot_speed
-  run python bench/spotting.py --skip trained folds music --speed 10 --set templates=false --out runs/spot_speed_no_templates
-  run python bench/spotting.py --skip trained folds music --big --out runs/spot_big
-  run python bench/spotting.py --skip trained folds music --pdf-set 20 --out runs/spot_pdf
+  local S=(python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music)
+  run "${S[@]}" --speed 10 --out runs/spot_speed
+  run "${S[@]}" --speed 10 --set templates=false --out runs/spot_speed_no_templates
+  run "${S[@]}" --big --out runs/spot_big
+  run "${S[@]}" --pdf-set 20 --out runs/spot_pdf
 }
 
+U=runs/demo_start/demo_from_universe/model.pt   # the demo recipe from the universe weights (issue 27's model)
 t_demo_start() { need_shards shards/firefighting; need_muscima; run bash bench/demo_start.sh shards/firefighting shards/muscima; }
 t_spot_choose() {
-  [ -f runs/demo_start/demo_from_universe/model.pt ] || t_demo_start
-  run python bench/spotting.py --model runs/demo_start/demo_from_universe/model.pt --split valid --tune --draws 2 \
+  [ -f "$U" ] || t_demo_start
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --tune --draws 2 \
     --robustness scan scale0.7 --skip folds music --out runs/spotting/tune
 }
 t_spot_test26() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
-  run python bench/spotting.py --model runs/demo_start/demo_from_universe/model.pt --split test \
-    --choose-from runs/spotting/tune/tune_valid.json --draws 5 --template-draws 2 --robustness scan --skip folds music --out runs/spotting/test
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
+    --draws 5 --template-draws 2 --robustness scan --skip folds music --out runs/spotting/test
 }
 
 need_universe() {
