@@ -5,7 +5,8 @@
         --ff-shards shards --domain music=../shared/data/muscima --cache runs/transfer/domains \
         --out runs/transfer
 
-One run, one table; a row per model (``--imagenet`` adds the untrained ImageNet EfficientNet-lite0),
+One run, one table; a row per model (``--imagenet`` adds the untrained ImageNet EfficientNet-lite0;
+``--model NAME=universe`` the shipped universe weights, at configs/universe.yaml's input rule),
 columns:
 
 * firefighting, trained classes: support the train split, queries ``--split`` (test);
@@ -55,6 +56,8 @@ from symclr_ft.data.preprocess import INK_MODES, decode_crop  # noqa: E402
 
 METRICS = ("one_shot", "five_shot")
 IMAGENET = "efficientnet_lite0"
+UNIVERSE = "universe"  # the shipped universe weights (weights/, model.init=universe), no model file
+UNTRAINED_ON_FF = (IMAGENET, UNIVERSE)
 
 # Classes drawn as text. MUSCIMA++ names its dynamics letters dynamicLetterF/M/P/S and its
 # time-signature digits numeral2..numeral8; a class named by one letter or digit is text too.
@@ -93,14 +96,15 @@ class InputRule:
 @dataclass
 class ModelSpec:
     name: str
-    path: str  # a model file, or "efficientnet_lite0" (the untrained ImageNet weights)
+    path: str  # a model file, "efficientnet_lite0" (the untrained ImageNet weights) or "universe" (the shipped ones)
     rule: InputRule
     wise: float = 1.0  # WiSE-FT: weights (1 - wise) * ImageNet init + wise * the file's
     layers: tuple[str, ...] = ()  # features from these stages (symclr_ft.models.multilayer); (): the head's
     untrained_ff: bool = False  # never trained on firefighting: its held-out folds need no fold models
 
     def __post_init__(self):
-        self.untrained_ff = self.untrained_ff or self.path == IMAGENET  # the untrained ImageNet weights
+        # the untrained ImageNet weights, and the universe weights (pretrained on rendered symbols only)
+        self.untrained_ff = self.untrained_ff or self.path in UNTRAINED_ON_FF
 
 
 def rule_from_config(path: Path, fallback: InputRule) -> InputRule:
@@ -123,8 +127,11 @@ def parse_model(text: str, default: InputRule) -> ModelSpec:
     if not sep or not name or not rest:
         raise UserError(f"--model {text}: expected NAME=PATH")
     path, *opts = rest.split(",")
-    rule = default if path == IMAGENET else rule_from_config(Path(path), default)
-    if path != IMAGENET and not Path(path).is_file():
+    if path in UNTRAINED_ON_FF:
+        rule = default if path == IMAGENET else universe_rule()
+    else:
+        rule = rule_from_config(Path(path), default)
+    if path not in UNTRAINED_ON_FF and not Path(path).is_file():
         raise UserError(f"{path}: model file not found")
     wise, layers, untrained = 1.0, (), False
     for opt in opts:
@@ -156,6 +163,24 @@ def _is_fraction(value: str) -> bool:
         return False
 
 
+def universe_rule() -> InputRule:
+    """The input rule the shipped universe weights were trained with: configs/universe.yaml's."""
+    from symclr_ft.config import load_config
+
+    data = load_config(REPO / "configs" / "universe.yaml").data
+    return InputRule(data.image_size, data.ink, data.letterbox)
+
+
+def universe_network():
+    """The shipped universe weights (``model.init=universe``: sha256 checked) as a network."""
+    from symclr_ft.models.backbones import build_model
+    from symclr_ft.models.shipped import read_shipped
+
+    meta = read_shipped()[1]
+    cfg = ModelConfig(arch=meta["arch"], out_dim=meta["out_dim"], input_norm=meta["input_norm"], init=UNIVERSE)
+    return build_model(cfg).eval()
+
+
 def imagenet_network():
     from symclr_ft.models.backbones import build_model
 
@@ -169,7 +194,10 @@ def load_network(spec: ModelSpec):
     from symclr_ft.models.multilayer import MultiLayerFeatures
     from symclr_ft.models.wise import wise_network
 
-    net = imagenet_network() if spec.path == IMAGENET else load_model_file(spec.path).eval()
+    if spec.path in UNTRAINED_ON_FF:
+        net = imagenet_network() if spec.path == IMAGENET else universe_network()
+    else:
+        net = load_model_file(spec.path).eval()
     if spec.wise < 1.0 and spec.path != IMAGENET:
         net = wise_network(imagenet_network(), net, spec.wise).eval()
     if spec.layers:
@@ -436,7 +464,8 @@ def markdown_table(rows: list[dict], domains: list[str]) -> str:
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="bench/transfer.py", description="Transfer benchmark (one table).")
     p.add_argument("--model", action="append", default=[],
-                   help="NAME=PATH[,size=N,ink=MODE,box=0|1,wise=A,untrained_ff=1]")
+                   help="NAME=PATH[,size=N,ink=MODE,box=0|1,wise=A,untrained_ff=1]; PATH universe: the shipped "
+                        "universe weights")
     p.add_argument("--imagenet", action="store_true", help="add the untrained ImageNet EfficientNet-lite0")
     p.add_argument("--imagenet-size", type=int, default=96)
     p.add_argument("--folds", action="append", default=[], help="NAME=DIR of bench/novel_classes.py")

@@ -123,6 +123,10 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     split: str = "valid"  # valid for choosing settings, test for reporting; none: no evaluation
+    # Another make-shards set to evaluate on (support: its train split, queries: eval.split), for
+    # training sets without labels of their own (symclr-components, configs/adapt.yaml);
+    # "": data.shards.
+    shards: str = ""
     episodes: int = 100  # support draws for the few-shot numbers
     seed: int = 0
     batch_size: int = 256  # embedding batch per process

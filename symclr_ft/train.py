@@ -42,7 +42,7 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
 
     from symclr_ft.data.batches import LocalBatch, MemorySource, input_rule, make_source, views_for
     from symclr_ft.config import Config, config_to_dict, load_config
-    from symclr_ft.data.shardset import CropSet, load_classes, load_split
+    from symclr_ft.data.shardset import CropSet, is_components_set, load_classes, load_split
     from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
     from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
     from symclr_ft.eval.fewshot import evaluate_model, summary_line
@@ -289,14 +289,22 @@ def finish_epoch(t: Trainer, epoch: int, evaluation: tuple | None, classes: list
 
 def load_evaluation(cfg: Config, source) -> tuple[CropSet, CropSet] | None:
     """(support, queries) for the k-NN evaluation, read before training so that a problem with
-    the split stops the run before it trains; None when ``eval.split=none``."""
+    the split stops the run before it trains; None when ``eval.split=none``. With
+    ``eval.shards``: that set's train split and ``eval.split``, not the training set's."""
     if cfg.eval.split == "none":
         return None
+    if not cfg.eval.shards and is_components_set(cfg.data.shards):
+        raise UserError(
+            f"{cfg.data.shards}: cut by symclr-components (every crop its own class, no labelled split): "
+            f"evaluate on a labelled make-shards set, eval.shards=DIR eval.split=valid, or set eval.split=none"
+        )
+    shards = cfg.eval.shards or cfg.data.shards
     size = cfg.eval.image_size or cfg.data.image_size
-    queries = load_split(cfg.data.shards, cfg.eval.split, size, *input_rule(cfg))
-    if isinstance(source, MemorySource) and size == cfg.data.image_size:
+    queries = load_split(shards, cfg.eval.split, size, *input_rule(cfg))
+    if not cfg.eval.shards and isinstance(source, MemorySource) and size == cfg.data.image_size:
         return source.crops, queries
-    return load_split(cfg.data.shards, cfg.data.train_split, size, *input_rule(cfg)), queries
+    support_split = "train" if cfg.eval.shards else cfg.data.train_split
+    return load_split(shards, support_split, size, *input_rule(cfg)), queries
 
 
 def evaluate_now(accelerator, net, cfg: Config, support: CropSet, queries: CropSet,
@@ -340,6 +348,8 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     classes = load_classes(cfg.data.shards)
     source = make_source(cfg, rank, world, accelerator.device)
     evaluation = load_evaluation(cfg, source)
+    if evaluation and cfg.eval.shards:
+        classes = load_classes(cfg.eval.shards)  # the names evaluation reports
     t = Trainer(cfg, accelerator, *build_training(cfg, accelerator), source, files)
     if resume:
         t.resume()

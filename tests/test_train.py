@@ -624,3 +624,58 @@ def test_an_evaluation_that_fails_keeps_the_epochs_weights(synth_shards, tmp_pat
     assert (run_dir / "model.pt").is_file()
     progress = json.loads((run_dir / "state" / "progress.json").read_text())["progress"]
     assert progress["epoch"] == 1
+
+
+# --------------------------------------------------------------------------- adapting without labels
+
+
+@pytest.fixture(scope="module")
+def component_shards(synth_coco, tmp_path_factory) -> Path:
+    """``symclr-components`` of the synthetic train drawings: every crop its own class."""
+    from symclr_ft.data import component_shards as cs
+
+    out = tmp_path_factory.mktemp("components") / "set"
+    assert cs.main(["--drawings", str(synth_coco), "--out", str(out), "--per-page", "20"]) == 0
+    return out
+
+
+def adapt_args(shards: Path, out: Path, *extra: str) -> list[str]:
+    """configs/adapt.yaml as it is, cut to 2 steps at 32 px."""
+    return ["--config", str(ROOT / "configs/adapt.yaml"), f"data.shards={shards}", "data.image_size=32",
+            "data.batch_size=8", "train.max_steps=2", "train.mixed_precision=no", f"run.out_dir={out}",
+            "run.name=adapt", "run.tracking=none", *extra]
+
+
+def test_adaptation_runs_simclr_on_components_from_the_universe_weights(component_shards, synth_shards, tmp_path):
+    """The adapt mode end to end: InfoNCE on the components (one view pair per crop), starting
+    from the shipped weights, evaluated on another, labelled set (eval.shards); the model file
+    holds weights a small step away from the universe ones."""
+    import symclr_ft.train as train_module
+    from symclr_ft.config import ModelConfig
+    from symclr_ft.models.backbones import build_model
+
+    code = train_module.main(adapt_args(component_shards, tmp_path, f"eval.shards={synth_shards}",
+                                        "eval.split=valid", "eval.episodes=3"))
+    assert code == 0
+    run_dir = tmp_path / "adapt"
+    cfg = load_config(run_dir / "config.yaml")
+    assert (cfg.loss.name, cfg.model.init, cfg.data.sampler) == ("infonce", "universe", "class_unique")
+    assert [r["step"] for r in history(run_dir)] == [2]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["split"] == "valid" and metrics["classes"] == 12  # the labelled set's classes
+    adapted = load_model_file(run_dir / "model.pt").state_dict()
+    start = build_model(ModelConfig(arch="tf_efficientnet_lite0", input_norm="imagenet", init="universe")).state_dict()
+    moved = [float((adapted[k] - start[k]).norm() / start[k].norm()) for k in start if start[k].is_floating_point()
+             and "running" not in k and start[k].norm() > 0]
+    assert 0 < max(moved) < 0.5
+
+
+def test_components_without_an_evaluation_set_say_how_to_evaluate(component_shards, tmp_path, capsys):
+    import symclr_ft.train as train_module
+
+    with pytest.raises(SystemExit) as exit:
+        train_module.main(adapt_args(component_shards, tmp_path, "eval.split=valid"))
+    assert exit.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "symclr-components" in err and "eval.shards=" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "adapt").exists()

@@ -241,3 +241,16 @@ def test_folds_for_an_untrained_ff_model_is_one_line_exit_2(synth_shards, tiny_m
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("error: --folds u: that model never trained") and "\n" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_universe_names_the_shipped_weights_at_their_own_input_rule():
+    """``--model NAME=universe``: the weights of model.init=universe, no model file needed, at
+    configs/universe.yaml's rule, and never trained on firefighting."""
+    spec = transfer.parse_model("u=universe", transfer.InputRule(96))
+    assert spec.rule == transfer.InputRule(64, "none", False) and spec.untrained_ff
+    net = transfer.load_network(spec)
+    cfg = ModelConfig(arch="tf_efficientnet_lite0", input_norm="imagenet", init="universe")
+    reference = build_model(cfg).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(net.features(x), reference.features(x))

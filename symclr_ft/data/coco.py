@@ -323,6 +323,18 @@ def load_coco(
     )
 
 
+def load_image_list(json_path: str | Path) -> list[Image]:
+    """The ``images`` of a COCO json, by file name, checked as :func:`load_coco` checks them;
+    nothing else of the file is read: its ``annotations`` and ``categories`` may be missing or
+    anything at all. For using an annotated export's drawings without its labels
+    (``symclr-components``), so that no label can leak into what is made of them."""
+    path = Path(json_path)
+    data = read_json(path, "COCO json file")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise UserError(f"{path}: expected a COCO object with an 'images' list")
+    return sorted(_parse_images(path, data["images"]).values(), key=lambda im: im.file_name)
+
+
 def _check_categories_agree(splits: list[CocoSplit]) -> None:
     """Same id must mean the same name in every split: otherwise class indices would mix
     symbols up between training and evaluation."""

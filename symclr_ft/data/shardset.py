@@ -122,6 +122,16 @@ def load_stats(shard_dir: str | Path) -> dict:
     return _read_json(Path(shard_dir) / "stats.json", "shard statistics")
 
 
+def is_components_set(shard_dir: str | Path) -> bool:
+    """Whether a shard set was cut by ``symclr-components`` (its stats.json has a
+    ``components`` record): every crop its own pseudo-class, so there is nothing to evaluate
+    few-shot recognition on."""
+    try:
+        return "components" in load_stats(shard_dir)
+    except UserError:  # no stats.json (a subset on purpose): then it is not one we wrote
+        return False
+
+
 def _is_count(value: object) -> bool:
     return is_int(value) and value >= 0
 

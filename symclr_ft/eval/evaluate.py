@@ -131,10 +131,14 @@ def build_parser():
 
 
 def resolve_config(args, overrides: list[str]):
-    """The config file, then the overrides, then the flags; validated in one place."""
+    """The config file, then the overrides, then the flags; validated in one place. A config
+    that evaluates on another set (``eval.shards``: a run of configs/adapt.yaml) is evaluated
+    there, its train split the support, as training evaluated it."""
     from symclr_ft.config import load_config, validate
 
     cfg = load_config(args.config, overrides)
+    if cfg.eval.shards:
+        cfg.data.shards, cfg.data.train_split = cfg.eval.shards, "train"
     for flag, (section, key) in _FLAG_KEYS.items():
         value = getattr(args, flag)
         if value is not None:

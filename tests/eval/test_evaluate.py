@@ -234,6 +234,18 @@ def test_cli_config_file_and_overrides(synth_shards, tmp_path, capsys):
     assert json.loads((out / "metrics.json").read_text())["episodes"] == 1
 
 
+def test_cli_evaluates_a_config_on_its_eval_shards(synth_shards, tmp_path, capsys):
+    """A run of configs/adapt.yaml trains on components and evaluates on another set
+    (eval.shards): symclr-evaluate --config of it evaluates there too, support its train split."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  shards: {tmp_path / 'components'}\n  image_size: 16\n"
+                      f"eval:\n  shards: {synth_shards}\n  split: test\n  episodes: 2\n")
+    out = tmp_path / "o"
+    assert main(["--config", str(config), "--checkpoint", "random", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["shards"] == str(synth_shards) and m["split"] == "test", m
+
+
 def test_cli_image_size_from_run_config(synth_shards, tmp_path, capsys):
     from symclr_ft.models.backbones import SimCLRNet, save_model_file
 

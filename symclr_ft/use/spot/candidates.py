@@ -1,15 +1,21 @@
 """Class-agnostic candidate boxes on a drawing (no learning): ink components split by colour,
 long straight runs removed, at a few dilation radii, tile by tile, with cheap shape descriptors
-that the objectness model reads."""
+that the objectness model reads. The components themselves are ``symclr_ft.data.components``'
+(``symclr-components`` cuts the same boxes into shards); this module adds what spotting needs:
+descriptors, the cost cap, padding."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 
+from symclr_ft.data.components import (  # noqa: F401  (component_boxes, tile_grid: also read from here)
+    component_boxes, ink_masks, owned_boxes, tile_grid,
+)
 from symclr_ft.use.spot.config import SpotConfig
+
+_component_boxes = component_boxes  # its name before it moved to symclr_ft.data.components
 
 
 DESCRIPTORS = ("width", "height", "aspect", "area", "ink_inside", "ink_around", "red", "green", "blue")
@@ -35,102 +41,13 @@ def box_descriptors(rgb: np.ndarray, ink: np.ndarray, boxes: list[tuple[int, int
     return np.asarray(rows, dtype=np.float32).reshape(-1, len(DESCRIPTORS))
 
 
-def ink_masks(rgb: np.ndarray, cfg: SpotConfig) -> list[np.ndarray]:
-    """Boolean ink masks: all ink, plus ink of each colour group (grey and six hues), so that a
-    green symbol on a red wire is a component of its own in the green mask."""
-    paper = np.median(rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)], axis=(0, 1))
-    channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), (*(int(v) for v in paper.astype(np.int16)), 0)))
-    ink = cv2.max(cv2.max(channels[0], channels[1]), channels[2]) > cfg.ink_threshold
-    hsv = np.asarray(Image.fromarray(rgb).convert("HSV"))
-    saturated = hsv[..., 1] > cfg.saturation
-    hue = ((hsv[..., 0].astype(np.int16) + 21) // 43) % 6
-    groups = [ink & ~saturated] + [ink & saturated & (hue == k) for k in range(6)]
-    return [ink] + [g for g in groups if np.count_nonzero(g) > 20 and not np.array_equal(g, ink)]
-
-
-def _opening(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Binary opening with nothing but paper outside the image (as ``scipy.ndimage`` does)."""
-    eroded = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return cv2.dilate(eroded, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def _component_boxes(mask: np.ndarray, cfg: SpotConfig) -> list[tuple[int, int, int, int]]:
-    """Boxes of connected components (8-neighbours) after removing long straight runs, at each
-    dilation (a diamond of that radius). OpenCV's morphology and contours: the same boxes as
-    ``scipy.ndimage`` (checked on the valid drawings), many times faster."""
-    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
-    x, y, w, h = cv2.boundingRect(m)  # only the part that holds ink (a colour group is sparse)
-    if w == 0:
-        return []
-    margin = max(cfg.dilations) + 1  # paper around it: the same components as on the whole
-    x0, y0 = max(0, x - margin), max(0, y - margin)
-    return [(bx0 + x0, by0 + y0, bx1 + x0, by1 + y0)
-            for bx0, by0, bx1, by1 in _boxes_of(m[y0 : y + h + margin, x0 : x + w + margin], cfg)]
-
-
-def _component_rects(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(x, y, w, h) of each 8-connected component: the bounding box of its outer contour
-    (``RETR_CCOMP``'s top level holds every component's outer boundary, also one lying in
-    another's hole). The same boxes as ``connectedComponentsWithStats``, ten times faster on
-    sparse line drawings (measured on a tile of a generated sheet)."""
-    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    if hierarchy is None:
-        return []
-    return [cv2.boundingRect(c) for c, h in zip(contours, hierarchy[0]) if h[3] < 0]
-
-
-def _boxes_of(m: np.ndarray, cfg: SpotConfig) -> list[tuple[int, int, int, int]]:
-    """:func:`_component_boxes` of a 0/1 uint8 mask."""
-    lines = _opening(m, np.ones((1, cfg.line_length), np.uint8)) | _opening(m, np.ones((cfg.line_length, 1), np.uint8))
-    strokes = m & (1 - lines)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    boxes = []
-    for r in cfg.dilations:
-        grown = cv2.dilate(strokes, cross, iterations=r, borderType=cv2.BORDER_CONSTANT, borderValue=0) if r else strokes
-        for x, y, w, h in _component_rects(grown):
-            x0, y0, x1, y1 = x + r, y + r, x + w - r, y + h - r
-            w, h = x1 - x0, y1 - y0
-            if cfg.min_side <= max(w, h) <= cfg.max_side and min(w, h) >= 3:
-                boxes.append((x0, y0, x1, y1))
-    return boxes
-
-
-def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[tuple[tuple, tuple]]:
-    """Tiles ``((x0, y0, x1, y1), core)``: tiles overlap by ``overlap``; the cores (each tile's
-    own region, split at the middle of every overlap) partition the drawing exactly."""
-
-    def spans(n: int) -> list[tuple[int, int, int, int]]:
-        if n <= tile:
-            return [(0, n, 0, n)]
-        step = tile - overlap
-        starts = list(range(0, n - tile, step)) + [n - tile]
-        out = []
-        for i, s in enumerate(starts):
-            lo = 0 if i == 0 else (s + starts[i - 1] + tile) // 2
-            hi = n if i == len(starts) - 1 else (starts[i + 1] + s + tile) // 2
-            out.append((s, s + tile, lo, hi))
-        return out
-
-    return [
-        ((x0, y0, x1, y1), (cx0, cy0, cx1, cy1))
-        for y0, y1, cy0, cy1 in spans(height)
-        for x0, x1, cx0, cx1 in spans(width)
-    ]
-
-
 def _tile_candidates(rgb: np.ndarray, tile: tuple, core: tuple, cfg: SpotConfig) -> dict[tuple, np.ndarray]:
     """Boxes (drawing coordinates) of one tile's candidates whose centre lies in its core, with
     their descriptors computed in the tile."""
     x0, y0, x1, y1 = tile
-    cx0, cy0, cx1, cy1 = core
     pixels = rgb[y0:y1, x0:x1]
     masks = ink_masks(pixels, cfg)
-    owned = set()
-    for mask in masks:
-        for bx0, by0, bx1, by1 in _component_boxes(mask, cfg):
-            if cx0 <= x0 + (bx0 + bx1) / 2 < cx1 and cy0 <= y0 + (by0 + by1) / 2 < cy1:
-                owned.add((bx0, by0, bx1, by1))
-    local = sorted(owned)
+    local = owned_boxes(masks, tile, core, cfg)
     return {(b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0): d for b, d in zip(local, box_descriptors(pixels, masks[0], local))}
 
 
