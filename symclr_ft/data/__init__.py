@@ -3,7 +3,9 @@
 ``coco`` reads exports, ``shards`` writes them as WebDataset shards (make-shards), ``shardset``
 reads and verifies shard sets, ``crops`` says where a crop comes from, ``preprocess`` is the
 model's input rule, ``views`` and ``batches`` make training batches, ``synth`` generates drawings and
-``universe`` thousands of symbol classes (font glyphs and procedural ones). Nothing here imports a model.
+``universe`` thousands of symbol classes (font glyphs and procedural ones), ``components`` finds ink
+components without labels and ``component_shards`` cuts them into shards (symclr-components).
+Nothing here imports a model.
 """
 
 
