@@ -4,6 +4,7 @@
     python bench/spotting.py --split valid --tune [--robustness scan scale0.7]   # choose settings
     python bench/spotting.py --split valid --recall --robustness all          # candidates by source
     python bench/spotting.py --skip trained folds music --big --pdf-set 20 --speed 10
+    python bench/spotting.py --split valid --skip folds music --feature-match  # with and without, same draws
 
 Protocol (issues 18, 27): drawings of ``--split`` (firefighting), exemplars drawn from the train
 split, 1 per class, ``--draws`` seeded draws (seed = draw number): mean and 95% interval of COCO
@@ -26,7 +27,10 @@ The ink candidates of a drawing and their crops' features are computed once per 
 under ``--cache``); each exemplar draw then embeds its exemplars and adds its template evidence
 (template.py; it depends on the exemplars). ``--tune`` scores every combination of
 SCORING_GRID on valid (and its ``--robustness`` copies: the mean AP50 decides); ``--recall``
-needs no model. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
+needs no model (with ``--feature-match`` it does: the feature source is then counted too).
+``--feature-match`` (issue 27, feature_match.py) adds feature-map matching to every draw and
+reports each setting with and without it on the same draws and candidates, with its mean
+seconds per drawing (exemplar kernels made once per draw). Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
 and median), ``--big`` (generated 14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and
 peak RSS of the ``symclr-spot`` process), ``--pdf-set N`` (an N-page generated PDF, one process
 against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
@@ -63,7 +67,7 @@ from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, ope
 from symclr_ft.use.spot.report import count_detections  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
-    pick_coco_exemplars, score_candidates, to_coco_results, with_templates,
+    pick_coco_exemplars, score_candidates, to_coco_results, with_feature_matches, with_templates,
 )
 from symclr_ft.use.spot.report import exact_count_share  # noqa: E402
 
@@ -149,24 +153,52 @@ def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
         kept = lambda label: ex.category_ids[label] in keep_ids  # noqa: E731
         templates = replace(templates, items=[t for t in templates.items if kept(t.label)],
                             pictures=[(label, p) for label, p in templates.pictures if kept(label)])
+    kernels = ex.kernels
+    if kernels is not None:
+        keep = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in kernels.labels], dtype=torch.bool)
+        kernels = replace(kernels, crops=kernels.crops[keep], labels=kernels.labels[keep], sizes=kernels.sizes[keep],
+                          banks={})
     return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids,
-                     templates=templates)
+                     templates=templates, kernels=kernels)
 
 
 def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
               cfg: SpotConfig) -> dict[int, Candidates]:
     """Each drawing's cached ink candidates with this exemplar draw's template evidence and
-    template-only candidates (they depend on the exemplars, so they are made per draw)."""
-    if not cfg.templates:
+    template-only candidates, and with ``feature_match`` its feature-match evidence and
+    candidates (they depend on the exemplars, so they are made per draw)."""
+    if cfg.templates:
+        with torch.no_grad():
+            cands = {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
+                     for d in drawings}
+    return feature_matched(net, cands, drawings, rgbs, ex, image_size, cfg)
+
+
+def feature_matched(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
+                    cfg: SpotConfig) -> dict[int, Candidates]:
+    """``cands`` with feature-match evidence and candidates (unchanged without ``feature_match``);
+    prints the mean seconds per drawing it took."""
+    if not cfg.feature_match:
         return cands
+    start, out = time.perf_counter(), {}
     with torch.no_grad():
-        return {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
-                for d in drawings}
+        for d in drawings:
+            out[d.image_id] = with_feature_matches(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
+    seconds = (time.perf_counter() - start) / max(1, len(drawings))
+    added = sum(int(c.from_features.sum()) for c in out.values() if c.from_features is not None)
+    print(f"  feature matching: {seconds:.2f} s per drawing (mean of {len(drawings)}), "
+          f"{added / max(1, len(drawings)):.1f} candidates added per drawing", flush=True)
+    FEATURE_SECONDS.append(seconds)
+    return out
+
+
+FEATURE_SECONDS: list[float] = []  # mean seconds per drawing of feature matching, one per draw
 
 
 def drawing_pixels(drawings, cfg: SpotConfig) -> dict[int, np.ndarray]:
-    """RGB arrays of the drawings, kept for template matching of every draw (none without it)."""
-    return {d.image_id: np.asarray(open_drawing(d)) for d in drawings} if cfg.templates else {}
+    """RGB arrays of the drawings, kept for template and feature matching of every draw (none
+    without either)."""
+    return {d.image_id: np.asarray(open_drawing(d)) for d in drawings} if cfg.templates or cfg.feature_match else {}
 
 
 def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
@@ -302,19 +334,28 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
         print(f"  {name}: box padding {cfg.box_padding} fitted on {exemplar_json.parent.name}", flush=True)
     cands = cached_candidates(net, model, drawings, size, cfg, cache, objectness, tag=f"{exemplar_json}|{sorted(excluded)}")
     cat_ids = sorted(classes)
-    ours, tm = [], []
+    ours, tm, plain = [], [], []
     greys = {d.image_id: np.asarray(open_rgb(d.path).convert("L")) for d in drawings} if template_draws else {}
     rgbs = drawing_pixels(drawings, cfg)
+    without = replace(cfg, feature_match=False)  # the reference row of --feature-match, same draws
+    del FEATURE_SECONDS[:]
     for seed in range(draws):
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
-        ours.append(run_draw(templated(net, cands, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json, cat_ids))
+        base = templated(net, cands, drawings, rgbs, ex, size, without)
+        if cfg.feature_match:
+            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids))
+        ours.append(run_draw(feature_matched(net, base, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json,
+                             cat_ids))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
-        print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else ""), flush=True)
+        print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else "")
+              + (f", without feature matching {plain[-1]['ap50']:.3f}" if plain else ""), flush=True)
     return {"name": name, "model": str(model), "objectness_fit_s": fit_s, "ours": summarise(ours, keep_per_draw),
             "template": summarise(tm, keep_per_draw) if tm else None,
-            "ours_on_template_draws": summarise(ours[:template_draws], False) if tm else None}
+            "ours_on_template_draws": summarise(ours[:template_draws], False) if tm else None,
+            "ours_without_feature_match": summarise(plain, keep_per_draw) if plain else None,
+            "feature_match_s_per_drawing": float(np.mean(FEATURE_SECONDS)) if FEATURE_SECONDS else None}
 
 
 def summarise(runs: list[dict], keep: bool) -> dict:
@@ -335,6 +376,7 @@ SCORING_GRID = {  # what --tune chooses between (on valid)
     "score_rule": ("sum", "max"),
     "template_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
     "template_floor": (0.3, 0.5),
+    "feature_match_weight": (0.0, 0.25, 0.5),  # only with --feature-match
 }
 COUNT_SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
@@ -350,6 +392,8 @@ def scoring_grid(cfg: SpotConfig) -> list[dict]:
         combo = dict(zip(keys, values))
         if combo["template_weight"] == 0 or not cfg.templates:
             combo.update(score_rule="sum", template_floor=0.5, template_weight=0.0)
+        if not cfg.feature_match:
+            del combo["feature_match_weight"]
         key = tuple(combo.values())
         if key not in seen:
             seen.add(key)
@@ -428,9 +472,19 @@ def candidate_recall(args, cfg: SpotConfig, gt_json: Path, objectness) -> dict:
     templates = picked_templates(picked, cfg)
     cat_ids = sorted({p[0] for p in picked})
     drawings = list_drawings(gt_json)[: args.max_drawings or None]
-    found = {"ink": 0, "template": 0, "union": 0}
-    counts = {"ink": 0, "template": 0, "union": 0}
-    seconds = {"ink": 0.0, "template": 0.0}
+    sources = ["ink", "template", "feature"] if cfg.feature_match else ["ink", "template"]
+    found = {k: 0 for k in [*sources, "union"]}
+    counts = {k: 0 for k in [*sources, "union"]}
+    seconds = {k: 0.0 for k in sources}
+    kernels = None
+    if cfg.feature_match:  # the one source that needs the model: its exemplar kernels, made once
+        from symclr_ft.use.spot.feature_match import match_features
+
+        model, extra = bench_model(args)
+        net, size, _ = model_and_size(model, 96 if extra else None)
+        start = time.perf_counter()
+        kernels = embed_exemplars(net, picked, size, cfg).kernels
+        seconds_kernels = time.perf_counter() - start
     truth_total, results = 0, []
     for d in drawings:
         rgb = np.asarray(open_rgb(d.path))
@@ -445,7 +499,16 @@ def candidate_recall(args, cfg: SpotConfig, gt_json: Path, objectness) -> dict:
         seconds["ink"] += middle - start
         seconds["template"] += time.perf_counter() - middle
         alone = match_templates(rgb, templates, torch.zeros((0, 4)), cfg).extra
-        for name, boxes in (("ink", ink), ("template", alone), ("union", torch.cat([ink, extra]))):
+        by_source = [("ink", ink), ("template", alone)]
+        union = torch.cat([ink, extra])
+        if kernels is not None:
+            start = time.perf_counter()
+            with torch.no_grad():
+                union = torch.cat([union, match_features(net, rgb, kernels, union, cfg).extra])
+            seconds["feature"] += time.perf_counter() - start
+            with torch.no_grad():
+                by_source.append(("feature", match_features(net, rgb, kernels, torch.zeros((0, 4)), cfg).extra))
+        for name, boxes in (*by_source, ("union", union)):
             found[name] += _recall(boxes, truth)
             counts[name] += boxes.shape[0]
         truth_total += truth.shape[0]
@@ -462,7 +525,8 @@ def candidate_recall(args, cfg: SpotConfig, gt_json: Path, objectness) -> dict:
             "candidates_per_drawing": {k: v / n for k, v in counts.items()},
             "seconds_per_drawing": {k: v / n for k, v in seconds.items()},
             "template_peaks_alone": {"ap50": ap["ap50"], "ap": ap["ap"]},
-            "config": {k: v for k, v in asdict(cfg).items() if k.startswith("template")}}
+            **({"feature_kernels_s": seconds_kernels} if kernels is not None else {}),
+            "config": {k: v for k, v in asdict(cfg).items() if k.startswith(("template", "feature"))}}
 
 
 def torchvision_nms(boxes, scores, iou):
@@ -499,6 +563,9 @@ def parse_args(argv=None):
     p.add_argument("--recall", action="store_true",
                    help="only candidate recall by source (ink, template, union) on --split; no model needed")
     p.add_argument("--max-drawings", type=int, default=0, help="--recall: the first N drawings (0: all)")
+    p.add_argument("--feature-match", action="store_true",
+                   help="also feature-map matching (feature_match.py): each setting with and without it on the "
+                   "same draws; with --recall, the feature source (needs --model); with --tune, its weight")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25")
     return p.parse_args(argv)
@@ -696,6 +763,8 @@ def main(argv=None) -> int:
         cfg = replace(cfg, **choose(json.loads(args.choose_from.read_text())))
         print(f"settings chosen on valid: {choose(json.loads(args.choose_from.read_text()))}", flush=True)
     cfg = replace(cfg, **config_overrides(args.set))
+    if args.feature_match:
+        cfg = replace(cfg, feature_match=True)
     if args.recall:
         from symclr_ft.use.spot.objectness import fit_objectness
 
@@ -763,11 +832,16 @@ def fmt(pair) -> str:
 def markdown(report: dict) -> str:
     lines = ["| setting | method | draws | AP50 | AP@[.5:.95] | exact counts | count MAE |", "|---|---|---|---|---|---|---|"]
     for s in report["settings"]:
-        for method, block in (("symclr-spot", s["ours"]), ("template matching", s["template"]),
+        ours = "symclr-spot + feature matching" if s.get("ours_without_feature_match") else "symclr-spot"
+        for method, block in ((ours, s["ours"]), ("symclr-spot", s.get("ours_without_feature_match")),
+                              ("template matching", s["template"]),
                               ("symclr-spot, same draws", s["ours_on_template_draws"])):
             if block:
                 lines.append(f"| {s['name']} | {method} | {block['draws']} | {fmt(block['ap50'])} | {fmt(block['ap'])} | "
                              f"{fmt(block['exact_counts'])} | {fmt(block['count_mae'])} |")
+    for s in report["settings"]:
+        if s.get("feature_match_s_per_drawing") is not None:
+            lines.append(f"\n{s['name']}: feature matching {s['feature_match_s_per_drawing']:.2f} s per drawing (mean)")
     return "\n".join(lines)
 
 

@@ -48,3 +48,12 @@ class SpotConfig(ComponentConfig):
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
     template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
     template_floor: float = 0.5  # correlation at or below this counts as no evidence
+    # feature template matching (feature_match.py): the exemplar's feature map correlated with the
+    # drawing's (TMR's idea); opt-in, a third candidate source and a third score. Not yet chosen
+    # on valid: bench/spotting.py --feature-match measures it against the path without.
+    feature_match: bool = False
+    feature_match_stride: int = 8  # backbone level correlated (8 or 16: the stage with that stride)
+    feature_match_peak: float = 0.5  # correlation from which a peak is a candidate
+    feature_match_weight: float = 0.25  # u: score = (1 - u) * score + u * correlation ("sum" rule)
+    feature_match_floor: float = 0.3  # correlation at or below this counts as no evidence
+    feature_match_budget: float = 200.0  # megapixels through the backbone per drawing; beyond, coarser

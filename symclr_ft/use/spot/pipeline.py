@@ -55,6 +55,7 @@ from symclr_ft.errors import UserError
 from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, open_drawing, open_rgb
+from symclr_ft.use.spot.feature_match import FeatureKernels, exemplar_kernels, match_features
 from symclr_ft.use.spot.template import (
     Templates, exemplar_picture, make_templates, match_templates, same_place_suppression,
 )
@@ -71,6 +72,7 @@ class Exemplars:
     category_ids: list[int]  # COCO id of each class (index + 1 when not from COCO)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     templates: Templates | None = None  # pictures for template matching (None: from an index)
+    kernels: FeatureKernels | None = None  # feature maps for feature matching (cfg.feature_match)
 
 
 @dataclass
@@ -81,6 +83,9 @@ class Candidates:
     correlation: torch.Tensor | None = None  # (N, C) best template correlation of each class
     template_sizes: torch.Tensor | None = None  # (N, C, 2) box (w, h) of that best template
     from_template: torch.Tensor | None = None  # (N,) bool: proposed by template matching alone
+    feature_correlation: torch.Tensor | None = None  # (N, C) best feature-map correlation of each class
+    feature_sizes: torch.Tensor | None = None  # (N, C, 2) box (w, h) of that best feature match
+    from_features: torch.Tensor | None = None  # (N,) bool: proposed by feature matching alone
 
 
 # --------------------------------------------------------------------------- embedding
@@ -163,6 +168,33 @@ def with_templates(net, rgb: np.ndarray, cands: Candidates, ex: Exemplars, image
     )  # fmt: skip
 
 
+def with_feature_matches(net, rgb: np.ndarray, cands: Candidates, ex: Exemplars, image_size: int,
+                         cfg: SpotConfig) -> Candidates:
+    """The candidates with feature-match evidence (feature_match.py): every class's best
+    feature-map correlation at each, and the feature peaks that no candidate (ink or template)
+    covers, embedded here as more candidates (P(symbol) 1; no template correlation: their
+    template evidence is counted as none). Unchanged unless ``feature_match`` is on."""
+    if not cfg.feature_match or ex.kernels is None or ex.kernels.crops.shape[0] == 0:
+        return cands
+    ev = match_features(net, rgb, ex.kernels, cands.boxes, cfg)
+    extra, k, classes = ev.extra, ev.extra.shape[0], ex.kernels.classes
+    n = cands.boxes.shape[0]
+    none = torch.zeros(n, dtype=torch.bool)
+    corr = sizes = from_template = None
+    if cands.correlation is not None:
+        corr = torch.cat([cands.correlation, torch.zeros((k, cands.correlation.shape[1]))])
+        sizes = torch.cat([cands.template_sizes, torch.zeros((k, *cands.template_sizes.shape[1:]))])
+    if cands.from_template is not None:
+        from_template = torch.cat([cands.from_template, torch.zeros(k, dtype=torch.bool)])
+    return Candidates(
+        torch.cat([cands.boxes, extra]), torch.cat([cands.features, embed_boxes(net, rgb, extra, image_size, cfg)]),
+        torch.cat([cands.objectness, torch.ones(k)]), corr, sizes, from_template,
+        torch.cat([ev.correlation, ev.extra_correlation]).reshape(-1, classes),
+        torch.cat([ev.sizes, ev.extra_sizes]).reshape(-1, classes, 2),
+        torch.cat([none, torch.ones(k, dtype=torch.bool)]),
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- scoring, NMS, counts
 
 
@@ -174,7 +206,10 @@ def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[t
     ``template_floor`` up: ``score_rule`` "sum" takes ``(1 - t) * similarity + t * correlation``,
     "max" the larger of similarity and ``t * correlation`` (t = ``template_weight``; both chosen
     on the valid split by ``bench/spotting.py --tune``). The size is the best exemplar's, or, where
-    the correlation counts, the best template's (its scale and turn)."""
+    the correlation counts, the best template's (its scale and turn). With feature matching
+    (``feature_match``), its correlation mapped from ``feature_match_floor`` up is combined with
+    that score in the same way (weight ``feature_match_weight``), and its box size is used where
+    it counts and the template's does not."""
     n, classes = cands.boxes.shape[0], len(ex.class_names)
     sims = cands.features @ ex.features.T  # (N, E)
     sim = torch.full((n, classes), -1.0)
@@ -184,17 +219,26 @@ def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[t
         best[:, ex.labels[e]] = torch.where(sims[:, e] >= sim[:, ex.labels[e]], e, best[:, ex.labels[e]])
     sizes = ex.sizes[best.clamp(min=0)]
     score = sim.clamp(min=0) * cands.objectness.clamp(min=0).unsqueeze(1) ** cfg.objectness_weight
-    if cands.correlation is None or cfg.template_weight <= 0:
-        return score, sizes
-    corr = ((cands.correlation - cfg.template_floor) / (1 - cfg.template_floor)).clamp(0, 1)
-    t = cfg.template_weight
-    if cfg.score_rule == "max":
-        combined = torch.maximum(score, t * corr)
-    else:
-        combined = (1 - t) * score + t * corr
-    use_template = corr > 0
-    sizes = torch.where(use_template.unsqueeze(-1), cands.template_sizes, sizes)
-    return combined, sizes
+    use_template = torch.zeros_like(score, dtype=torch.bool)
+    if cands.correlation is not None and cfg.template_weight > 0:
+        corr = ((cands.correlation - cfg.template_floor) / (1 - cfg.template_floor)).clamp(0, 1)
+        score = _combined(score, corr, cfg.template_weight, cfg.score_rule)
+        use_template = corr > 0
+        sizes = torch.where(use_template.unsqueeze(-1), cands.template_sizes, sizes)
+    if cands.feature_correlation is not None and cfg.feature_match_weight > 0:
+        floor = cfg.feature_match_floor
+        corr = ((cands.feature_correlation - floor) / (1 - floor)).clamp(0, 1)
+        score = _combined(score, corr, cfg.feature_match_weight, cfg.score_rule)
+        sizes = torch.where(((corr > 0) & ~use_template).unsqueeze(-1), cands.feature_sizes, sizes)
+    return score, sizes
+
+
+def _combined(score: torch.Tensor, corr: torch.Tensor, weight: float, rule: str) -> torch.Tensor:
+    """``score`` and a correlation in [0, 1] by ``score_rule``: "sum" (1 - w) score + w corr,
+    "max" the larger of score and w corr."""
+    if rule == "max":
+        return torch.maximum(score, weight * corr)
+    return (1 - weight) * score + weight * corr
 
 
 def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[str, torch.Tensor]:
@@ -320,9 +364,13 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         s = torch.tensor(sizes, dtype=torch.float32)
         szs.append(s.flip(1) if turn % 2 else s)
     templates = picked_templates(picked, cfg, cache) if cfg.templates else None
+    kernels = None
+    if cfg.feature_match:  # made once per exemplar set, like the features above
+        kernels = exemplar_kernels(net, stack, torch.tensor(labels), torch.tensor(sizes, dtype=torch.float32),
+                                   len(cat_ids), cfg)
     return Exemplars(
         torch.cat(feats), torch.cat(labs), torch.cat(szs),
-        [names[c] for c in cat_ids], cat_ids, skipped, templates,
+        [names[c] for c in cat_ids], cat_ids, skipped, templates, kernels,
     )  # fmt: skip
 
 
@@ -457,9 +505,9 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
     if templates is not None:
         templates = replace(templates, items=[t for t in templates.items if t.size[0] <= width and t.size[1] <= height])
     usable = Exemplars(ex.features[fits], ex.labels[fits], ex.sizes[fits], ex.class_names, ex.category_ids,
-                       templates=templates)
+                       templates=templates, kernels=ex.kernels)
     ink = ink_candidates(net, rgb, image_size, cfg, objectness)
-    cands = with_templates(net, rgb, ink, usable, image_size, cfg)
+    cands = with_feature_matches(net, rgb, with_templates(net, rgb, ink, usable, image_size, cfg), usable, image_size, cfg)
     dets = score_candidates(cands, usable, cfg)
     note = DrawingNote(name, ink.boxes.shape[0], cands.boxes.shape[0] - ink.boxes.shape[0],
                        float(dets["best_score"]), int((dets["scores"] >= cfg.count_score).sum()),

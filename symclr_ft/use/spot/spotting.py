@@ -29,7 +29,7 @@ from symclr_ft.use.spot.pipeline import (  # noqa: F401
     Candidates, DrawingNote, Exemplars, crop_for_model, drawing_candidates, embed_crops, embed_exemplars,
     exemplars_of_index, folder_exemplars, index_exemplars, ink_candidates, load_exemplars, model_and_size,
     pick_coco_exemplars, picked_templates, reject_threshold, score_candidates, spot_all, spot_all_noted,
-    spot_drawing, spot_drawing_noted, spot_image, to_coco_results, with_templates,
+    spot_drawing, spot_drawing_noted, spot_image, to_coco_results, with_feature_matches, with_templates,
 )
 from symclr_ft.use.spot.report import count_detections, exact_count_share, write_report
 
@@ -125,6 +125,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--no-templates", action="store_true",
                    help="no template matching: ink candidates and feature similarity only (faster; "
                    "finds nothing on grey or faint scans)")
+    p.add_argument("--feature-match", action="store_true",
+                   help="also correlate the exemplars' feature maps with the drawing's (a third candidate "
+                   "source and score; slower: the drawing goes through the backbone at each exemplar scale)")
     return p
 
 
@@ -166,7 +169,8 @@ def run(args) -> int:
 
     check_output_dir(args.out, SPOT_OUTPUT, args.overwrite)
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
-                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou, templates=not args.no_templates)
+                     objectness_weight=args.objectness_weight, nms_iou=args.nms_iou, templates=not args.no_templates,
+                     feature_match=args.feature_match)
     drawings = list_drawings(Path(args.drawings), args.dpi, args.pages)[: args.max_drawings or None]
     net, image_size, sha = model_and_size(Path(args.model), args.image_size, cfg.batch_size)
     accelerator = make_accelerator()

@@ -190,7 +190,7 @@ class TemplateEvidence:
     extra_sizes: torch.Tensor  # (K, C, 2)
 
 
-def _peaks(result: np.ndarray, radius: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
+def local_peaks(result: np.ndarray, radius: int, threshold: float, limit: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of local maxima (within ``radius``) at least ``threshold``; the
     ``limit`` highest."""
     ys, xs = np.nonzero(result >= threshold)
@@ -204,7 +204,7 @@ def _peaks(result: np.ndarray, radius: int, threshold: float, limit: int) -> tup
     return ys, xs
 
 
-def _window_max(result: np.ndarray, row: np.ndarray, col: np.ndarray, slack: int) -> np.ndarray:
+def window_max(result: np.ndarray, row: np.ndarray, col: np.ndarray, slack: int) -> np.ndarray:
     """Largest value of ``result`` within ``slack`` of each (row, col), clipped to the map."""
     offsets = np.arange(-slack, slack + 1)
     rows = np.clip(row[:, None, None] + offsets[None, :, None], 0, result.shape[0] - 1)
@@ -228,8 +228,8 @@ def _match_one(picture: np.ndarray, t: Template, origin: tuple[int, int], core: 
     if centres.shape[0]:  # the best correlation near each candidate's centre (its ink box is looser)
         col = np.round((centres[:, 0] - x0) / f - tw / 2).astype(int)
         row = np.round((centres[:, 1] - y0) / f - th / 2).astype(int)
-        value = _window_max(result, row, col, cfg.template_slack)
-    ys, xs = _peaks(result, max(1, min(th, tw) // 2), cfg.template_peak, cfg.template_peaks_per_tile)
+        value = window_max(result, row, col, cfg.template_slack)
+    ys, xs = local_peaks(result, max(1, min(th, tw) // 2), cfg.template_peak, cfg.template_peaks_per_tile)
     px, py = x0 + (xs + tw / 2) * f, y0 + (ys + th / 2) * f
     inside = (px >= cx0) & (px < cx1) & (py >= cy0) & (py < cy1)
     w, h = t.size
@@ -263,9 +263,10 @@ def _match_tile(levels: list[np.ndarray], origin: tuple[int, int], core: tuple, 
     return boxes[keep], values[keep], classes[keep]
 
 
-def _tile_candidates(peaks: tuple[torch.Tensor, ...], given: torch.Tensor, area: float, classes: int,
+def peak_candidates(peaks: tuple[torch.Tensor, ...], given: torch.Tensor, area: float, classes: int,
                      cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One tile's template candidates: its peaks after class-agnostic NMS and
+    """One tile's template candidates (or a drawing's feature-match candidates,
+    ``feature_match.py``): its peaks after class-agnostic NMS and
     :func:`same_place_suppression`, at most ``template_candidates_per_megapixel`` of the core's
     ``area``, less those a ``given`` box covers (IoU >= ``template_dedup_iou``); with the best
     correlation of every class at each (its peaks overlapping it at IoU >= 0.5) and their sizes."""
@@ -330,7 +331,7 @@ def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, 
                 peaks.append(_match_tile(levels, (x0, y0), core, templates, centres, ev, cfg, pool))
                 near = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
                 area = (core[2] - core[0]) * (core[3] - core[1])
-                extra.append(_tile_candidates(peaks[-1], boxes[torch.from_numpy(near)], area, classes, cfg))
+                extra.append(peak_candidates(peaks[-1], boxes[torch.from_numpy(near)], area, classes, cfg))
     peaks = [(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long))] + peaks
     extra = [(torch.zeros((0, 4)), torch.zeros((0, classes)), torch.zeros((0, classes, 2)))] + extra
     boxes_x, corr_x, sizes_x = (torch.cat(part) for part in zip(*extra))
