@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -25,6 +25,8 @@ class SpotConfig:
     class_agnostic_nms: bool = True
     min_score: float = 0.2  # detections below are not written at all
     count_score: float = 0.7  # detections counted, drawn and listed as found (chosen on valid)
+    # class name -> its own count threshold (--thresholds, report.html's sliders); others: count_score
+    class_count_scores: dict[str, float] = field(default_factory=dict)
     tile: int = 1536
     tile_overlap: int = 320  # at least 2 x (max_side + max dilation) so a symbol fits in some core
     batch_size: int = 128
@@ -51,3 +53,7 @@ class SpotConfig:
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
     template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
     template_floor: float = 0.5  # correlation at or below this counts as no evidence
+
+    def count_score_of(self, class_name: str) -> float:
+        """The score from which a detection of ``class_name`` is counted."""
+        return self.class_count_scores.get(class_name, self.count_score)
