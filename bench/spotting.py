@@ -117,8 +117,8 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------- candidate cache
 
 
-SCORING_ONLY = ("min_score", "count_score", "nms_iou", "box_mode", "class_agnostic_nms", "objectness_weight",
-                "score_rule")  # and every template* setting: none of them changes the ink candidates
+SCORING_ONLY = ("min_score", "count_score", "class_count_scores", "nms_iou", "box_mode", "class_agnostic_nms",
+                "objectness_weight", "score_rule")  # and every template* setting: none of them changes the ink candidates
 
 
 def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from symclr_ft.data.components import ComponentConfig
 
@@ -24,6 +24,8 @@ class SpotConfig(ComponentConfig):
     class_agnostic_nms: bool = True
     min_score: float = 0.2  # detections below are not written at all
     count_score: float = 0.7  # detections counted, drawn and listed as found (chosen on valid)
+    # class name -> its own count threshold (--thresholds, report.html's sliders); others: count_score
+    class_count_scores: dict[str, float] = field(default_factory=dict)
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50
@@ -57,3 +59,7 @@ class SpotConfig(ComponentConfig):
     feature_match_weight: float = 0.25  # u: score = (1 - u) * score + u * correlation ("sum" rule)
     feature_match_floor: float = 0.3  # correlation at or below this counts as no evidence
     feature_match_budget: float = 200.0  # megapixels through the backbone per drawing; beyond, coarser
+
+    def count_score_of(self, class_name: str) -> float:
+        """The score from which a detection of ``class_name`` is counted."""
+        return self.class_count_scores.get(class_name, self.count_score)

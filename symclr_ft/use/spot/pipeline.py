@@ -24,7 +24,7 @@ or batch it went through):
    the candidate, or the candidate's own box (``box_mode``).
 4. **NMS** (``torchvision.ops.batched_nms``, class-agnostic by default: one symbol per place,
    then one box per place when a symbol matched at two scales), then counts of detections
-   scoring at least ``count_score``.
+   scoring at least their class's count threshold (``SpotConfig.count_score_of``).
 
 Why both sources: ink candidates have the recall on clean CAD drawings and the crop embedder
 then sees exactly the kind of crop it was trained on; template peaks hold on scans and copies
@@ -470,7 +470,7 @@ class DrawingNote:
     ink_candidates: int
     template_candidates: int
     best_score: float  # the highest score of any class at any candidate (-1: no candidate)
-    counted: int  # detections scoring at least count_score
+    counted: int  # detections scoring at least their class's count threshold
     templates: bool  # whether template matching ran (exemplars with pictures, not an index)
 
     def nothing_found(self, cfg: SpotConfig) -> str | None:
@@ -487,8 +487,9 @@ class DrawingNote:
                 why += ("; template matching, which finds symbols on grey or faint copies, needs exemplars "
                         "from images, not an index")
             return f"nothing found: no candidates ({why})"
+        per_class = " or their class's own (--thresholds)" if cfg.class_count_scores else ""
         return (f"nothing found: {self.ink_candidates + self.template_candidates} candidates, all below the count "
-                f"threshold {cfg.count_score:.3f} (best score {self.best_score:.3f}: other symbols than the "
+                f"threshold {cfg.count_score:.3f}{per_class} (best score {self.best_score:.3f}: other symbols than the "
                 "exemplars', or set --count-score lower)")
 
 
@@ -510,9 +511,18 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
     cands = with_feature_matches(net, rgb, with_templates(net, rgb, ink, usable, image_size, cfg), usable, image_size, cfg)
     dets = score_candidates(cands, usable, cfg)
     note = DrawingNote(name, ink.boxes.shape[0], cands.boxes.shape[0] - ink.boxes.shape[0],
-                       float(dets["best_score"]), int((dets["scores"] >= cfg.count_score).sum()),
+                       float(dets["best_score"]), counted_among(dets, ex.class_names, cfg),
                        bool(cfg.templates and templates is not None and templates.items))
     return dets, skipped, note
+
+
+def counted_among(dets: dict[str, torch.Tensor], class_names: list[str], cfg: SpotConfig) -> int:
+    """How many of ``dets`` score at least their class's count threshold (in float64, as
+    ``report.count_detections`` compares the written scores)."""
+    thresholds = torch.tensor([cfg.count_score_of(n) for n in class_names], dtype=torch.float64)
+    if dets["scores"].numel() == 0:
+        return 0
+    return int((dets["scores"].double() >= thresholds[dets["labels"]]).sum())
 
 
 def spot_image(net, image: Image.Image, ex: Exemplars, image_size: int, cfg: SpotConfig,

@@ -2,8 +2,8 @@
 
 The same pipeline as ``symclr-spot`` (:mod:`symclr_ft.use.spot.pipeline`: ink candidates, the
 "is this a symbol" model fitted on the exemplars' COCO drawings, crops embedded and compared
-with every exemplar in its four quarter turns, NMS, counts from ``count_score``), one drawing
-at a time, with the exemplars embedded once. Example::
+with every exemplar in its four quarter turns, NMS, counts from ``count_score`` or per-class
+``thresholds``), one drawing at a time, with the exemplars embedded once. Example::
 
     from symclr_ft import Spotter, load_model
 
@@ -11,6 +11,8 @@ at a time, with the exemplars embedded once. Example::
     found = spotter.spot("drawing.png")
     found.counts                       # {'valve': 3, 'pump': 1}
     found.boxes[0], found.labels[0], found.scores[0]
+    # thresholds saved from symclr-spot's report.html (or a dict in that format)
+    Spotter(model, "exemplars/", thresholds="thresholds.json")
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from symclr_ft.use.spot.objectness import fit_objectness
 from symclr_ft.use.spot.pipeline import (
     exemplars_of_index, load_exemplars, reject_threshold, spot_image, to_coco_results,
 )
-from symclr_ft.use.spot.report import count_detections
+from symclr_ft.use.spot.report import count_detections, count_thresholds
+from symclr_ft.use.spot.thresholds import apply_thresholds, read_thresholds
 from symclr_ft.use.symbol_index import SymbolIndex
 
 __all__ = ["Spots", "Spotter"]
@@ -41,8 +44,9 @@ __all__ = ["Spots", "Spotter"]
 class Spots:
     """Detections on one drawing, best first within NMS: ``boxes`` (N, 4) x0, y0, x1, y1 in
     pixels, their class ``labels`` and ``scores``; ``counts`` per class of the detections
-    scoring at least ``count_score`` (every class named, 0 when none); ``skipped``: exemplars
-    left out for this drawing (larger than it), with the reason."""
+    scoring at least their class's threshold: ``class_count_scores[label]`` where given, else
+    ``count_score`` (every class named, 0 when none); ``skipped``: exemplars left out for this
+    drawing (larger than it), with the reason."""
 
     boxes: torch.Tensor
     labels: list[str]
@@ -50,6 +54,7 @@ class Spots:
     counts: dict[str, int]
     count_score: float
     skipped: list = field(default_factory=list)
+    class_count_scores: dict[str, float] = field(default_factory=dict)
 
 
 def drawing_image(drawing, where: str = "drawing") -> tuple[Image.Image, str]:
@@ -72,16 +77,20 @@ class Spotter:
     ``seed``; its drawings also fit the objectness model), a folder of class subfolders of
     crops, a ``symclr-embed`` index folder, or a :class:`~symclr_ft.use.symbol_index.SymbolIndex`.
     ``count_score``: the score from which a detection is counted (None: the config's, chosen on
-    the valid split; "auto": ``symclr-predict``'s unknown threshold from the exemplars)."""
+    the valid split; "auto": ``symclr-predict``'s unknown threshold from the exemplars).
+    ``thresholds``: per-class count thresholds, a path or a dict in the format of
+    ``symclr-spot --thresholds`` (:mod:`~symclr_ft.use.spot.thresholds`); its count_score,
+    when given, overrides ``count_score``."""
 
     def __init__(self, model: Model, exemplars, shots: int = 1, seed: int = 0,
                  config: SpotConfig | None = None, count_score: float | str | None = None,
-                 objectness: bool = True):
+                 objectness: bool = True, thresholds=None):
         if not isinstance(model.net, torch.nn.Module) or not any(True for _ in model.net.parameters()):
             raise UserError(f"{model.path}: spotting needs a model.pt (ONNX exports are for "
                             "embedding and prediction)")
         if shots < 1:
             raise UserError(f"shots={shots}: must be at least 1")
+        thresholds = None if thresholds is None else read_thresholds(thresholds)  # before any work
         self.model, self.cfg = model, config or SpotConfig()
         if isinstance(exemplars, SymbolIndex):
             self.exemplars = exemplars_of_index(exemplars.index)
@@ -92,6 +101,8 @@ class Spotter:
             self.cfg.count_score, _ = reject_threshold(self.exemplars)
         elif count_score is not None:
             self.cfg.count_score = float(count_score)
+        if thresholds is not None:
+            apply_thresholds(self.cfg, thresholds, self.exemplars.class_names)
         self.objectness = None
         json_path = None if isinstance(exemplars, SymbolIndex) else coco_json(Path(exemplars))
         if json_path is not None and objectness:
@@ -114,7 +125,8 @@ class Spotter:
         rows = to_coco_results(dets, 0, ex)
         names = dict(zip(ex.category_ids, ex.class_names))
         counts = dict.fromkeys(ex.class_names, 0)
-        for (_image, category), n in count_detections(rows, self.cfg.count_score).items():
+        per_class = count_thresholds(self.cfg, ex)
+        for (_image, category), n in count_detections(rows, self.cfg.count_score, per_class).items():
             counts[names[category]] = n
         boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in rows)],
                              dtype=torch.float32).reshape(-1, 4)
@@ -122,4 +134,4 @@ class Spotter:
                    for n in too_large]
         return Spots(boxes, [names[r["category_id"]] for r in rows],
                      torch.tensor([r["score"] for r in rows], dtype=torch.float32), counts,
-                     self.cfg.count_score, skipped)
+                     self.cfg.count_score, skipped, dict(self.cfg.class_count_scores))

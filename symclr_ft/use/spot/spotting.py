@@ -7,6 +7,12 @@ files, PDF sheet sets (every page, or ``--pages``, rasterised at ``--dpi``) or a
 Example::
 
     symclr-spot --model runs/demo_cpu/model.pt --exemplars shards_coco/train --drawings sheets/ --out runs/spot
+
+A detection is counted from ``--count-score``, or from per-class thresholds: ``--thresholds
+FILE`` reads ``{"count_score": 0.7, "classes": {"valve": 0.65}}`` (classes not named use
+count_score; the file's count_score, when given, overrides ``--count-score``; an unknown class
+or a value outside [-1, 1] is refused: :mod:`symclr_ft.use.spot.thresholds`). report.html's
+sliders save such a file and show the command line that passes it back.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io as _io
+import shlex
 import sys
 from pathlib import Path
 
@@ -31,7 +38,10 @@ from symclr_ft.use.spot.pipeline import (  # noqa: F401
     pick_coco_exemplars, picked_templates, reject_threshold, score_candidates, spot_all, spot_all_noted,
     spot_drawing, spot_drawing_noted, spot_image, to_coco_results, with_feature_matches, with_templates,
 )
-from symclr_ft.use.spot.report import count_detections, exact_count_share, write_report
+from symclr_ft.use.spot.report import (
+    THRESHOLDS_FILE, count_detections, count_thresholds, exact_count_share, write_report,
+)
+from symclr_ft.use.spot.thresholds import CountThresholds, apply_thresholds, read_thresholds
 
 
 COUNTS_HEADER = ("file", "page", "image_id", "class", "count")
@@ -39,7 +49,7 @@ COUNTS_HEADER = ("file", "page", "image_id", "class", "count")
 
 def write_counts_csv(path: Path, drawings: list[Drawing], ex: Exemplars, counts: dict) -> None:
     """The takeoff table: one row per drawing (a file, or a PDF file and its 1-based page) and
-    class, with the detections counted there (score >= count_score), zeros included."""
+    class, with the detections counted there (score >= the class's threshold), zeros included."""
     buffer = _io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COUNTS_HEADER)
@@ -50,19 +60,20 @@ def write_counts_csv(path: Path, drawings: list[Drawing], ex: Exemplars, counts:
     path.write_text(buffer.getvalue())
 
 
-def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig, notes=None) -> dict:
+def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig, notes=None,
+                  command: str | None = None) -> dict:
     """Everything in ``out`` (a fresh temporary folder): detections.json, counts.csv,
     skipped.csv, overlays/*.png, report.html (with why nothing was found on a drawing, from
-    ``notes``). Returns the counts."""
+    ``notes``, and ``command``, the line to run again with saved thresholds). Returns the counts."""
     import json
 
     (out / "detections.json").write_text(json.dumps(results) + "\n")
-    counts = count_detections(results, cfg.count_score)
+    counts = count_detections(results, cfg.count_score, count_thresholds(cfg, ex))
     write_counts_csv(out / "counts.csv", drawings, ex, counts)
     buffer = _io.StringIO()
     csv.writer(buffer).writerows([("what", "reason"), *skipped])
     (out / "skipped.csv").write_text(buffer.getvalue())
-    write_report(out, drawings, ex, results, cfg, skipped, nothing_found(notes or [], cfg))
+    write_report(out, drawings, ex, results, cfg, skipped, nothing_found(notes or [], cfg), command)
     return counts
 
 
@@ -108,6 +119,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--count-score", type=_count_score_option, default=str(d.count_score),
                    help=f"similarity in [-1, 1] from which a detection is counted and drawn (default "
                    f"{d.count_score}); 'auto': symclr-predict's unknown threshold from the exemplars")
+    p.add_argument("--thresholds", default=None, metavar="FILE",
+                   help='count thresholds per class, JSON: {"count_score": 0.7, "classes": {"name": 0.65}} '
+                   "(report.html saves it; its count_score overrides --count-score)")
     p.add_argument("--min-score", type=bounded_float(-1.0, 1.0), default=d.min_score,
                    help="detections below are not written, in [-1, 1]")
     p.add_argument("--box-mode", choices=["exemplar", "candidate"], default=d.box_mode,
@@ -155,9 +169,27 @@ def _count_score(text: str, ex: Exemplars) -> tuple[float, str]:
     return found
 
 
+def rerun_command(argv: list[str]) -> str:
+    """The command line that counts again with thresholds saved from report.html: these
+    arguments, with ``--thresholds`` (or an abbreviation argparse took) replaced."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        option = token.split("=", 1)[0]
+        if option.startswith("--th") and "--thresholds".startswith(option):
+            skip = "=" not in token
+            continue
+        kept.append(token)
+    return shlex.join(["symclr-spot", *kept, "--thresholds", THRESHOLDS_FILE])
+
+
 @report_user_errors
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command = rerun_command(argv)
     with sigterm_as_interrupt():  # a kill cleans up as Ctrl-C does: no temporary folder left
         return run(args)
 
@@ -168,6 +200,7 @@ def run(args) -> int:
     from symclr_ft.io import check_output_dir
 
     check_output_dir(args.out, SPOT_OUTPUT, args.overwrite)
+    thresholds = read_thresholds(args.thresholds) if args.thresholds else None  # before any work
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
                      objectness_weight=args.objectness_weight, nms_iou=args.nms_iou, templates=not args.no_templates,
                      feature_match=args.feature_match)
@@ -177,6 +210,9 @@ def run(args) -> int:
     net = net.to(accelerator.device)
     ex = load_exemplars(Path(args.exemplars), net, image_size, args.shots, args.seed, cfg, sha)
     cfg.count_score, how = _count_score(args.count_score, ex)
+    if thresholds is not None:
+        apply_thresholds(cfg, thresholds, ex.class_names)
+        how = thresholds_how(thresholds, how)
     objectness = None
     json_path = coco_json(Path(args.exemplars))
     if json_path is not None and not args.no_objectness:
@@ -186,21 +222,29 @@ def run(args) -> int:
     results, skipped, notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
-        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg, notes)
+        counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg, notes,
+                                 args.command)
         print(summary_text(drawings, ex, results, counts, skipped, cfg, how, notes))
         print(f"wrote {args.out}/report.html, detections.json, counts.csv")
     return 0
 
 
+def thresholds_how(thresholds: CountThresholds, how: str) -> str:
+    """Where the count thresholds came from, for the summary line."""
+    where = "from " + thresholds.source if thresholds.count_score is not None else how
+    own = len(thresholds.classes)
+    return where + (f"; {own} class{'es' if own != 1 else ''} with their own from {thresholds.source}" if own else "")
+
+
 def publish_outputs(out: Path, overwrite: bool, drawings, ex: Exemplars, results, skipped,
-                    cfg: SpotConfig, notes=None) -> dict:
+                    cfg: SpotConfig, notes=None, command: str | None = None) -> dict:
     """:func:`write_outputs` into a temporary folder moved into place by the output rule
     (``io.output_dir``); a full disk is one line and leaves ``out`` as it was."""
     from symclr_ft.io import output_dir
 
     with output_dir(out, SPOT_OUTPUT, overwrite) as tmp:
         try:
-            return write_outputs(tmp, drawings, ex, results, skipped, cfg, notes)
+            return write_outputs(tmp, drawings, ex, results, skipped, cfg, notes, command)
         except OSError as err:
             raise UserError(f"{out}: cannot write the output ({err.strerror or err}); nothing "
                             "was written") from None

@@ -1,12 +1,20 @@
 """report.html of symclr-spot, opened in a real browser (headless Chromium): the page must show
-the drawings with their boxes and the counts table, not a blank page."""
+the drawings with their boxes and the counts table, not a blank page; its sliders must count
+as report.count_detections does, class by class, and save the file --thresholds reads."""
 
 from __future__ import annotations
 
+import csv
+import html as htmllib
+import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -15,7 +23,12 @@ from PIL import Image
 
 from symclr_ft.data import synth
 from symclr_ft.use.spot.spotting import Drawing, Exemplars, SpotConfig, write_outputs
-from symclr_ft.use.spot.report import FALSE_COLOUR, class_colours, draw_overlay, match_to_truth
+from symclr_ft.use.spot.report import (
+    FALSE_COLOUR, OVERLAY_MAX_SIDE, class_colours, count_detections, count_thresholds, draw_overlay, is_counted,
+    match_to_truth,
+)
+from symclr_ft.use.spot.thresholds import apply_thresholds, read_thresholds
+from use.spot.test_spotting import cli_run, run, tiny_model  # noqa: F401  (the command's fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +108,195 @@ def test_report_renders_drawings_boxes_and_counts_in_chromium(chromium, tmp_path
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           (out / "report.html").resolve().as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert 'id="counts"' in dom and '<td class="off">2 / 1</td>' in dom and "broken.png" in dom
+
+
+# --------------------------------------------------------------------------- the review (script)
+
+
+def dump_dom(chromium: str, page: Path, fragment: str = "") -> str:
+    """The page's DOM after its script ran, opened at ``#fragment`` (the hash moves sliders)."""
+    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "</html>" in dom, "chromium dumped no page"
+    return dom
+
+
+def shown_counts(dom: str) -> dict[tuple[str, str], str]:
+    """The counts table as shown: (drawing file, class name) -> its cell ("n" or "n / true")."""
+    table = re.search(r'<table id="counts">(.*?)</table>', dom, re.S).group(1)
+    rows = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", table)]
+    names = [re.sub(r"<[^>]+>", "", c) for c in rows[0][1:]]
+    return {(row[0], name): cell for row in rows[1:] for name, cell in zip(names, row[1:])}
+
+
+def tallies(dom: str) -> list[str]:
+    return re.findall(r'<span class="tally">(.*?)</span>', dom)
+
+
+def review_fixture(tmp_path: Path, size=(320, 240)):
+    """Three classes on two drawings with ground truth; detections near most true boxes and
+    elsewhere, with scores spread over [0.3, 1] (seeded), so that every threshold between
+    0.3 and 1 changes some count, some match and some miss."""
+    rng = np.random.default_rng(0)
+    ex = Exemplars(torch.zeros(3, 4), torch.tensor([0, 1, 2]), torch.ones(3, 2), ["alpha", "beta", "gamma"], [1, 2, 3])
+    drawings, results = [], []
+    for k in range(2):
+        Image.new("RGB", size, synth.BACKGROUND).save(tmp_path / f"d{k}.png")
+        truth = [(int(rng.integers(1, 4)), [float(x), float(y), 30.0, 30.0])
+                 for x in range(10, size[0] - 40, 60) for y in range(10, size[1] - 40, 60)]
+        drawings.append(Drawing(tmp_path / f"d{k}.png", 10 + k, f"d{k}.png", truth))
+        for cat, (x, y, w, h) in truth:
+            if rng.random() < 0.8:  # found, at some score; sometimes as the wrong class
+                label = cat if rng.random() < 0.8 else int(rng.integers(1, 4))
+                results.append({"image_id": 10 + k, "category_id": label, "bbox": [x + 2, y - 1, w, h],
+                                "score": round(float(rng.uniform(0.3, 1.0)), 5)})
+        for _ in range(6):  # on nothing
+            results.append({"image_id": 10 + k, "category_id": int(rng.integers(1, 4)),
+                            "bbox": [float(rng.uniform(0, size[0] - 30)), float(rng.uniform(0, size[1] - 30)), 25, 25],
+                            "score": round(float(rng.uniform(0.3, 1.0)), 5)})
+    results[0]["score"] = 0.45  # exactly at a threshold the tests move to: counted
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = SpotConfig(count_score=0.7)
+    write_outputs(out, drawings, ex, results, [], cfg)
+    return out, drawings, ex, results
+
+
+def expected_view(drawings, ex, results, count_score: float, own: dict[str, float]):
+    """What the page must show at these thresholds, from the Python rules: the counts table
+    cells and each drawing's tally against the ground truth."""
+    cfg = SpotConfig(count_score=count_score, class_count_scores=own)
+    per_class = count_thresholds(cfg, ex)
+    counts = count_detections(results, count_score, per_class)
+    cells = {}
+    for d in drawings:
+        for cat, name in zip(ex.category_ids, ex.class_names):
+            true = sum(c == cat for c, _ in d.truth)
+            cells[(d.file_name, name)] = f"{counts.get((d.image_id, cat), 0)} / {true}"
+    texts = []
+    for d in drawings:
+        rows = [r for r in results if r["image_id"] == d.image_id and is_counted(r, count_score, per_class)]
+        _, t = draw_overlay(Image.new("RGB", (8, 8)), rows, dict.fromkeys(ex.category_ids, (0, 0, 0)), d.truth)
+        texts.append(f"{t['found']} found, {t['false']} false (magenta cross), {t['missed']} missed (white box)")
+    return cells, texts
+
+
+def test_the_global_slider_counts_as_count_detections(chromium, tmp_path):
+    out, drawings, ex, results = review_fixture(tmp_path)
+    seen = set()
+    for t in (0.7, 0.45, 0.9):
+        dom = dump_dom(chromium, out / "report.html", f"count_score={t}")
+        cells, texts = expected_view(drawings, ex, results, t, {})
+        assert shown_counts(dom) == cells and tallies(dom) == texts
+        total = sum(count_detections(results, t).values())
+        assert f'<span id="total">{total}</span>' in dom
+        seen.add(total)
+    assert len(seen) == 3  # each threshold showed other counts: the slider did move them
+
+
+def test_a_class_slider_changes_only_that_class(chromium, tmp_path):
+    out, drawings, ex, results = review_fixture(tmp_path)
+    alone = shown_counts(dump_dom(chromium, out / "report.html", "count_score=0.5"))
+    dom = dump_dom(chromium, out / "report.html", "count_score=0.5&class.beta=0.85")
+    moved = shown_counts(dom)
+    cells, texts = expected_view(drawings, ex, results, 0.5, {"beta": 0.85})
+    assert moved == cells and tallies(dom) == texts
+    changed = {name for (_, name), cell in moved.items() if cell != alone[(_, name)]}
+    assert changed == {"beta"}
+
+
+def test_saved_thresholds_are_the_file_format(chromium, tmp_path):
+    """The "Save thresholds" button downloads a Blob: the test page catches the Blob's text
+    and the download's name (the page's own script, then a stub, then a click)."""
+    out, drawings, ex, results = review_fixture(tmp_path)
+    saved = save_from_page(chromium, out, "count_score=0.55&class.gamma=0.8&class.alpha=0.95")
+    assert saved["name"] == "thresholds.json" and saved["type"] == "application/json"
+    assert json.loads(saved["text"]) == {"count_score": 0.55, "classes": {"alpha": 0.95, "gamma": 0.8}}
+    cfg = SpotConfig()
+    apply_thresholds(cfg, read_thresholds(json.loads(saved["text"])), ex.class_names)
+    assert cfg.count_score == 0.55 and cfg.count_score_of("gamma") == 0.8 and cfg.count_score_of("beta") == 0.55
+
+
+SAVE_CATCHER = """<script>
+(() => {
+  const seen = {};
+  window.Blob = class extends Blob {
+    constructor(parts, opts) { super(parts, opts); seen.text = parts.join(""); seen.type = opts.type; }
+  };
+  HTMLAnchorElement.prototype.click = function () { seen.name = this.download; };
+  document.getElementById("save").click();
+  const pre = document.createElement("pre");
+  pre.id = "caught";
+  pre.textContent = JSON.stringify(seen);
+  document.body.appendChild(pre);
+})();
+</script></body>"""
+
+
+def save_from_page(chromium: str, out: Path, fragment: str) -> dict:
+    """Click "Save thresholds" on report.html at ``#fragment``: the Blob's text and type and
+    the download's file name."""
+    page = out / "save-test.html"
+    page.write_text((out / "report.html").read_text().replace("</body>", SAVE_CATCHER))
+    dom = dump_dom(chromium, page, fragment)
+    caught = re.search(r'<pre id="caught">(.*?)</pre>', dom, re.S).group(1)
+    return json.loads(htmllib.unescape(caught))
+
+
+def test_boxes_of_a_reduced_sheet_are_scaled(chromium, tmp_path):
+    out, drawings, ex, results = review_fixture(tmp_path, size=(OVERLAY_MAX_SIDE + 200, 200))
+    dom = dump_dom(chromium, out / "report.html", "count_score=0.3")
+    svg = re.search(r'<svg viewBox="0 0 (\d+) (\d+)"[^>]*>(.*?)</svg>', dom, re.S)
+    assert svg.group(1, 2) == (str((OVERLAY_MAX_SIDE + 200 + 1) // 2), "100")  # reduced by 2
+    assert Image.open(out / "overlays" / "plain" / "00000.png").size == (2148, 100)
+    first = next(r for r in results if r["image_id"] == drawings[0].image_id)
+    rect = re.search(r'<rect x="([\d.]+)" y="([\d.-]+)" width="([\d.]+)" height="([\d.]+)"', svg.group(3))
+    assert [float(v) for v in rect.groups()] == pytest.approx([v / 2 for v in first["bbox"]])
+    assert 'src="overlays/plain/00000.png"' in dom
+
+
+def test_without_its_script_the_page_shows_the_counts_and_overlays(chromium, tmp_path):
+    out, drawings, ex, results = review_fixture(tmp_path)
+    static = out / "static.html"
+    static.write_text(re.sub(r"<script>.*?</script>", "", (out / "report.html").read_text(), flags=re.S))
+    dom = dump_dom(chromium, static)
+    assert '<aside id="review" hidden="">' in dom and 'src="overlays/00000.png"' in dom
+    shown = shown_counts(dom)
+    cells, _ = expected_view(drawings, ex, results, 0.7, {})
+    assert shown and all(cells[key] == cell for key, cell in shown.items())
+
+
+def test_saved_thresholds_round_trip_through_the_command(chromium, cli_run, tiny_model, synth_coco, tmp_path):
+    """symclr-spot's page, sliders moved, thresholds saved, the command the page shows run with
+    them: its counts.csv is what the page counted, and what count_detections gives."""
+    first, _ = cli_run  # counted from --count-score 0.9
+    out = tmp_path / "first"
+    shutil.copytree(first, out)
+    rows = json.loads((out / "detections.json").read_text())
+    categories = json.loads((synth_coco / "test" / "_annotations.coco.json").read_text())["categories"]
+    name_of = {c["id"]: c["name"] for c in categories}
+    busiest = max(name_of, key=lambda c: sum(r["category_id"] == c and r["score"] >= 0.8 for r in rows))
+    fragment = f"count_score=0.8&class.{quote(name_of[busiest])}=0.95"
+    saved = save_from_page(chromium, out, fragment)
+    page = shown_counts(dump_dom(chromium, out / "report.html", fragment))
+    thresholds = tmp_path / "thresholds.json"
+    thresholds.write_text(saved["text"])
+
+    command = re.search(r'"command":"((?:[^"\\]|\\.)*)"', (out / "report.html").read_text()).group(1)
+    args = shlex.split(json.loads(f'"{command}"'))
+    assert args[0] == "symclr-spot" and args[-2:] == ["--thresholds", "thresholds.json"]
+    args[args.index("--out") + 1], args[-1] = str(tmp_path / "again"), str(thresholds)
+    result = run([sys.executable, "-m", "symclr_ft.use.spot.spotting", *args[1:]])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"from {thresholds}" in result.stdout
+
+    again = list(csv.DictReader(open(tmp_path / "again" / "counts.csv")))
+    expected = count_detections(rows, 0.8, {busiest: 0.95})
+    ids = {c["name"]: c["id"] for c in categories}
+    assert {(r["file"], r["class"]): int(r["count"]) for r in again} == {
+        (r["file"], r["class"]): expected.get((int(r["image_id"]), ids[r["class"]]), 0) for r in again}
+    for (file, name), cell in page.items():
+        shown = int(cell.split(" / ")[0])
+        assert shown == next(int(r["count"]) for r in again if (r["file"], r["class"]) == (file, name))
+    assert (tmp_path / "again" / "counts.csv").read_text() != (first / "counts.csv").read_text()

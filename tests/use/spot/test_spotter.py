@@ -79,6 +79,25 @@ def test_a_drawing_in_memory_is_spotted_as_on_disk(spotter, synth_coco):
     assert set(on_disk.counts) == set(spotter.class_names)
 
 
+def test_per_class_thresholds_from_a_file_or_a_dict(spotter, model, synth_coco, tmp_path):
+    """``thresholds`` (the file report.html saves, or its dict): the file's count_score
+    replaces count_score, a class of its own is counted from its own threshold; a class that
+    is not among the exemplars is refused by name."""
+    path = sorted((synth_coco / "test").glob("*.jpg"))[0]
+    scores = spotter.spot(path)  # the module's spotter: count_score 0.9, the same detections
+    busiest = max(set(scores.labels), key=scores.labels.count)
+    given = tmp_path / "thresholds.json"
+    given.write_text(json.dumps({"count_score": 0.5, "classes": {busiest: 0.99}}))
+    found = Spotter(model, synth_coco / "train", count_score=0.9, thresholds=given).spot(path)
+    assert found.count_score == 0.5 and found.class_count_scores == {busiest: 0.99}
+    expected = dict.fromkeys(spotter.class_names, 0)
+    for label, score in zip(found.labels, found.scores.tolist()):
+        expected[label] += round(score, 5) >= (0.99 if label == busiest else 0.5)
+    assert found.counts == expected and found.counts[busiest] < found.labels.count(busiest)
+    with pytest.raises(UserError, match="'no-such-class'"):
+        Spotter(model, synth_coco / "train", thresholds={"classes": {"no-such-class": 0.5}})
+
+
 def test_exemplars_from_a_symbol_index(model, synth_coco):
     from symclr_ft.use.symbol_index import SymbolIndex
 

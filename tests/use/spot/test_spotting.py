@@ -1,5 +1,5 @@
 """symclr-spot on tiny synthetic drawings: candidates, tiling, NMS, counts, the CLI, bad input,
-two processes. The browser check of report.html is in tests/test_spot_report.py."""
+two processes. The browser check of report.html is in tests/use/spot/test_report.py."""
 
 from __future__ import annotations
 
