@@ -5,6 +5,7 @@
     python bench/spotting.py --split valid --recall --robustness all          # candidates by source
     python bench/spotting.py --skip trained folds music --big --pdf-set 20 --speed 10
     python bench/spotting.py --split valid --skip folds music --feature-match  # with and without, same draws
+    python bench/spotting.py --split valid --skip folds music --per-class      # global vs per-class thresholds
 
 Protocol (issues 18, 27): drawings of ``--split`` (firefighting), exemplars drawn from the train
 split, 1 per class, ``--draws`` seeded draws (seed = draw number): mean and 95% interval of COCO
@@ -30,7 +31,12 @@ SCORING_GRID on valid (and its ``--robustness`` copies: the mean AP50 decides); 
 needs no model (with ``--feature-match`` it does: the feature source is then counted too).
 ``--feature-match`` (issue 27, feature_match.py) adds feature-map matching to every draw and
 reports each setting with and without it on the same draws and candidates, with its mean
-seconds per drawing (exemplar kernels made once per draw). Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
+seconds per drawing (exemplar kernels made once per draw). ``--per-class`` (issue 27,
+calibration.py) calibrates each draw's exemplar set once (its calibration sheet through the
+pipeline) and counts the same detections with the global threshold and with the per-class ones:
+exact counts, count MAE and the AP50 of the counted detections (those at or above their class's
+threshold; the AP50 of all detections is the same for both), with the calibration's seconds per
+draw. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
 and median), ``--big`` (generated 14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and
 peak RSS of the ``symclr-spot`` process), ``--pdf-set N`` (an N-page generated PDF, one process
 against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
@@ -64,7 +70,8 @@ from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
 from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
-from symclr_ft.use.spot.report import count_detections  # noqa: E402
+from symclr_ft.use.spot.calibration import calibrate  # noqa: E402
+from symclr_ft.use.spot.report import count_detections, count_thresholds, is_counted  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
     pick_coco_exemplars, score_candidates, to_coco_results, with_feature_matches, with_templates,
@@ -233,21 +240,36 @@ def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: Spo
     return results
 
 
-def counting(results: list[dict], drawings, cat_ids: list[int], count_score: float) -> tuple[float, float]:
-    """Exact-count share and mean absolute count error over (drawing, class) pairs of ``cat_ids``."""
-    counts = count_detections([r for r in results if r["category_id"] in set(cat_ids)], count_score)
+def counting(results: list[dict], drawings, cat_ids: list[int], count_score: float,
+             per_class: dict[int, float] | None = None) -> tuple[float, float]:
+    """Exact-count share and mean absolute count error over (drawing, class) pairs of ``cat_ids``
+    (``per_class``: category id -> its own threshold, as symclr-spot counts)."""
+    counts = count_detections([r for r in results if r["category_id"] in set(cat_ids)], count_score, per_class)
     truth = [replace(d, truth=[t for t in d.truth if t[0] in set(cat_ids)]) for d in drawings]
     fake = Exemplars(torch.zeros(0), torch.zeros(0), torch.zeros(0), [str(c) for c in cat_ids], cat_ids)
     return exact_count_share(truth, fake, counts)
 
 
 def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
-             cat_ids: list[int]) -> dict:
-    """One exemplar draw scored: AP, per-class AP, counting."""
+             cat_ids: list[int], calibration=None) -> dict:
+    """One exemplar draw scored: AP, per-class AP, counting; with ``calibration`` (of this
+    draw's exemplars) also counting with its per-class thresholds, and both thresholds' counted
+    AP50 (``--per-class``)."""
     results = draw_results(cands, drawings, ex, cfg)
-    scores = coco_scores(gt_json, results, cat_ids, [d.image_id for d in drawings])
+    image_ids = [d.image_id for d in drawings]
+    scores = coco_scores(gt_json, results, cat_ids, image_ids)
     exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
-    return {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
+    row = {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
+    if calibration is not None:
+        per_class = count_thresholds(replace(cfg, class_count_scores=calibration.thresholds), ex)
+        exact_pc, mae_pc = counting(results, drawings, cat_ids, cfg.count_score, per_class)
+        counted = [r for r in results if is_counted(r, cfg.count_score)]
+        counted_pc = [r for r in results if is_counted(r, cfg.count_score, per_class)]
+        row.update(exact_counts_per_class=exact_pc, count_mae_per_class=mae_pc,
+                   counted_ap50=coco_scores(gt_json, counted, cat_ids, image_ids)["ap50"],
+                   counted_ap50_per_class=coco_scores(gt_json, counted_pc, cat_ids, image_ids)["ap50"],
+                   calibration_s=calibration.seconds, own_thresholds=len(calibration.thresholds))
+    return row
 
 
 # --------------------------------------------------------------------------- template matching
@@ -319,9 +341,11 @@ def fold_settings(summary: Path, names_by_id: dict[int, str]) -> list[tuple[int,
 
 def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_json: Path, classes: set[int],
                      cfg: SpotConfig, draws: int, cache: Path, excluded: set[int] = frozenset(),
-                     template_draws: int = 0, keep_per_draw: bool = False, objectness_drawings: int = 30) -> dict:
+                     template_draws: int = 0, keep_per_draw: bool = False, objectness_drawings: int = 30,
+                     per_class: bool = False) -> dict:
     """One row of the results table: our method over ``draws`` exemplar draws (and template
-    matching over the first ``template_draws``), restricted to ``classes``."""
+    matching over the first ``template_draws``), restricted to ``classes``; ``per_class``: each
+    draw's exemplars calibrated once, its detections also counted with their per-class thresholds."""
     from symclr_ft.use.spot.objectness import fit_objectness
 
     net, size, _ = model_and_size(model, None)
@@ -342,15 +366,18 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
     for seed in range(draws):
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
+        calibration = calibrate(net, ex, size, cfg, objectness, seed=seed) if per_class else None
         base = templated(net, cands, drawings, rgbs, ex, size, without)
         if cfg.feature_match:
             plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids))
         ours.append(run_draw(feature_matched(net, base, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json,
-                             cat_ids))
+                             cat_ids, calibration))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else "")
-              + (f", without feature matching {plain[-1]['ap50']:.3f}" if plain else ""), flush=True)
+              + (f", without feature matching {plain[-1]['ap50']:.3f}" if plain else "")
+              + (f"; exact counts {ours[-1]['exact_counts']:.3f} global, {ours[-1]['exact_counts_per_class']:.3f} "
+                 f"per-class ({calibration.summary()})" if calibration else ""), flush=True)
     return {"name": name, "model": str(model), "objectness_fit_s": fit_s, "ours": summarise(ours, keep_per_draw),
             "template": summarise(tm, keep_per_draw) if tm else None,
             "ours_on_template_draws": summarise(ours[:template_draws], False) if tm else None,
@@ -358,9 +385,13 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
             "feature_match_s_per_drawing": float(np.mean(FEATURE_SECONDS)) if FEATURE_SECONDS else None}
 
 
+PER_CLASS_KEYS = ("exact_counts_per_class", "count_mae_per_class", "counted_ap50", "counted_ap50_per_class",
+                  "calibration_s", "own_thresholds")  # --per-class
+
+
 def summarise(runs: list[dict], keep: bool) -> dict:
     out = {"draws": len(runs)}
-    for key in ("ap50", "ap", "exact_counts", "count_mae"):
+    for key in ("ap50", "ap", "exact_counts", "count_mae", *[k for k in PER_CLASS_KEYS if runs and k in runs[0]]):
         out[key] = mean_ci([r[key] for r in runs])
     classes = sorted({c for r in runs for c in r["per_class_ap50"]})
     out["per_class_ap50"] = {c: float(np.mean([r["per_class_ap50"].get(c, 0.0) for r in runs])) for c in classes}
@@ -566,6 +597,9 @@ def parse_args(argv=None):
     p.add_argument("--feature-match", action="store_true",
                    help="also feature-map matching (feature_match.py): each setting with and without it on the "
                    "same draws; with --recall, the feature source (needs --model); with --tune, its weight")
+    p.add_argument("--per-class", action="store_true",
+                   help="also count with per-class thresholds from each draw's exemplars (calibration.py, once per "
+                   "draw): exact counts, count MAE and counted AP50 against the global threshold, same detections")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25")
     return p.parse_args(argv)
@@ -786,19 +820,21 @@ def main(argv=None) -> int:
     present = {c for d in drawings for c, _ in d.truth}
     if "trained" not in args.skip:
         report["settings"].append(evaluate_setting("trained classes", args.model, drawings, exemplar_json, gt_json, present,
-                                                   cfg, args.draws, args.cache, template_draws=args.template_draws))
+                                                   cfg, args.draws, args.cache, template_draws=args.template_draws,
+                                                   per_class=args.per_class))
         (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
     for setting in args.robustness:
         robust_json = robust_split(gt_json, setting, args.cache)
         report["settings"].append(evaluate_setting(
             f"trained classes, {setting}", args.model, list_drawings(robust_json), exemplar_json, robust_json,
-            present, cfg, args.draws, args.cache, template_draws=args.template_draws))
+            present, cfg, args.draws, args.cache, template_draws=args.template_draws, per_class=args.per_class))
         (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
     if "folds" not in args.skip:
         names = {c.id: c.name for c in load_coco(gt_json).categories.values()}
         for fold, model, classes in fold_settings(args.folds, names):
             report["settings"].append(evaluate_setting(f"held-out fold {fold}", model, drawings, exemplar_json, gt_json,
-                                                       classes & present, cfg, args.draws, args.cache, excluded=classes))
+                                                       classes & present, cfg, args.draws, args.cache, excluded=classes,
+                                                       per_class=args.per_class))
             (args.out / f"spotting_{args.split}.json").write_text(json.dumps(report, indent=1))
     if "music" not in args.skip:
         report["settings"].append(music_setting(args, cfg))
@@ -822,7 +858,8 @@ def music_setting(args, cfg: SpotConfig) -> dict:
     drawings = list_drawings(gt_json)[: args.music_pages]
     present = {c for d in drawings for c, _ in d.truth}
     return evaluate_setting(f"music ({len(drawings)} {args.split} pages)", args.model, drawings, exemplar_json, gt_json,
-                            present, cfg, min(args.draws, 3), args.cache, objectness_drawings=args.music_pages * 2)
+                            present, cfg, min(args.draws, 3), args.cache, objectness_drawings=args.music_pages * 2,
+                            per_class=args.per_class)
 
 
 def fmt(pair) -> str:
@@ -839,6 +876,17 @@ def markdown(report: dict) -> str:
             if block:
                 lines.append(f"| {s['name']} | {method} | {block['draws']} | {fmt(block['ap50'])} | {fmt(block['ap'])} | "
                              f"{fmt(block['exact_counts'])} | {fmt(block['count_mae'])} |")
+    per_class = [s for s in report["settings"] if "exact_counts_per_class" in s["ours"]]
+    if per_class:  # --per-class: the same detections counted with the global and the per-class thresholds
+        lines += ["", "| setting | draws | AP50 (all) | counted AP50, global | counted AP50, per-class | exact counts, "
+                  "global | exact counts, per-class | count MAE, global | count MAE, per-class | classes with their own "
+                  "| calibration s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for s in per_class:
+            b = s["ours"]
+            lines.append(f"| {s['name']} | {b['draws']} | {fmt(b['ap50'])} | {fmt(b['counted_ap50'])} | "
+                         f"{fmt(b['counted_ap50_per_class'])} | {fmt(b['exact_counts'])} | {fmt(b['exact_counts_per_class'])} | "
+                         f"{fmt(b['count_mae'])} | {fmt(b['count_mae_per_class'])} | {b['own_thresholds'][0]:.1f} | "
+                         f"{b['calibration_s'][0]:.1f} |")
     for s in report["settings"]:
         if s.get("feature_match_s_per_drawing") is not None:
             lines.append(f"\n{s['name']}: feature matching {s['feature_match_s_per_drawing']:.2f} s per drawing (mean)")

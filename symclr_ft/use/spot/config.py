@@ -26,6 +26,10 @@ class SpotConfig(ComponentConfig):
     count_score: float = 0.7  # detections counted, drawn and listed as found (chosen on valid)
     # class name -> its own count threshold (--thresholds, report.html's sliders); others: count_score
     class_count_scores: dict[str, float] = field(default_factory=dict)
+    # --count-score per-class (calibration.py): thresholds from a sheet of the exemplars' own copies
+    calibration_copies: int = 4  # copies of each exemplar per calibration page (the first unaltered)
+    calibration_shift: float = 0.15  # a class's own threshold stays this close to count_score
+    calibration_min_positives: int = 4  # fewer copies of a class found: it keeps count_score
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50

@@ -73,6 +73,9 @@ class Exemplars:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     templates: Templates | None = None  # pictures for template matching (None: from an index)
     kernels: FeatureKernels | None = None  # feature maps for feature matching (cfg.feature_match)
+    # (class index, RGB pixels of make-shards' padded crop, symbol box [x, y, w, h] in them) of each
+    # exemplar from an image: what the calibration sheet pastes (None: from an index)
+    crops: list[tuple[int, np.ndarray, list[float]]] | None = None
 
 
 @dataclass
@@ -338,7 +341,7 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
     matches its exemplar's turn). Unreadable exemplar files are skipped with their reason."""
     cat_ids = sorted({p[0] for p in picked})
     names = {p[0]: p[1] for p in picked}
-    crops, labels, sizes, skipped, cache = [], [], [], [], {}
+    crops, labels, sizes, skipped, cache, pixels = [], [], [], [], {}, []
     for cat_id, _name, path, bbox in picked:
         try:
             image = cache.get(path) or cache.setdefault(path, open_rgb(path))
@@ -348,9 +351,14 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         if bbox is None:  # a crop file: the symbol is the crop less make-shards' padding
             w, h = image.width / (1 + 2 * cfg.crop_padding), image.height / (1 + 2 * cfg.crop_padding)
             crop = torch.from_numpy(np.asarray(image.resize((image_size,) * 2, Image.BILINEAR)).copy()).permute(2, 0, 1)
+            pixels.append((cat_ids.index(cat_id), np.asarray(image),
+                           [(image.width - w) / 2, (image.height - h) / 2, w, h]))
         else:
             w, h = bbox[2], bbox[3]
             crop = crop_for_model(image, bbox, image_size, cfg.crop_padding)
+            x0, y0, x1, y1 = padded_crop_box(bbox, image.width, image.height, cfg.crop_padding)
+            pixels.append((cat_ids.index(cat_id), np.asarray(image)[y0:y1, x0:x1].copy(),
+                           [bbox[0] - x0, bbox[1] - y0, w, h]))
         crops.append(crop)
         labels.append(cat_ids.index(cat_id))
         sizes.append((w, h))
@@ -370,7 +378,7 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
                                    len(cat_ids), cfg)
     return Exemplars(
         torch.cat(feats), torch.cat(labs), torch.cat(szs),
-        [names[c] for c in cat_ids], cat_ids, skipped, templates, kernels,
+        [names[c] for c in cat_ids], cat_ids, skipped, templates, kernels, pixels,
     )  # fmt: skip
 
 

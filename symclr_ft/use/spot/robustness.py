@@ -34,14 +34,18 @@ def _dark_paper(grey: np.ndarray) -> bool:
     return float(np.median(grey[:: max(1, grey.shape[0] // 64), :: max(1, grey.shape[1] // 64)])) < 128
 
 
-def _skew(grey: np.ndarray, boxes: list[list[float]], degrees: float, paper: int) -> tuple[np.ndarray, list[list[float]]]:
-    """Turn by ``degrees`` about the centre onto a canvas that holds all of it (``paper`` fill)."""
-    h, w = grey.shape
+def skew(pixels: np.ndarray, boxes: list[list[float]], degrees: float, paper) -> tuple[np.ndarray, list[list[float]]]:
+    """Turn a grey (H, W) or colour (H, W, 3) picture by ``degrees`` about the centre onto a
+    canvas that holds all of it (``paper`` fill: a grey level, or a colour for a colour picture);
+    each box becomes the bounding box of its turned corners. Also the calibration sheet's small
+    skew of an exemplar's copy (calibration_sheet.py)."""
+    h, w = pixels.shape[:2]
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
     cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
     new_w, new_h = math.ceil(w * cos + h * sin), math.ceil(w * sin + h * cos)
     matrix[:, 2] += ((new_w - w) / 2, (new_h - h) / 2)
-    out = cv2.warpAffine(grey, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=paper)
+    fill = tuple(float(v) for v in np.ravel(paper)) if np.ndim(paper) else float(paper)
+    out = cv2.warpAffine(pixels, matrix, (new_w, new_h), flags=cv2.INTER_LINEAR, borderValue=fill)
     moved = []
     for x, y, bw, bh in boxes:
         corners = np.array([[x, y, 1], [x + bw, y, 1], [x, y + bh, 1], [x + bw, y + bh, 1]], float) @ matrix.T
@@ -55,7 +59,7 @@ def scan(image: Image.Image, boxes: list[list[float]], rng: np.random.Generator)
     """The ``scan`` setting (module docstring)."""
     grey = np.asarray(image.convert("L"))
     degrees = float(rng.uniform(1.0, 2.0) * rng.choice([-1.0, 1.0]))
-    grey, boxes = _skew(grey, boxes, degrees, paper=int(np.median(grey[:: max(1, grey.shape[0] // 64)])))
+    grey, boxes = skew(grey, boxes, degrees, paper=int(np.median(grey[:: max(1, grey.shape[0] // 64)])))
     blurred = cv2.GaussianBlur(grey, (0, 0), 1.0).astype(np.float32)
     noisy = np.clip(blurred + rng.normal(0.0, 8.0, blurred.shape), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()

@@ -13,6 +13,8 @@ with every exemplar in its four quarter turns, NMS, counts from ``count_score`` 
     found.boxes[0], found.labels[0], found.scores[0]
     # thresholds saved from symclr-spot's report.html (or a dict in that format)
     Spotter(model, "exemplars/", thresholds="thresholds.json")
+    # each class's own threshold from the exemplars (calibration.py); spotter.calibration.seconds
+    Spotter(model, "exemplars/", count_score="per-class")
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from PIL import Image
 from symclr_ft.data.coco import to_rgb
 from symclr_ft.errors import UserError
 from symclr_ft.use.embedder import Model, array_image
+from symclr_ft.use.spot.calibration import calibrate, require_pictures
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import coco_json, open_rgb
 from symclr_ft.use.spot.objectness import fit_objectness
@@ -77,10 +80,13 @@ class Spotter:
     ``seed``; its drawings also fit the objectness model), a folder of class subfolders of
     crops, a ``symclr-embed`` index folder, or a :class:`~symclr_ft.use.symbol_index.SymbolIndex`.
     ``count_score``: the score from which a detection is counted (None: the config's, chosen on
-    the valid split; "auto": ``symclr-predict``'s unknown threshold from the exemplars).
+    the valid split; "auto": ``symclr-predict``'s unknown threshold from the exemplars;
+    "per-class": the config's, and each class's own from a calibration sheet of the exemplars'
+    altered copies, :mod:`~symclr_ft.use.spot.calibration`, kept in ``self.calibration``).
     ``thresholds``: per-class count thresholds, a path or a dict in the format of
     ``symclr-spot --thresholds`` (:mod:`~symclr_ft.use.spot.thresholds`); its count_score,
-    when given, overrides ``count_score``."""
+    when given, overrides ``count_score``; with it, "per-class" calibrates nothing (the file
+    wins, as in ``symclr-spot``)."""
 
     def __init__(self, model: Model, exemplars, shots: int = 1, seed: int = 0,
                  config: SpotConfig | None = None, count_score: float | str | None = None,
@@ -99,6 +105,9 @@ class Spotter:
                                             seed, self.cfg, model.sha256)
         if count_score == "auto":
             self.cfg.count_score, _ = reject_threshold(self.exemplars)
+        elif count_score == "per-class":  # the config's count_score; the classes' own below
+            if thresholds is None:
+                require_pictures(self.exemplars)  # before the objectness model is fitted
         elif count_score is not None:
             self.cfg.count_score = float(count_score)
         if thresholds is not None:
@@ -109,6 +118,11 @@ class Spotter:
             self.objectness = fit_objectness(json_path, self.cfg, seed=seed)
             if self.objectness is not None:
                 self.cfg.box_padding = self.objectness.box_padding
+        self.calibration = None
+        if count_score == "per-class" and thresholds is None:  # with the objectness model spot() uses
+            self.calibration = calibrate(model.net, self.exemplars, model.image_size, self.cfg, self.objectness,
+                                         seed=seed)
+            self.cfg.class_count_scores = dict(self.calibration.thresholds)
 
     @property
     def class_names(self) -> list[str]:

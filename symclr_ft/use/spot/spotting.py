@@ -12,7 +12,13 @@ A detection is counted from ``--count-score``, or from per-class thresholds: ``-
 FILE`` reads ``{"count_score": 0.7, "classes": {"valve": 0.65}}`` (classes not named use
 count_score; the file's count_score, when given, overrides ``--count-score``; an unknown class
 or a value outside [-1, 1] is refused: :mod:`symclr_ft.use.spot.thresholds`). report.html's
-sliders save such a file and show the command line that passes it back.
+sliders save such a file and show the command line that passes it back. ``--count-score
+per-class`` derives each class's threshold from the exemplars alone (:mod:`~symclr_ft.use.spot.calibration`:
+a sheet of their altered copies, spotted once), around the default count_score. ``--thresholds``
+wins over it: with a file, nothing is calibrated (a file saved from a per-class run already
+holds every class's threshold), so re-running with the saved file counts the same. Every run
+writes the thresholds it counted with to ``thresholds.json`` in the output folder, in the
+``--thresholds`` format.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from symclr_ft.errors import (
     ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
 )
 from symclr_ft.io import OutputKind
+from symclr_ft.use.spot.calibration import calibrate
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, coco_json, list_drawings, parse_pages
 from symclr_ft.use.spot.objectness import fit_objectness
@@ -41,7 +48,7 @@ from symclr_ft.use.spot.pipeline import (  # noqa: F401
 from symclr_ft.use.spot.report import (
     THRESHOLDS_FILE, count_detections, count_thresholds, exact_count_share, write_report,
 )
-from symclr_ft.use.spot.thresholds import CountThresholds, apply_thresholds, read_thresholds
+from symclr_ft.use.spot.thresholds import CountThresholds, apply_thresholds, read_thresholds, thresholds_of
 
 
 COUNTS_HEADER = ("file", "page", "image_id", "class", "count")
@@ -63,11 +70,13 @@ def write_counts_csv(path: Path, drawings: list[Drawing], ex: Exemplars, counts:
 def write_outputs(out: Path, drawings, ex: Exemplars, results, skipped, cfg: SpotConfig, notes=None,
                   command: str | None = None) -> dict:
     """Everything in ``out`` (a fresh temporary folder): detections.json, counts.csv,
-    skipped.csv, overlays/*.png, report.html (with why nothing was found on a drawing, from
-    ``notes``, and ``command``, the line to run again with saved thresholds). Returns the counts."""
+    skipped.csv, thresholds.json (the thresholds counted with, in the ``--thresholds`` format),
+    overlays/*.png, report.html (with why nothing was found on a drawing, from ``notes``, and
+    ``command``, the line to run again with saved thresholds). Returns the counts."""
     import json
 
     (out / "detections.json").write_text(json.dumps(results) + "\n")
+    (out / THRESHOLDS_FILE).write_text(json.dumps(thresholds_of(cfg), indent=1) + "\n")
     counts = count_detections(results, cfg.count_score, count_thresholds(cfg, ex))
     write_counts_csv(out / "counts.csv", drawings, ex, counts)
     buffer = _io.StringIO()
@@ -86,7 +95,7 @@ def nothing_found(notes: list[DrawingNote], cfg: SpotConfig) -> dict[str, str]:
 
 
 SPOT_OUTPUT = OutputKind(  # what symclr-spot writes into --out (io.output_dir's rule)
-    "symclr-spot", ("detections.json", "counts.csv", "skipped.csv", "report.html", "overlays"),
+    "symclr-spot", ("detections.json", "counts.csv", "skipped.csv", THRESHOLDS_FILE, "report.html", "overlays"),
     legacy=("detections.json", "counts.csv", "report.html"),
 )
 
@@ -118,10 +127,12 @@ def build_parser() -> ArgumentParser:
                    help=f"crop size, 16..{MAX_IMAGE_SIZE} (default: the model run's)")
     p.add_argument("--count-score", type=_count_score_option, default=str(d.count_score),
                    help=f"similarity in [-1, 1] from which a detection is counted and drawn (default "
-                   f"{d.count_score}); 'auto': symclr-predict's unknown threshold from the exemplars")
+                   f"{d.count_score}); 'auto': symclr-predict's unknown threshold from the exemplars; 'per-class': "
+                   "each class's own, from a calibration sheet of the exemplars' altered copies (around the default)")
     p.add_argument("--thresholds", default=None, metavar="FILE",
                    help='count thresholds per class, JSON: {"count_score": 0.7, "classes": {"name": 0.65}} '
-                   "(report.html saves it; its count_score overrides --count-score)")
+                   "(report.html and every run save one; its count_score overrides --count-score; with it, "
+                   "per-class calibrates nothing)")
     p.add_argument("--min-score", type=bounded_float(-1.0, 1.0), default=d.min_score,
                    help="detections below are not written, in [-1, 1]")
     p.add_argument("--box-mode", choices=["exemplar", "candidate"], default=d.box_mode,
@@ -153,14 +164,20 @@ def _pages_option(text: str) -> set[int]:
         raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
 
 
+PER_CLASS = "per-class"
+COUNT_SCORE_WORDS = ("auto", PER_CLASS)
+
+
 def _count_score_option(text: str) -> str:
-    """argparse type of --count-score: 'auto' or a similarity in [-1, 1], kept as text."""
-    if text != "auto":
+    """argparse type of --count-score: 'auto', 'per-class' or a similarity in [-1, 1], kept as text."""
+    if text not in COUNT_SCORE_WORDS:
         bounded_float(-1.0, 1.0)(text)
     return text
 
 
 def _count_score(text: str, ex: Exemplars) -> tuple[float, str]:
+    if text == PER_CLASS:  # the global one, the classes' own around it (calibrated later)
+        return SpotConfig.count_score, "default"
     if text != "auto":
         return float(text), "given"
     found = reject_threshold(ex)
@@ -219,13 +236,19 @@ def run(args) -> int:
         objectness = fit_objectness(json_path, cfg, seed=args.seed)
         if objectness is not None:
             cfg.box_padding = objectness.box_padding
+    if args.count_score == PER_CLASS and thresholds is None:  # every process alike: the same sheet, seed
+        calibration = calibrate(net, ex, image_size, cfg, objectness, seed=args.seed)
+        cfg.class_count_scores = dict(calibration.thresholds)
+        how += f"; {len(calibration.thresholds)} classes with their own from the exemplars' calibration sheet"
+        if accelerator.is_main_process:
+            print(calibration.summary(), flush=True)
     results, skipped, notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)
     skipped = ex.skipped + skipped
     if accelerator.is_main_process:
         counts = publish_outputs(Path(args.out), args.overwrite, drawings, ex, results, skipped, cfg, notes,
                                  args.command)
         print(summary_text(drawings, ex, results, counts, skipped, cfg, how, notes))
-        print(f"wrote {args.out}/report.html, detections.json, counts.csv")
+        print(f"wrote {args.out}/report.html, detections.json, counts.csv, {THRESHOLDS_FILE}")
     return 0
 
 

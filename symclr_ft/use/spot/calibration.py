@@ -1,0 +1,166 @@
+"""Count thresholds per class from the exemplars alone: ``--count-score per-class``.
+
+One global ``count_score`` (chosen on the valid split) decides which detections are counted;
+some classes' true matches score lower than most (little ink, or a look-alike class), some
+classes' false matches higher. Here each class gets its own threshold from a calibration sheet
+made of the exemplars themselves (calibration_sheet.py: altered copies of every exemplar, the
+other classes' copies and a few stray strokes, a clean page and its scan), never from the
+drawings being counted nor from any ground truth but the exemplars' boxes:
+
+1. the real pipeline (``pipeline.spot_pixels``, the same exemplars, objectness model and
+   settings) runs on the pages;
+2. a detection of class c is true when it is the best-scoring detection of c that overlaps a
+   copy of c at IoU >= 0.5 (each copy matched once, as COCO matches), else false (another
+   class's copy, a stroke, a second box on one copy); a copy of c without a true detection is
+   missed whatever the threshold;
+3. the class keeps ``count_score`` when that already gives the best F1 of its true and false
+   detections on the sheet; otherwise its threshold is the middle of the best-F1 interval of
+   scores nearest to ``count_score``, held within ``calibration_shift`` of it. A class with
+   fewer than ``calibration_min_positives`` copies found keeps ``count_score`` (too little to go
+   on).
+
+The cost is one pass of the pipeline over the two pages, once per exemplar set
+(``Calibration.seconds``). Example::
+
+    cal = calibrate(net, ex, image_size, cfg, objectness, seed=0)
+    cfg.class_count_scores = cal.thresholds     # {"valve": 0.62, ...}: the classes that differ
+    print(cal.summary())
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+from torchvision.ops import box_iou
+
+from symclr_ft.errors import UserError
+from symclr_ft.use.spot.calibration_sheet import Page, calibration_pages
+from symclr_ft.use.spot.config import SpotConfig
+from symclr_ft.use.spot.pipeline import Exemplars, spot_pixels
+
+MATCH_IOU = 0.5
+BELOW = 0.1  # where no score lies below the best interval, it starts this far under its top
+
+
+@dataclass
+class Calibration:
+    """What calibration found: ``thresholds`` (class name -> its own threshold, for the classes
+    that differ from ``count_score``), the true (``positives``) and false (``negatives``) scores
+    and the ``missed`` copies of each class, the ``copies`` pasted per class, and ``seconds``
+    (the sheet made and spotted)."""
+
+    count_score: float
+    thresholds: dict[str, float]
+    positives: dict[str, list[float]] = field(default_factory=dict)
+    negatives: dict[str, list[float]] = field(default_factory=dict)
+    missed: dict[str, int] = field(default_factory=dict)
+    copies: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    min_positives: int = 1  # fewer true detections than this: the class kept count_score
+
+    def summary(self) -> str:
+        """One line: how many classes were lowered, raised, kept, or had too few copies found."""
+        lowered = sum(t < self.count_score for t in self.thresholds.values())
+        few = sum(len(p) < self.min_positives for p in self.positives.values())
+        kept = len(self.positives) - len(self.thresholds) - few
+        return (f"per-class count thresholds from the exemplars: {lowered} lowered, {len(self.thresholds) - lowered} "
+                f"raised, {kept} kept at {self.count_score:.3f}, {few} with too few copies found (kept); "
+                f"calibration sheet of {sum(self.copies.values())} copies, {self.seconds:.1f} s")
+
+
+def f1_at(threshold: float, positives: list[float], negatives: list[float], missed: int) -> float:
+    """F1 of counting the detections scoring at least ``threshold`` (true ones ``positives``,
+    false ones ``negatives``; ``missed`` true symbols never detected)."""
+    tp = sum(p >= threshold for p in positives)
+    fp = sum(n >= threshold for n in negatives)
+    fn = len(positives) - tp + missed
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def choose_threshold(positives: list[float], negatives: list[float], missed: int, count_score: float,
+                     shift: float, min_positives: int) -> float:
+    """A class's threshold (module docstring, step 3): ``count_score`` when it is F1-best or
+    there are fewer than ``min_positives`` positives, else the middle of the best-F1 interval
+    nearest to it, within ``shift`` of it."""
+    if len(positives) < min_positives:
+        return count_score
+    values = sorted(set(positives) | set(negatives))
+    f1 = [f1_at(v, positives, negatives, missed) for v in values]
+    best = max(f1)
+    if f1_at(count_score, positives, negatives, missed) >= best - 1e-12:
+        return count_score
+    # every threshold in (values[i - 1], values[i]] counts as values[i] does
+    middles = [((values[i - 1] if i else v - BELOW) + v) / 2 for i, v in enumerate(values) if f1[i] >= best - 1e-12]
+    chosen = min(middles, key=lambda t: abs(t - count_score))
+    return round(min(max(chosen, count_score - shift, -1.0), count_score + shift, 1.0), 4)
+
+
+def page_scores(dets: dict[str, torch.Tensor], page: Page, classes: int):
+    """True scores, false scores and missed copies of each class index on one page (step 2);
+    scores rounded as detections.json writes them (what counting compares)."""
+    positives = [[] for _ in range(classes)]
+    negatives = [[] for _ in range(classes)]
+    missed = [0] * classes
+    truth = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in page.boxes], dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor(page.labels, dtype=torch.long)
+    for c in range(classes):
+        mine = (dets["labels"] == c).nonzero().flatten().tolist()
+        mine.sort(key=lambda i: -float(dets["scores"][i]))
+        copies = (labels == c).nonzero().flatten()
+        iou = box_iou(dets["boxes"][mine], truth[copies]) if mine and copies.numel() else torch.zeros((len(mine), 0))
+        taken = torch.zeros(copies.numel(), dtype=torch.bool)
+        for row, i in enumerate(mine):
+            score = round(float(dets["scores"][i]), 5)
+            free = iou[row].masked_fill(taken, -1.0) if copies.numel() else iou[row]
+            if free.numel() and float(free.max()) >= MATCH_IOU:
+                taken[int(free.argmax())] = True
+                positives[c].append(score)
+            else:
+                negatives[c].append(score)
+        missed[c] = int((~taken).sum())
+    return positives, negatives, missed
+
+
+def require_pictures(ex: Exemplars) -> None:
+    """Refuse exemplars without pictures (from an index) in one line: the sheet is made of them."""
+    if not ex.crops:
+        raise UserError("per-class count thresholds (--count-score per-class) need exemplars from images (a COCO "
+                        "split or a folder of crops), not an index: the calibration sheet is made of their pictures")
+
+
+def calibrate(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None, seed: int = 0) -> Calibration:
+    """Per-class count thresholds of exemplar set ``ex`` around ``cfg.count_score`` (module
+    docstring), with the pipeline's own settings and ``objectness``; ``seed`` makes the sheet."""
+    require_pictures(ex)
+    start = time.perf_counter()
+    pages = calibration_pages(ex.crops, seed, cfg.calibration_copies, cfg.template_turns)
+    run_cfg = replace(cfg, class_count_scores={})
+    classes = len(ex.class_names)
+    positives = [[] for _ in range(classes)]
+    negatives = [[] for _ in range(classes)]
+    missed = [0] * classes
+    with torch.no_grad():
+        for k, page in enumerate(pages):
+            dets, _skipped, _note = spot_pixels(net, page.rgb, ex, image_size, run_cfg, objectness, f"calibration-{k}")
+            pos, neg, miss = page_scores(dets, page, classes)
+            for c in range(classes):
+                positives[c] += pos[c]
+                negatives[c] += neg[c]
+                missed[c] += miss[c]
+    names = ex.class_names
+    copies = {names[c]: sum(label == c for p in pages for label in p.labels) for c in range(classes)}
+    thresholds = {}
+    for c, name in enumerate(names):
+        if not copies[name]:
+            continue  # no picture of this class (an unreadable exemplar): count_score
+        t = choose_threshold(positives[c], negatives[c], missed[c], cfg.count_score, cfg.calibration_shift,
+                             cfg.calibration_min_positives)
+        if t != cfg.count_score:
+            thresholds[name] = t
+    pictured = [c for c in range(classes) if copies[names[c]]]
+    return Calibration(cfg.count_score, thresholds, {names[c]: positives[c] for c in pictured},
+                       {names[c]: negatives[c] for c in pictured}, {names[c]: missed[c] for c in pictured},
+                       {names[c]: copies[names[c]] for c in pictured}, time.perf_counter() - start,
+                       cfg.calibration_min_positives)

@@ -1,0 +1,192 @@
+"""Per-class count thresholds from the exemplars (``--count-score per-class``): the calibration
+sheet (deterministic, its boxes true), the threshold rule against a brute-force F1 search, a
+class scoring under the global threshold counted after calibration, and the command's
+thresholds.json read back by ``--thresholds`` to the same counts."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from symclr_ft.errors import UserError
+from symclr_ft.use.spot.calibration import calibrate, choose_threshold, f1_at
+from symclr_ft.use.spot.calibration_sheet import DISTRACTOR, calibration_pages
+from symclr_ft.use.spot.config import SpotConfig
+from symclr_ft.use.spot.pipeline import Exemplars, embed_exemplars, pick_coco_exemplars, spot_pixels, to_coco_results
+from symclr_ft.use.spot.report import count_detections, count_thresholds
+from symclr_ft.use.spot.spotting import main as spot_main
+from symclr_ft.use.spot.template import ink_picture
+from use.spot.test_spotting import SIZE, canvas, exemplar_sheet, net, plant, tiny_model  # noqa: F401
+
+DESIGNS = [0, 1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def exemplars(net, tmp_path_factory):  # noqa: F811
+    folder, _ = exemplar_sheet(tmp_path_factory.mktemp("calibration"), DESIGNS)
+    return embed_exemplars(net, pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0), SIZE, SpotConfig())
+
+
+def test_the_sheet_is_deterministic_for_a_seed(exemplars):
+    one, again, other = (calibration_pages(exemplars.crops, seed) for seed in (3, 3, 4))
+    for a, b in zip(one, again):
+        assert np.array_equal(a.rgb, b.rgb) and a.boxes == b.boxes and a.labels == b.labels
+    assert not np.array_equal(one[0].rgb, other[0].rgb)
+    labels = one[0].labels
+    assert all(labels.count(c) == 4 for c in range(len(DESIGNS))) and labels.count(DISTRACTOR) == 4
+    assert one[1].labels == labels and len(one[1].boxes) == len(one[0].boxes)  # the scan: the same pieces
+
+
+def test_unaltered_copies_are_the_exemplars_pixels_in_their_boxes(exemplars):
+    """One copy each (no alteration): the page inside each box is the exemplar's crop inside
+    its box, pixel for pixel (the exemplar sheet's paper is the page's)."""
+    page = calibration_pages(exemplars.crops, 0, copies=1, distractors=0)[0]
+    for label, rgb, (cx, cy, w, h) in exemplars.crops:
+        (x, y, bw, bh), = [b for b, l in zip(page.boxes, page.labels) if l == label]
+        assert (bw, bh) == (w, h)
+        dx, dy = x - cx, y - cy  # the paste offset: whole pixels
+        assert dx == int(dx) and dy == int(dy)
+        x0, y0, x1, y1 = int(np.floor(cx)), int(np.floor(cy)), int(np.ceil(cx + w)), int(np.ceil(cy + h))
+        assert np.array_equal(page.rgb[y0 + int(dy):y1 + int(dy), x0 + int(dx):x1 + int(dx)], rgb[y0:y1, x0:x1])
+
+
+def _ink_box(rgb: np.ndarray, paper: np.ndarray, zone: list[int], threshold: int, blur: float = 0) -> list[float]:
+    """The bounding box of the ink in ``zone`` (x0, y0, x1, y1); ``blur``: a Gaussian first
+    (a scan's noise is then far below faint lines)."""
+    x0, y0, x1, y1 = zone
+    ink = ink_picture(rgb[y0:y1, x0:x1], paper)
+    if blur:
+        ink = cv2.GaussianBlur(ink, (0, 0), blur)
+    ys, xs = np.nonzero(ink > threshold)
+    return [x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+
+
+def _margins(ink: list[float], box: list[float]) -> np.ndarray:
+    """The box's margins around its ink, as shares of the box's side: left, top, right, bottom."""
+    return np.array([(ink[0] - box[0]) / box[2], (ink[1] - box[1]) / box[3],
+                     (box[0] + box[2] - ink[0] - ink[2]) / box[2], (box[1] + box[3] - ink[1] - ink[3]) / box[3]])
+
+
+@pytest.mark.parametrize("page_index, threshold, blur, tolerance", [(0, 30, 0, 0.1), (1, 15, 1.0, 0.15)])
+def test_every_pasted_box_holds_its_copy_as_the_exemplars_box_holds_it(exemplars, page_index, threshold, blur,
+                                                                        tolerance):
+    """Altered copies (scaled, line weight, quarter turns, skew; then the scanned page): the ink
+    found around each true box sits inside it with the exemplar's margins (turned with the copy:
+    compared as sorted pairs), so the boxes are where the copies were pasted. On the scan, the
+    copies made faint by a thinner line weight (their ink under 150 on the clean page) fade into
+    the noise: they are left out of the check (the scan's boxes: test_robustness.py)."""
+    pages = calibration_pages(exemplars.crops, 1)
+    page = pages[page_index]
+    clean_paper = np.median(pages[0].rgb.reshape(-1, 3), axis=0)
+    paper = np.median(page.rgb.reshape(-1, 3), axis=0)
+    reference = {}
+    for label, rgb, box in exemplars.crops:
+        whole = [0, 0, rgb.shape[1], rgb.shape[0]]
+        margins = _margins(_ink_box(rgb, np.median(rgb.reshape(-1, 3), axis=0), whole, 90), box)
+        reference[label] = sorted([sorted(margins[[0, 2]]), sorted(margins[[1, 3]])])
+    checked = []
+    for k, (box, label) in enumerate(zip(page.boxes, page.labels)):
+        if label == DISTRACTOR:
+            continue
+        zone = [max(0, int(box[0]) - 4), max(0, int(box[1]) - 4), int(box[0] + box[2]) + 5, int(box[1] + box[3]) + 5]
+        x, y, w, h = (int(v) for v in pages[0].boxes[k])
+        if page_index and ink_picture(pages[0].rgb[y:y + h, x:x + w], clean_paper).max() < 150:
+            continue
+        checked.append(label)
+        margins = _margins(_ink_box(page.rgb, paper, zone, threshold, blur), box)
+        found = sorted([sorted(margins[[0, 2]]), sorted(margins[[1, 3]])])
+        assert np.abs(np.array(found) - np.array(reference[label])).max() <= tolerance, (label, box)
+    assert len(checked) >= 3 * len(DESIGNS)
+
+
+def test_the_threshold_rule_is_f1_best_against_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        pos = [round(float(v), 3) for v in rng.uniform(0.3, 1.0, int(rng.integers(4, 12)))]
+        neg = [round(float(v), 3) for v in rng.uniform(0.2, 0.9, int(rng.integers(0, 10)))]
+        missed, base = int(rng.integers(0, 3)), 0.7
+        grid = np.round(np.arange(0.0, 1.0005, 0.0005), 4)  # every threshold, a fine grid
+        best = max(f1_at(t, pos, neg, missed) for t in grid)
+        t = choose_threshold(pos, neg, missed, base, shift=1.0, min_positives=4)
+        assert f1_at(t, pos, neg, missed) == pytest.approx(best)
+        if f1_at(base, pos, neg, missed) == pytest.approx(best):
+            assert t == base  # the global one stays where it is as good as any
+        held = choose_threshold(pos, neg, missed, base, shift=0.1, min_positives=4)
+        assert abs(held - base) <= 0.1 + 1e-9
+    assert choose_threshold([0.1, 0.2, 0.3], [], 0, 0.7, 1.0, min_positives=4) == 0.7  # too few: the global
+
+
+def test_a_class_under_the_global_threshold_is_lowered_and_then_counted(net, exemplars):  # noqa: F811
+    """Global 0.99: no true score of any class on the calibration sheet reaches it, so every
+    class with enough copies found gets a lower threshold of its own; three planted symbols of
+    one class on a drawing are counted then, and not with the global threshold alone."""
+    cfg = SpotConfig(count_score=0.99, calibration_shift=0.5)
+    cal = calibrate(net, exemplars, SIZE, cfg, seed=0)
+    again = calibrate(net, exemplars, SIZE, cfg, seed=0)
+    assert again.thresholds == cal.thresholds and again.positives == cal.positives  # deterministic for a seed
+    design = DESIGNS[1]
+    name = f"class{design}"
+    assert max(cal.positives[name]) < 0.99 and cal.thresholds[name] < 0.99
+    drawing = canvas(320, 160)
+    for x in (20, 120, 220):
+        plant(drawing, design, x, 40)
+    plant(drawing, DESIGNS[3], 160, 100)
+    dets, _, _ = spot_pixels(net, np.asarray(drawing), exemplars, SIZE, cfg)
+    rows = to_coco_results(dets, 0, exemplars)
+    cat = exemplars.category_ids[exemplars.class_names.index(name)]
+    assert count_detections(rows, cfg.count_score).get((0, cat), 0) == 0
+    cfg.class_count_scores = dict(cal.thresholds)
+    assert count_detections(rows, cfg.count_score, count_thresholds(cfg, exemplars)).get((0, cat), 0) == 3
+
+
+def test_exemplars_without_pictures_are_refused_in_one_line(net):  # noqa: F811
+    index_like = Exemplars(torch.zeros((1, 4)), torch.zeros(1, dtype=torch.long), torch.ones((1, 2)), ["a"], [1])
+    with pytest.raises(UserError) as err:
+        calibrate(net, index_like, SIZE, SpotConfig())
+    assert "not an index" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_command_saves_thresholds_that_count_the_same_when_read_back(tiny_model, synth_coco, tmp_path,  # noqa: F811
+                                                                         capsys):
+    common = ["--model", str(tiny_model), "--exemplars", str(synth_coco / "train"), "--drawings",
+              str(synth_coco / "test"), "--image-size", str(SIZE), "--max-drawings", "3", "--no-objectness"]
+    assert spot_main([*common, "--out", str(tmp_path / "per-class"), "--count-score", "per-class"]) == 0
+    printed = capsys.readouterr().out
+    assert "per-class count thresholds from the exemplars:" in printed
+    saved = json.loads((tmp_path / "per-class" / "thresholds.json").read_text())
+    assert saved["count_score"] == SpotConfig.count_score and saved["classes"]  # some class differs
+    # read back (with another --count-score: the file's wins), and with per-class too: nothing calibrated
+    for extra in (["--count-score", "0.3"], ["--count-score", "per-class"]):
+        out = tmp_path / f"again{extra[1]}"
+        assert spot_main([*common, "--out", str(out), "--thresholds",
+                          str(tmp_path / "per-class" / "thresholds.json"), *extra]) == 0
+        assert "calibration sheet" not in capsys.readouterr().out
+        assert (out / "counts.csv").read_text() == (tmp_path / "per-class" / "counts.csv").read_text()
+        assert json.loads((out / "thresholds.json").read_text()) == saved
+    plain = tmp_path / "global"
+    assert spot_main([*common, "--out", str(plain)]) == 0
+    assert json.loads((plain / "thresholds.json").read_text()) == {"count_score": 0.7, "classes": {}}
+
+
+def test_the_spotter_calibrates_unless_given_thresholds(tiny_model, tmp_path):  # noqa: F811
+    from symclr_ft.use.embedder import load_model
+    from symclr_ft.use.spot.spotter import Spotter
+
+    folder, _ = exemplar_sheet(tmp_path, DESIGNS)
+    model = load_model(tiny_model, device="cpu", precision="no", image_size=SIZE)
+    config = SpotConfig(count_score=0.99, calibration_shift=0.5)
+    spotter = Spotter(model, folder, config=config, count_score="per-class", objectness=False)
+    cal = spotter.calibration
+    assert cal.seconds > 0 and cal.thresholds and spotter.cfg.class_count_scores == cal.thresholds
+    assert spotter.cfg.count_score == 0.99  # the config's global one; the classes' own around it
+    drawing = canvas(200, 120)
+    plant(drawing, DESIGNS[1], 60, 30)
+    found = spotter.spot(np.asarray(drawing))
+    assert found.class_count_scores == cal.thresholds and found.counts[f"class{DESIGNS[1]}"] == 1
+    given = Spotter(model, folder, config=SpotConfig(), count_score="per-class", objectness=False,
+                    thresholds={"classes": {"class0": 0.5}})
+    assert given.calibration is None and given.cfg.class_count_scores == {"class0": 0.5}
