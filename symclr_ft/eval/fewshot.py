@@ -37,9 +37,11 @@ from symclr_ft.eval.knn import FEW_SHOT, centre, draw_supports, protocol_predict
 from symclr_ft.eval.metrics import (
     SEED_METRICS,
     confusion,
+    confusion_pairs,
     episodic_summary,
     full_summary,
     per_class_accuracy,
+    per_class_accuracy_of_pairs,
     summary_line,
 )
 
@@ -224,6 +226,9 @@ def evaluate_model(
     return metrics
 
 
+DENSE_CONFUSION_CLASSES = 200  # above: confusion written as non-zero cells, no pictures
+
+
 def write_details(
     out_dir: Path,
     preds: dict[str, torch.Tensor],
@@ -232,19 +237,34 @@ def write_details(
     split_name: str,
 ) -> list[Path]:
     """Per-class accuracies and confusion matrices of every metric as JSON, and PNGs of the
-    seed's three; all written atomically. Returns the paths."""
+    seed's three; all written atomically. Returns the paths. Above ``DENSE_CONFUSION_CLASSES``
+    classes (a symbol universe) the matrices are written as their non-zero cells and no picture
+    is drawn: a dense matrix would be gigabytes of JSON and a picture nobody could read."""
     from symclr_ft.io import write_json
     from symclr_ft.eval.plots import plot_confusion, plot_per_class
 
     c = len(class_names)
-    matrices = {name: confusion(p, targets, c) for name, p in preds.items()}
-    per_class = {name: per_class_accuracy(m, class_names) for name, m in matrices.items()}
+    dense = c <= DENSE_CONFUSION_CLASSES
+    if dense:
+        matrices = {name: confusion(p, targets, c) for name, p in preds.items()}
+        per_class = {name: per_class_accuracy(m, class_names) for name, m in matrices.items()}
+    else:
+        cells = {name: confusion_pairs(p, targets) for name, p in preds.items()}
+        per_class = {name: per_class_accuracy_of_pairs(rows, class_names) for name, rows in cells.items()}
     counts = torch.bincount(targets, minlength=c)
     queries_per_class = {n: int(counts[i]) for i, n in enumerate(class_names) if counts[i]}
     paths = [out_dir / f"per_class_{split_name}.json", out_dir / f"confusion_{split_name}.json"]
     write_json(paths[0], {
         "split": split_name, "queries_per_class": queries_per_class, "accuracy": per_class,
     })
+    if not dense:
+        write_json(paths[1], {
+            "split": split_name,
+            "classes": list(class_names),
+            "note": "non-zero cells [true class, predicted class, count]; episodic metrics summed over episodes",
+            "cells": cells,
+        })
+        return paths
     write_json(paths[1], {
         "split": split_name,
         "classes": list(class_names),

@@ -109,6 +109,26 @@ def confusion(predictions: torch.Tensor, targets: torch.Tensor, num_classes: int
     return confusion_matrix(true.numpy(), flat, labels=list(range(num_classes)))
 
 
+def confusion_pairs(predictions: torch.Tensor, targets: torch.Tensor) -> list[list[int]]:
+    """The non-zero cells of :func:`confusion` as ``[true, predicted, count]`` rows, summed over
+    episodes: the same information in memory that grows with the queries, not with the square of
+    the classes (a 10,000-class universe's dense matrix is 10^8 cells)."""
+    predictions = predictions.cpu().reshape(-1, targets.numel())
+    pairs = torch.stack([targets.cpu().repeat(predictions.shape[0]), predictions.reshape(-1)], dim=1)
+    cells, counts = torch.unique(pairs.long(), dim=0, return_counts=True)
+    return [[int(t), int(p), int(n)] for (t, p), n in zip(cells.tolist(), counts.tolist())]
+
+
+def per_class_accuracy_of_pairs(pairs: list[list[int]], class_names: Sequence[str]) -> dict[str, float]:
+    """:func:`per_class_accuracy` from :func:`confusion_pairs` rows."""
+    totals = np.zeros(len(class_names), dtype=np.int64)
+    right = np.zeros(len(class_names), dtype=np.int64)
+    for t, p, n in pairs:
+        totals[t] += n
+        right[t] += n if t == p else 0
+    return {name: float(right[i] / totals[i]) for i, name in enumerate(class_names) if totals[i]}
+
+
 def per_class_accuracy(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """Accuracy of each class that has queries, by name (from a summed confusion matrix; every
     episode has the same queries, so this is also the mean over episodes)."""

@@ -155,6 +155,35 @@ def test_evaluate_model_layout_files_and_exclusions(accelerator, tmp_path, capsy
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_many_classes_write_the_confusion_as_cells_that_sum_to_the_dense_matrix(tmp_path, monkeypatch):
+    """A universe of thousands of classes: no dense matrix (10^8 cells), no pictures; the cells
+    and per-class accuracies equal the dense ones."""
+    from symclr_ft.eval import fewshot
+
+    g = torch.Generator().manual_seed(0)
+    names = [f"c{i}" for i in range(7)]
+    targets = torch.randint(0, 7, (30,), generator=g)
+    preds = {"one_shot": torch.randint(0, 7, (4, 30), generator=g), "full_knn": torch.randint(0, 7, (30,), generator=g)}
+    dense = tmp_path / "dense"
+    sparse = tmp_path / "sparse"
+    dense.mkdir(), sparse.mkdir()
+    monkeypatch.setattr(fewshot, "SEED_METRICS", ("one_shot", "full_knn"))
+    fewshot.write_details(dense, preds, targets, names, "valid")
+    monkeypatch.setattr(fewshot, "DENSE_CONFUSION_CLASSES", 5)
+    paths = fewshot.write_details(sparse, preds, targets, names, "valid")
+    assert sorted(p.name for p in paths) == ["confusion_valid.json", "per_class_valid.json"]
+    assert not list(sparse.glob("*.png"))
+    want = json.loads((dense / "confusion_valid.json").read_text())["matrices"]
+    cells = json.loads((sparse / "confusion_valid.json").read_text())["cells"]
+    for name, rows in cells.items():
+        rebuilt = np.zeros((7, 7), dtype=int)
+        for t, p, n in rows:
+            rebuilt[t, p] += n
+        assert (rebuilt == np.array(want[name])).all()
+    assert (json.loads((sparse / "per_class_valid.json").read_text())
+            == json.loads((dense / "per_class_valid.json").read_text()))
+
+
 def test_queries_without_support_warning_names_split_and_classes(accelerator, capsys):
     support = crop_set([0, 0, 1], "train", 0)
     queries = crop_set([0, 2, 3, 3], "test", 1)
