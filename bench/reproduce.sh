@@ -241,6 +241,17 @@ t_universe_curve() {
     --run upright=runs/universe_upright,snapshots=runs/universe_upright_epochs \
     --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/universe_curve
 }
+t_universe_classes() {
+  need_muscima
+  for spec in 300:160 10000:5; do
+    local n=${spec%%:*} m=${spec##*:}
+    [ -f shards/universe_c$n/classes.json ] || run symclr-universe --out shards/universe_c$n --classes $n --per-class $m --valid-per-class 2
+    [ -f runs/universe_c$n/state/progress.json ] || run python -m symclr_ft.train --config configs/universe.yaml \
+      data.shards=shards/universe_c$n train.max_steps=375 eval.split=none run.name=universe_c$n
+  done
+  run python bench/universe_curve.py --run c300=runs/universe_c300 --run c10000=runs/universe_c10000 \
+    --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/universe_classes_curve
+}
 t_universe_transfer() {
   need_muscima; need_shards shards/firefighting
   run python bench/novel_classes.py --config configs/demo_cpu.yaml data.shards=shards/firefighting --classes-only --out runs/novel_classes_test
@@ -286,6 +297,7 @@ TABLES=(
   "valid-split-choosing-the-scoring-settings|t_spot_tune|Spotting: choosing the scoring settings (valid)"
   "test-split-run-once-settings-from-valid-lock-acquired-2213-load-23|t_spot_test|Spotting: test split"
   "pretraining-curve-music-1-shot-against-cpu-minutes-valid-split-choosing|t_universe_curve|Symbol universe: pretraining curve"
+  "pretraining-curve-music-1-shot-against-the-number-of-universe-classes-valid-split-choosing|t_universe_classes|Symbol universe: curve against the number of classes"
   "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
   "the-main-job-from-the-shipped-weights-benchdemo_startsh-test-split-run-once|t_demo_start|Symbol universe: the main job from the shipped weights"
   "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
