@@ -252,6 +252,19 @@ t_universe_classes() {
   run python bench/universe_curve.py --run c300=runs/universe_c300 --run c10000=runs/universe_c10000 \
     --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/universe_classes_curve
 }
+t_recommended_choice() {
+  need_shards shards/firefighting; need_muscima
+  [ -f runs/demo_start/demo_from_universe/model.pt ] || t_demo_start
+  [ -f shards/ff_universe/classes.json ] || run symclr-universe --out shards/ff_universe --classes 500 --per-class 8 --mix-with shards/firefighting
+  [ -f shards/ff_u100/classes.json ] || run symclr-universe --out shards/ff_u100 --classes 100 --per-class 8 --mix-with shards/firefighting
+  run python -m symclr_ft.train --config configs/universe.yaml data.shards=shards/ff_universe model.init=universe views.preset=drawing \
+    optim.lr=5e-4 train.epochs=4 eval.episodes=100 eval.tta_rot90=true eval.prototypes=true run.name=recommended --overwrite
+  run python -m symclr_ft.train --config configs/demo_cpu.yaml model.init=universe data.shards=shards/ff_u100 eval.split=valid run.name=demo_mix100 --overwrite
+  run symclr-evaluate --config runs/demo_start/demo_from_universe/config.yaml --checkpoint runs/demo_start/demo_from_universe/model.pt \
+    --shards shards/firefighting --split valid --episodes 100 --tta-rot90 --prototypes --out runs/demo_from_universe_valid
+  run python bench/universe_curve.py --run from_universe=runs/demo_start/demo_from_universe --run mix100=runs/demo_mix100 \
+    --run recommended=runs/recommended --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/recommended_music_valid
+}
 t_universe_transfer() {
   need_muscima; need_shards shards/firefighting
   run python bench/novel_classes.py --config configs/demo_cpu.yaml data.shards=shards/firefighting --classes-only --out runs/novel_classes_test
@@ -299,6 +312,7 @@ TABLES=(
   "pretraining-curve-music-1-shot-against-cpu-minutes-valid-split-choosing|t_universe_curve|Symbol universe: pretraining curve"
   "pretraining-curve-music-1-shot-against-the-number-of-universe-classes-valid-split-choosing|t_universe_classes|Symbol universe: curve against the number of classes"
   "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
+  "the-recipe-for-your-own-symbols-universe-classes-mixed-in-or-not-valid-split-choosing|t_recommended_choice|Symbol universe: the recipe for your own symbols (valid)"
   "the-main-job-from-the-shipped-weights-benchdemo_startsh-test-split-run-once|t_demo_start|Symbol universe: the main job from the shipped weights"
   "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
   "test-split-run-once-the-settings-chosen-on-valid|t_spot_test26|Spotting (issue 27): test split, clean and scan"
