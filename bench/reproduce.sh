@@ -224,6 +224,11 @@ t_spot_choose() {
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --tune --draws 2 \
     --robustness scan scale0.7 --skip folds music --out runs/spotting/tune
 }
+t_spot_percls() {
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
+    --skip folds music --per-class --draws 2 --template-draws 0 --out runs/spotting/percls_valid
+}
 t_spot_test26() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
@@ -315,6 +320,7 @@ TABLES=(
   "the-recipe-for-your-own-symbols-universe-classes-mixed-in-or-not-valid-split-choosing|t_recommended_choice|Symbol universe: the recipe for your own symbols (valid)"
   "the-main-job-from-the-shipped-weights-benchdemo_startsh-test-split-run-once|t_demo_start|Symbol universe: the main job from the shipped weights"
   "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
+  "per-class-count-thresholds-from-the-exemplars-valid-split-choosing|t_spot_percls|Spotting (issue 27): per-class count thresholds (valid)"
   "test-split-run-once-the-settings-chosen-on-valid|t_spot_test26|Spotting (issue 27): test split, clean and scan"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
