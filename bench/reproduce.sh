@@ -270,6 +270,7 @@ t_recommended_choice() {
   run python bench/universe_curve.py --run from_universe=runs/demo_start/demo_from_universe --run mix100=runs/demo_mix100 \
     --run recommended=runs/recommended --music shards/muscima --episodes 50 --support-cap 10 --query-cap 20 --out runs/recommended_music_valid
 }
+t_adapt() { need_muscima; run bash bench/adapt.sh "$SYMCLR_MUSCIMA" shards/muscima; }
 t_universe_transfer() {
   need_muscima; need_shards shards/firefighting
   run python bench/novel_classes.py --config configs/demo_cpu.yaml data.shards=shards/firefighting --classes-only --out runs/novel_classes_test
@@ -317,6 +318,7 @@ TABLES=(
   "pretraining-curve-music-1-shot-against-cpu-minutes-valid-split-choosing|t_universe_curve|Symbol universe: pretraining curve"
   "pretraining-curve-music-1-shot-against-the-number-of-universe-classes-valid-split-choosing|t_universe_classes|Symbol universe: curve against the number of classes"
   "universe-weights-against-imagenet-test-splits-run-once|t_universe_transfer|Symbol universe: transfer, test splits"
+  "adapting-to-unlabelled-drawings-benchadaptsh-music-test-split-run-once|t_adapt|Symbol universe: adapting to unlabelled drawings"
   "the-recipe-for-your-own-symbols-universe-classes-mixed-in-or-not-valid-split-choosing|t_recommended_choice|Symbol universe: the recipe for your own symbols (valid)"
   "the-main-job-from-the-shipped-weights-benchdemo_startsh-test-split-run-once|t_demo_start|Symbol universe: the main job from the shipped weights"
   "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
