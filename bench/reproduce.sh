@@ -229,6 +229,11 @@ t_spot_percls() {
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
     --skip folds music --per-class --draws 2 --template-draws 0 --out runs/spotting/percls_valid
 }
+t_spot_robust() {
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
+    --draws 2 --template-draws 1 --robustness scale0.7 scale1.4 turn90 thicker thinner --speed 10 --skip folds music --out runs/spotting/test_robust
+}
 t_spot_test26() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
@@ -324,6 +329,7 @@ TABLES=(
   "choosing-the-scoring-on-valid-benchspottingpy---tune|t_spot_choose|Spotting (issue 27): choosing the scoring on valid"
   "per-class-count-thresholds-from-the-exemplars-valid-split-choosing|t_spot_percls|Spotting (issue 27): per-class count thresholds (valid)"
   "test-split-run-once-the-settings-chosen-on-valid|t_spot_test26|Spotting (issue 27): test split, clean and scan"
+  "the-other-robustness-copies-and-speed-test-split-run-once-the-settings-chosen-on-valid|t_spot_robust|Spotting (issue 27): the other robustness copies, speed"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"
