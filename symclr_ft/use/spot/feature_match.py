@@ -229,15 +229,11 @@ def correlate(fmap: torch.Tensor, paper: torch.Tensor, bank: KernelBank, idx: li
     return (num / torch.maximum(window, floor)).cpu()
 
 
-def match_features(net, rgb: np.ndarray, kernels: FeatureKernels, boxes: torch.Tensor, cfg: SpotConfig,
-                   shrink_to_budget: bool = True) -> TemplateEvidence:
-    """Feature-match evidence on one drawing (H, W, 3 uint8), in the shape of template
-    matching's: the best correlation of each class near each of ``boxes`` (N, 4), the peaks
-    (one per class and place), and the peak candidates that none of ``boxes`` covers (IoU >=
-    ``template_dedup_iou``). Over ``feature_match_budget`` megapixels, the kernels are made at a
-    smaller crop side (and the drawing resized less) until the passes fit."""
-    height, width = rgb.shape[:2]
-    n, classes, s = boxes.shape[0], kernels.classes, kernels.stride
+def _bank_within_budget(net, kernels: FeatureKernels, cfg: SpotConfig, width: int, height: int,
+                        shrink_to_budget: bool):
+    """The kernel bank and its factor groups; over ``feature_match_budget`` megapixels, kernels
+    at a smaller crop side (the drawing resized less) until the passes fit."""
+    s = kernels.stride
     full = crop_side(kernels.crops.shape[-1], s)
     bank = kernel_bank(net, kernels, full)
     groups = factor_groups(kernels, bank, cfg.template_scales)
@@ -248,6 +244,35 @@ def match_features(net, rgb: np.ndarray, kernels: FeatureKernels, boxes: torch.T
         if side < bank.side:
             bank = kernel_bank(net, kernels, side)
             groups = factor_groups(kernels, bank, cfg.template_scales)
+    return bank, groups
+
+
+def _tile_peaks(result: np.ndarray, k: int, s: int, origin: tuple, core: tuple, factor: tuple,
+                box_size: tuple, label: int, cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The peaks of one kernel's correlation map on one tile whose centres fall in the tile's
+    ``core``, as boxes of ``box_size`` in the drawing's pixels, with their scores and label."""
+    (u0, v0), (cu0, cv0, cu1, cv1), (qx, qy), (bw, bh) = origin, core, factor, box_size
+    ys, xs = local_peaks(result, max(1, k // 2), cfg.feature_match_peak, cfg.template_peaks_per_tile)
+    fy, fx = subcell(result, ys, xs)
+    pu, pv = u0 + (fx + k / 2) * s, v0 + (fy + k / 2) * s
+    inside = (pu >= cu0) & (pu < cu1) & (pv >= cv0) & (pv < cv1)
+    px, py = pu[inside] / qx, pv[inside] / qy
+    return (torch.tensor(np.stack([px - bw / 2, py - bh / 2, px + bw / 2, py + bh / 2], 1),
+                         dtype=torch.float32).reshape(-1, 4),
+            torch.tensor(result[ys, xs][inside], dtype=torch.float32),
+            torch.full((int(inside.sum()),), label, dtype=torch.long))
+
+
+def match_features(net, rgb: np.ndarray, kernels: FeatureKernels, boxes: torch.Tensor, cfg: SpotConfig,
+                   shrink_to_budget: bool = True) -> TemplateEvidence:
+    """Feature-match evidence on one drawing (H, W, 3 uint8), in the shape of template
+    matching's: the best correlation of each class near each of ``boxes`` (N, 4), the peaks
+    (one per class and place), and the peak candidates that none of ``boxes`` covers (IoU >=
+    ``template_dedup_iou``). Over ``feature_match_budget`` megapixels, the kernels are made at a
+    smaller crop side (and the drawing resized less) until the passes fit."""
+    height, width = rgb.shape[:2]
+    n, classes, s = boxes.shape[0], kernels.classes, kernels.stride
+    bank, groups = _bank_within_budget(net, kernels, cfg, width, height, shrink_to_budget)
     k = bank.side // s
     sym_w = sym_h = bank.side / (1 + 2 * kernels.padding)  # the symbol box within the kernel's crop
     level = kernels.level
@@ -256,7 +281,7 @@ def match_features(net, rgb: np.ndarray, kernels: FeatureKernels, boxes: torch.T
     sizes = np.zeros((n, classes, 2), np.float32)
     centres = ((boxes[:, :2] + boxes[:, 2:]) / 2).numpy()
     labels_of = kernels.labels[bank.exemplar].tolist()
-    found_boxes, found_scores, found_labels = [torch.zeros((0, 4))], [torch.zeros(0)], [torch.zeros(0, dtype=torch.long)]
+    found = [(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.long))]
     overlap = bank.side + 2 * CONTEXT_CELLS * s
     margin = CONTEXT_CELLS * s  # paper around the drawing: its edges are not the network's zero padding
     for (ix, iy), idx in sorted(groups.items()):
@@ -287,16 +312,16 @@ def match_features(net, rgb: np.ndarray, kernels: FeatureKernels, boxes: torch.T
                     better = value > corr[mine, label]
                     corr[mine[better], label] = value[better]
                     sizes[mine[better], label] = (bw, bh)
-                ys, xs = local_peaks(result, max(1, k // 2), cfg.feature_match_peak, cfg.template_peaks_per_tile)
-                fy, fx = subcell(result, ys, xs)
-                pu, pv = u0 + (fx + k / 2) * s, v0 + (fy + k / 2) * s
-                inside = (pu >= cu0) & (pu < cu1) & (pv >= cv0) & (pv < cv1)
-                px, py = pu[inside] / qx, pv[inside] / qy
-                found_boxes.append(torch.tensor(np.stack([px - bw / 2, py - bh / 2, px + bw / 2, py + bh / 2], 1),
-                                                dtype=torch.float32).reshape(-1, 4))
-                found_scores.append(torch.tensor(result[ys, xs][inside], dtype=torch.float32))
-                found_labels.append(torch.full((int(inside.sum()),), label, dtype=torch.long))
-    peaks = torch.cat(found_boxes), torch.cat(found_scores), torch.cat(found_labels)
+                found.append(_tile_peaks(result, k, s, (u0, v0), (cu0, cv0, cu1, cv1), (qx, qy), (bw, bh), label, cfg))
+    return _evidence(found, boxes, corr, sizes, (width, height), classes, cfg)
+
+
+def _evidence(found: list, boxes: torch.Tensor, corr: np.ndarray, sizes: np.ndarray, size: tuple,
+              classes: int, cfg: SpotConfig) -> TemplateEvidence:
+    """The tiles' peaks merged (one per class and place) and the candidates they add beyond
+    ``boxes``, the best ``max_template_candidates``, clipped to the drawing."""
+    width, height = size
+    peaks = tuple(torch.cat(part) for part in zip(*found))
     keep = batched_nms(*peaks, 0.5)  # a class's scales and turns at one place: the best
     peaks = tuple(p[keep] for p in peaks)
     extra, extra_corr, extra_sizes = peak_candidates(peaks, boxes, width * height, classes, cfg)
