@@ -197,22 +197,25 @@ t_spot_test() {
   run python bench/spotting.py "${SPOT_MODELS[@]}" --split test --skip trained folds music --big --out runs/spot_bench/big
 }
 
+# issue 27's tables before grey looks and the drawing's own ink threshold became the defaults
+# (2026-12-07): rerun with the settings of that time
+BEFORE_LOOKS=(grey_looks=false adaptive_ink_threshold=false)
 t_template_source() {  # the final rows (the earlier rows used reduction ladders the code no longer has)
   need_shards shards/firefighting
   run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --robustness scan scale0.7 \
-    --out runs/spot_source
-  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --set template_min_side=8 template_blur=0.6 \
+    --set "${BEFORE_LOOKS[@]}" --out runs/spot_source
+  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --set template_min_side=8 template_blur=0.6 "${BEFORE_LOOKS[@]}" \
     --out runs/spot_source_side8
 }
 t_spot_recall() {
   need_shards shards/firefighting
-  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --robustness all --out runs/spot_recall
+  run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --robustness all --set "${BEFORE_LOOKS[@]}" --out runs/spot_recall
 }
 t_spot_speed() {
   need_shards shards/firefighting
   local S=(python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music)
-  run "${S[@]}" --speed 10 --out runs/spot_speed
-  run "${S[@]}" --speed 10 --set templates=false --out runs/spot_speed_no_templates
+  run "${S[@]}" --speed 10 --set "${BEFORE_LOOKS[@]}" --out runs/spot_speed
+  run "${S[@]}" --speed 10 --set templates=false "${BEFORE_LOOKS[@]}" --out runs/spot_speed_no_templates
   run "${S[@]}" --big --out runs/spot_big
   run "${S[@]}" --pdf-set 20 --out runs/spot_pdf
 }
@@ -222,22 +225,23 @@ t_demo_start() { need_shards shards/firefighting; need_muscima; run bash bench/d
 t_spot_choose() {
   [ -f "$U" ] || t_demo_start
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --tune --draws 2 \
-    --robustness scan scale0.7 --skip folds music --out runs/spotting/tune
+    --robustness scan scale0.7 --skip folds music --set "${BEFORE_LOOKS[@]}" --out runs/spotting/tune
 }
 t_spot_percls() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
-    --skip folds music --per-class --draws 2 --template-draws 0 --out runs/spotting/percls_valid
+    --skip folds music --per-class --draws 2 --template-draws 0 --set "${BEFORE_LOOKS[@]}" --out runs/spotting/percls_valid
 }
 t_spot_robust() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --draws 2 --template-draws 1 --robustness scale0.7 scale1.4 turn90 thicker thinner --speed 10 --skip folds music --out runs/spotting/test_robust
+    --draws 2 --template-draws 1 --robustness scale0.7 scale1.4 turn90 thicker thinner --speed 10 --skip folds music \
+    --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test_robust
 }
 t_spot_test26() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --draws 5 --template-draws 2 --robustness scan --skip folds music --out runs/spotting/test
+    --draws 5 --template-draws 2 --robustness scan --skip folds music --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test
 }
 
 need_universe() {

@@ -53,7 +53,6 @@ import io
 import json
 import math
 import os
-import resource
 import shutil
 import sys
 import time
@@ -73,7 +72,7 @@ from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, ope
 from symclr_ft.use.spot.calibration import calibrate  # noqa: E402
 from symclr_ft.use.spot.report import count_detections, count_thresholds, is_counted  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
-    Candidates, Exemplars, drawing_candidates, embed_exemplars, model_and_size,
+    Candidates, Exemplars, drawing_candidates, embed_exemplars, exemplars_for, model_and_size,
     pick_coco_exemplars, score_candidates, to_coco_results, with_feature_matches, with_templates,
 )
 from symclr_ft.use.spot.report import exact_count_share  # noqa: E402
@@ -125,13 +124,15 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 SCORING_ONLY = ("min_score", "count_score", "class_count_scores", "nms_iou", "box_mode", "class_agnostic_nms",
-                "objectness_weight", "score_rule")  # and every template* setting: none of them changes the ink candidates
+                "objectness_weight", "score_rule", "grey_looks")  # and every template* setting: none of them changes the ink candidates
 
 
 def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
                       cache: Path, objectness=None, tag: str = "") -> dict[int, Candidates]:
     """Candidates and crop features of every drawing, computed once per (model, settings)."""
     keyed = {k: v for k, v in asdict(cfg).items() if k not in SCORING_ONLY and not k.startswith("template")}
+    if not cfg.adaptive_ink_threshold:  # the fixed threshold: the key of the candidates cached before the option
+        del keyed["adaptive_ink_threshold"], keyed["min_ink_threshold"]
     stat = model_path.stat()
     key = hashlib.sha1(json.dumps([str(model_path), stat.st_size, stat.st_mtime, image_size, keyed, tag,
                                    [str(d.path) for d in drawings]], default=str).encode()).hexdigest()[:16]
@@ -153,22 +154,6 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
     return out
 
 
-def restrict(ex: Exemplars, keep_ids: set[int]) -> Exemplars:
-    mask = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in ex.labels], dtype=torch.bool)
-    templates = ex.templates
-    if templates is not None:
-        kept = lambda label: ex.category_ids[label] in keep_ids  # noqa: E731
-        templates = replace(templates, items=[t for t in templates.items if kept(t.label)],
-                            pictures=[(label, p) for label, p in templates.pictures if kept(label)])
-    kernels = ex.kernels
-    if kernels is not None:
-        keep = torch.tensor([ex.category_ids[int(l)] in keep_ids for l in kernels.labels], dtype=torch.bool)
-        kernels = replace(kernels, crops=kernels.crops[keep], labels=kernels.labels[keep], sizes=kernels.sizes[keep],
-                          banks={})
-    return Exemplars(ex.features[mask], ex.labels[mask], ex.sizes[mask], ex.class_names, ex.category_ids,
-                     templates=templates, kernels=kernels)
-
-
 def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
               cfg: SpotConfig) -> dict[int, Candidates]:
     """Each drawing's cached ink candidates with this exemplar draw's template evidence and
@@ -176,7 +161,8 @@ def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemp
     candidates (they depend on the exemplars, so they are made per draw)."""
     if cfg.templates:
         with torch.no_grad():
-            cands = {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
+            cands = {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id],
+                                                exemplars_for(rgbs[d.image_id], ex), image_size, cfg)
                      for d in drawings}
     return feature_matched(net, cands, drawings, rgbs, ex, image_size, cfg)
 
@@ -190,7 +176,8 @@ def feature_matched(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex:
     start, out = time.perf_counter(), {}
     with torch.no_grad():
         for d in drawings:
-            out[d.image_id] = with_feature_matches(net, rgbs[d.image_id], cands[d.image_id], ex, image_size, cfg)
+            out[d.image_id] = with_feature_matches(net, rgbs[d.image_id], cands[d.image_id],
+                                                   exemplars_for(rgbs[d.image_id], ex), image_size, cfg)
     seconds = (time.perf_counter() - start) / max(1, len(drawings))
     added = sum(int(c.from_features.sum()) for c in out.values() if c.from_features is not None)
     print(f"  feature matching: {seconds:.2f} s per drawing (mean of {len(drawings)}), "
@@ -203,9 +190,10 @@ FEATURE_SECONDS: list[float] = []  # mean seconds per drawing of feature matchin
 
 
 def drawing_pixels(drawings, cfg: SpotConfig) -> dict[int, np.ndarray]:
-    """RGB arrays of the drawings, kept for template and feature matching of every draw (none
-    without either)."""
-    return {d.image_id: np.asarray(open_drawing(d)) for d in drawings} if cfg.templates or cfg.feature_match else {}
+    """RGB arrays of the drawings, kept for template and feature matching of every draw and to
+    tell grey drawings (``grey_looks``); none without any of them."""
+    needed = cfg.templates or cfg.feature_match or cfg.grey_looks
+    return {d.image_id: np.asarray(open_drawing(d)) for d in drawings} if needed else {}
 
 
 def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
@@ -233,10 +221,13 @@ def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
     return out / ANNOTATIONS_FILE
 
 
-def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig) -> list[dict]:
+def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, rgbs: dict) -> list[dict]:
+    """COCO results of one exemplar draw; on a grey drawing (of ``rgbs``) with the exemplars'
+    grey looks, as symclr-spot scores it."""
     results = []
     for d in drawings:
-        results.extend(to_coco_results(score_candidates(cands[d.image_id], ex, cfg), d.image_id, ex))
+        looks = exemplars_for(rgbs[d.image_id], ex) if d.image_id in rgbs else ex
+        results.extend(to_coco_results(score_candidates(cands[d.image_id], looks, cfg), d.image_id, ex))
     return results
 
 
@@ -251,11 +242,11 @@ def counting(results: list[dict], drawings, cat_ids: list[int], count_score: flo
 
 
 def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
-             cat_ids: list[int], calibration=None) -> dict:
+             cat_ids: list[int], rgbs: dict, calibration=None) -> dict:
     """One exemplar draw scored: AP, per-class AP, counting; with ``calibration`` (of this
     draw's exemplars) also counting with its per-class thresholds, and both thresholds' counted
     AP50 (``--per-class``)."""
-    results = draw_results(cands, drawings, ex, cfg)
+    results = draw_results(cands, drawings, ex, cfg, rgbs)
     image_ids = [d.image_id for d in drawings]
     scores = coco_scores(gt_json, results, cat_ids, image_ids)
     exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
@@ -369,9 +360,9 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
         calibration = calibrate(net, ex, size, cfg, objectness, seed=seed) if per_class else None
         base = templated(net, cands, drawings, rgbs, ex, size, without)
         if cfg.feature_match:
-            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids))
+            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids, rgbs))
         ours.append(run_draw(feature_matched(net, base, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json,
-                             cat_ids, calibration))
+                             cat_ids, rgbs, calibration))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else "")
@@ -445,7 +436,7 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     net, size, _ = model_and_size(args.model, None)
     clean = args.data / "valid" / "_annotations.coco.json"
     splits = [("clean", clean)] + [(s, robust_split(clean, s, args.cache)) for s in args.robustness]
-    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, candidates))
+    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, candidates), pixels)
     for name, gt_json in splits:
         drawings = list_drawings(gt_json)
         cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
@@ -454,13 +445,13 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
         for seed in range(args.draws):
             ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, seed), size, cfg)
             draws.append((ex, templated(net, cands, drawings, rgbs, ex, size, cfg)))
-        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws))
+        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws, rgbs))
     rows = []
     for combo in scoring_grid(cfg):
         c = replace(cfg, **combo)
         scored = []  # per split: the draws' results and AP (they do not depend on the count threshold)
-        for name, gt_json, drawings, cat_ids, draws in prepared:
-            per_draw = [draw_results(cands, drawings, ex, c) for ex, cands in draws]
+        for name, gt_json, drawings, cat_ids, draws, rgbs in prepared:
+            per_draw = [draw_results(cands, drawings, ex, c, rgbs) for ex, cands in draws]
             scored.append((name, drawings, cat_ids, per_draw,
                            [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]))
         for count_score in COUNT_SCORES:

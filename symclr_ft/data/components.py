@@ -21,7 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -36,6 +36,10 @@ class ComponentConfig:
     this class), chosen on the firefighting valid drawings."""
 
     ink_threshold: int = 90  # a pixel is ink when its brightest channel differs this much from paper
+    # faint ink (grey scans, thinned lines): the threshold drops to the drawing's own Otsu
+    # threshold of its ink picture when that is lower, never below min_ink_threshold
+    adaptive_ink_threshold: bool = False
+    min_ink_threshold: int = 20
     saturation: int = 80  # HSV saturation above which a pixel belongs to a colour group
     line_length: int = 41  # straight runs at least this long are wires / staff lines, not symbols
     dilations: tuple[int, ...] = (0, 1, 2, 3)  # radii that join a symbol's separate strokes
@@ -45,12 +49,36 @@ class ComponentConfig:
     tile_overlap: int = 320  # at least 2 x (max_side + max dilation) so a symbol fits in some core
 
 
+def paper_of(rgb: np.ndarray) -> np.ndarray:
+    """The paper's colour: the median of a sparse grid of pixels."""
+    return np.median(rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)], axis=(0, 1))
+
+
+def ink_difference(rgb: np.ndarray, paper: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: each pixel's largest channel difference from ``paper``."""
+    channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), (*(int(v) for v in paper.astype(np.int16)), 0)))
+    return cv2.max(cv2.max(channels[0], channels[1]), channels[2])
+
+
+def drawing_ink_threshold(rgb: np.ndarray, cfg: ComponentConfig) -> int:
+    """The ink threshold for one whole drawing: ``ink_threshold``, or with
+    ``adaptive_ink_threshold`` the lower of it and Otsu's threshold of the drawing's ink picture
+    (every other pixel of every other row), not below ``min_ink_threshold``. Why: on clean CAD
+    drawings the ink picture has a wide gap between paper and ink and Otsu's threshold falls
+    inside it (the same ink); on a grey scan or thinned strokes ink stands out by far less than
+    ``ink_threshold`` and no component was found at all. Computed once per drawing, so that
+    tiles agree."""
+    if not cfg.adaptive_ink_threshold:
+        return cfg.ink_threshold
+    sample = np.ascontiguousarray(rgb[::2, ::2])
+    otsu, _ = cv2.threshold(ink_difference(sample, paper_of(rgb)), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return int(min(cfg.ink_threshold, max(cfg.min_ink_threshold, otsu)))
+
+
 def ink_masks(rgb: np.ndarray, cfg: ComponentConfig) -> list[np.ndarray]:
     """Boolean ink masks: all ink, plus ink of each colour group (grey and six hues), so that a
     green symbol on a red wire is a component of its own in the green mask."""
-    paper = np.median(rgb[:: max(1, rgb.shape[0] // 64), :: max(1, rgb.shape[1] // 64)], axis=(0, 1))
-    channels = cv2.split(cv2.absdiff(np.ascontiguousarray(rgb), (*(int(v) for v in paper.astype(np.int16)), 0)))
-    ink = cv2.max(cv2.max(channels[0], channels[1]), channels[2]) > cfg.ink_threshold
+    ink = ink_difference(rgb, paper_of(rgb)) > cfg.ink_threshold
     hsv = np.asarray(Image.fromarray(rgb).convert("HSV"))
     saturated = hsv[..., 1] > cfg.saturation
     hue = ((hsv[..., 0].astype(np.int16) + 21) // 43) % 6
@@ -149,6 +177,7 @@ def drawing_components(rgb: np.ndarray, cfg: ComponentConfig, threads: int | Non
 
     height, width = rgb.shape[:2]
     tiles = tile_grid(width, height, cfg.tile, cfg.tile_overlap)
+    cfg = replace(cfg, ink_threshold=drawing_ink_threshold(rgb, cfg))
 
     def one(tile_core) -> list[Box]:
         (x0, y0, x1, y1), core = tile_core

@@ -6,12 +6,14 @@ descriptors, the cost cap, padding."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import torch
 
 from symclr_ft.data.components import (  # noqa: F401  (component_boxes, tile_grid: also read from here)
-    component_boxes, ink_masks, owned_boxes, tile_grid,
+    component_boxes, drawing_ink_threshold, ink_masks, owned_boxes, tile_grid,
 )
 from symclr_ft.use.spot.config import SpotConfig
 
@@ -60,6 +62,7 @@ def candidate_boxes_with_descriptors(rgb: np.ndarray, cfg: SpotConfig) -> tuple[
     height, width = rgb.shape[:2]
     found: dict[tuple[int, int, int, int], np.ndarray] = {}
     tiles = tile_grid(width, height, cfg.tile, cfg.tile_overlap)
+    cfg = replace(cfg, ink_threshold=drawing_ink_threshold(rgb, cfg))  # once for the drawing: tiles agree
     with ThreadPoolExecutor(max(1, min(len(tiles), torch.get_num_threads()))) as pool:
         for part in pool.map(lambda t: _tile_candidates(rgb, *t, cfg), tiles):
             found.update(part)

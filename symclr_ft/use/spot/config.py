@@ -17,6 +17,9 @@ class SpotConfig(ComponentConfig):
     NMS IoU, count threshold) are what ``bench/spotting.py --tune`` chooses between on the valid
     split (docs/RESULTS.md)."""
 
+    # faint ink of grey scans and thinned copies: the drawing's own Otsu threshold when lower
+    # (chosen on valid, docs/RESULTS.md; symclr-components keeps the fixed threshold)
+    adaptive_ink_threshold: bool = True
     box_padding: float = 0.4  # ink box -> symbol box, per side, as a share of the ink box
     box_mode: str = "exemplar"  # "exemplar": matched exemplar's size; "candidate": own box
     crop_padding: float = 0.1  # make-shards' padding (the crop rule the model was trained on)
@@ -54,6 +57,9 @@ class SpotConfig(ComponentConfig):
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
     template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
     template_floor: float = 0.5  # correlation at or below this counts as no evidence
+    # on a grey drawing (a scan, a greyscale export) the exemplars are matched grey and grey
+    # softened (looks.py); coloured drawings are not affected
+    grey_looks: bool = True
     # feature template matching (feature_match.py): the exemplar's feature map correlated with the
     # drawing's (TMR's idea); opt-in, a third candidate source and a third score. Not yet chosen
     # on valid: bench/spotting.py --feature-match measures it against the path without.

@@ -55,6 +55,7 @@ from symclr_ft.errors import UserError
 from symclr_ft.use.spot.candidates import candidate_boxes_with_descriptors, pad_boxes, select_candidates
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, open_drawing, open_rgb
+from symclr_ft.use.spot.looks import grey_drawing, softened, to_grey
 from symclr_ft.use.spot.feature_match import FeatureKernels, exemplar_kernels, match_features
 from symclr_ft.use.spot.template import (
     Templates, exemplar_picture, make_templates, match_templates, same_place_suppression,
@@ -76,6 +77,7 @@ class Exemplars:
     # (class index, RGB pixels of make-shards' padded crop, symbol box [x, y, w, h] in them) of each
     # exemplar from an image: what the calibration sheet pastes (None: from an index)
     crops: list[tuple[int, np.ndarray, list[float]]] | None = None
+    grey: "Exemplars | None" = None  # the same exemplars as a grey drawing shows them (embed_exemplars)
 
 
 @dataclass
@@ -338,16 +340,53 @@ def folder_exemplars(folder: Path, shots: int, padding: float) -> list[tuple]:
 
 def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) -> Exemplars:
     """Features of each exemplar in its four quarter turns (a turned symbol on a drawing then
-    matches its exemplar's turn). Unreadable exemplar files are skipped with their reason."""
+    matches its exemplar's turn). Unreadable exemplar files are skipped with their reason.
+    With ``grey_looks`` the result also holds the exemplars as a grey drawing shows them
+    (:func:`grey_looks_of`), used on grey drawings."""
+    images, skipped = {}, []
+    for _cat, _name, path, _bbox in picked:
+        if path not in images and not any(path == s[0] for s in skipped):
+            try:
+                images[path] = open_rgb(path)
+            except UserError as err:
+                skipped.append((path, str(err)))
+    if not images:
+        raise UserError("no exemplars could be read" + (f" ({skipped[0][1]})" if skipped else ""))
+    ex = _embedded(net, picked, images, image_size, cfg)
+    ex.skipped = [(str(path), why) for path, why in skipped]
+    if cfg.grey_looks:
+        ex.grey = grey_looks_of(net, picked, images, image_size, cfg)
+    return ex
+
+
+def grey_looks_of(net, picked: list[tuple], images: dict, image_size: int, cfg: SpotConfig) -> Exemplars:
+    """The exemplars as a grey drawing (a scan, a greyscale export) shows them: features of
+    their grey picture and of it softened by a scan's blur (``looks.softened``), matched as
+    one set (a class's best), templates of the softened picture. A model trained on crisp
+    coloured crops finds a grey, blurred symbol less like its coloured exemplar than like the
+    exemplar made grey and blurred (docs/RESULTS.md, issue 27)."""
+    plain = replace(cfg, feature_match=False, grey_looks=False)
+    grey = _embedded(net, picked, {p: to_grey(im) for p, im in images.items()}, image_size, replace(plain, templates=False))
+    soft = _embedded(net, picked, {p: softened(to_grey(im)) for p, im in images.items()}, image_size, plain)
+    return replace(soft, features=torch.cat([grey.features, soft.features]), labels=torch.cat([grey.labels, soft.labels]),
+                   sizes=torch.cat([grey.sizes, soft.sizes]))
+
+
+def exemplars_for(rgb: np.ndarray, ex: Exemplars) -> Exemplars:
+    """The exemplars to match on one drawing: their grey looks on a grey drawing, when made."""
+    return ex.grey if ex.grey is not None and grey_drawing(rgb) else ex
+
+
+def _embedded(net, picked: list[tuple], images: dict, image_size: int, cfg: SpotConfig) -> Exemplars:
+    """:func:`embed_exemplars` of exemplars whose images are decoded (path -> PIL image; a path
+    missing from ``images`` is an exemplar that could not be read, left out)."""
     cat_ids = sorted({p[0] for p in picked})
     names = {p[0]: p[1] for p in picked}
-    crops, labels, sizes, skipped, cache, pixels = [], [], [], [], {}, []
+    crops, labels, sizes, pixels = [], [], [], []
     for cat_id, _name, path, bbox in picked:
-        try:
-            image = cache.get(path) or cache.setdefault(path, open_rgb(path))
-        except UserError as err:
-            skipped.append((str(path), str(err)))
+        if path not in images:
             continue
+        image = images[path]
         if bbox is None:  # a crop file: the symbol is the crop less make-shards' padding
             w, h = image.width / (1 + 2 * cfg.crop_padding), image.height / (1 + 2 * cfg.crop_padding)
             crop = torch.from_numpy(np.asarray(image.resize((image_size,) * 2, Image.BILINEAR)).copy()).permute(2, 0, 1)
@@ -363,7 +402,7 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         labels.append(cat_ids.index(cat_id))
         sizes.append((w, h))
     if not crops:
-        raise UserError("no exemplars could be read" + (f" ({skipped[0][1]})" if skipped else ""))
+        raise UserError("no exemplars could be read")
     stack = torch.stack(crops)
     feats, labs, szs = [], [], []
     for turn in range(4):
@@ -371,14 +410,14 @@ def embed_exemplars(net, picked: list[tuple], image_size: int, cfg: SpotConfig) 
         labs.append(torch.tensor(labels))
         s = torch.tensor(sizes, dtype=torch.float32)
         szs.append(s.flip(1) if turn % 2 else s)
-    templates = picked_templates(picked, cfg, cache) if cfg.templates else None
+    templates = picked_templates(picked, cfg, images) if cfg.templates else None
     kernels = None
     if cfg.feature_match:  # made once per exemplar set, like the features above
         kernels = exemplar_kernels(net, stack, torch.tensor(labels), torch.tensor(sizes, dtype=torch.float32),
                                    len(cat_ids), cfg)
     return Exemplars(
         torch.cat(feats), torch.cat(labs), torch.cat(szs),
-        [names[c] for c in cat_ids], cat_ids, skipped, templates, kernels, pixels,
+        [names[c] for c in cat_ids], cat_ids, [], templates, kernels, pixels,
     )  # fmt: skip
 
 
@@ -507,6 +546,7 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
     "best_score"}``, after NMS), the classes left out because all their exemplars are larger
     than the drawing, and a :class:`DrawingNote` of what was seen."""
     height, width = rgb.shape[:2]
+    ex = exemplars_for(rgb, ex)
     fits = (ex.sizes[:, 0] <= width) & (ex.sizes[:, 1] <= height)
     skipped = sorted({ex.class_names[int(l)] for l in ex.labels[~fits].tolist()} - {
         ex.class_names[int(l)] for l in ex.labels[fits].tolist()})

@@ -40,7 +40,7 @@ from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, coco_json, list_dr
 from symclr_ft.use.spot.objectness import fit_objectness
 # The pipeline this command runs, importable from here as before (tests, bench/spotting.py).
 from symclr_ft.use.spot.pipeline import (  # noqa: F401
-    Candidates, DrawingNote, Exemplars, crop_for_model, drawing_candidates, embed_crops, embed_exemplars,
+    Candidates, DrawingNote, Exemplars, crop_for_model, drawing_candidates, embed_crops, embed_exemplars, exemplars_for,
     exemplars_of_index, folder_exemplars, index_exemplars, ink_candidates, load_exemplars, model_and_size,
     pick_coco_exemplars, picked_templates, reject_threshold, score_candidates, spot_all, spot_all_noted,
     spot_drawing, spot_drawing_noted, spot_image, to_coco_results, with_feature_matches, with_templates,

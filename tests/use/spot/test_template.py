@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from symclr_ft.data import synth
-from symclr_ft.use.spot.candidates import candidate_boxes
+from symclr_ft.use.spot.candidates import candidate_boxes, pad_boxes
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.robustness import transform
 from symclr_ft.use.spot.spotting import (
@@ -65,7 +65,8 @@ def test_template_peak_finds_the_symbol(sheet, case):
     image, boxes = drawing_with(size, turn)
     if case == "scanned copy":
         image, boxes = transform(image, boxes, "scan", seed=3)
-        assert len(candidate_boxes(np.asarray(image), cfg)) == 0  # the ink source sees nothing
+        fixed = SpotConfig(adaptive_ink_threshold=False)
+        assert len(candidate_boxes(np.asarray(image), fixed)) == 0  # the fixed ink threshold sees nothing
     ev = match_templates(np.asarray(image), make_templates(pictures, 3, cfg), torch.zeros((0, 4)), cfg)
     mine = ev.peak_labels == 1
     best = int(torch.argmax(torch.where(mine, ev.peak_scores, torch.tensor(-2.0))))
@@ -118,15 +119,15 @@ def test_union_finds_a_symbol_only_templates_propose(net, sheet):
 
 
 def test_scanned_copy_is_spotted_where_ink_finds_nothing(net, sheet):
-    """A grey, skewed, blurred, noisy JPEG copy: without templates nothing is spotted, with
-    them every planted symbol is, with its class."""
+    """A grey, skewed, blurred, noisy JPEG copy: with the fixed ink threshold and without
+    templates nothing is spotted, with them every planted symbol is, with its class."""
     folder, _ = sheet
     image, boxes = drawing_with(30, 0)
     image, boxes = transform(image, boxes, "scan", seed=1)
     rgb = np.asarray(image)
     ex = embed_exemplars(net, pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0), SIZE, SpotConfig())
     for templates in (False, True):
-        cfg = SpotConfig(templates=templates)
+        cfg = SpotConfig(templates=templates, adaptive_ink_threshold=False)
         dets = score_candidates(with_templates(net, rgb, ink_candidates(net, rgb, SIZE, cfg), ex, SIZE, cfg), ex, cfg)
         counted = dets["scores"] >= cfg.count_score
         if not templates:
@@ -165,3 +166,14 @@ def test_a_drawing_over_the_budget_is_matched_with_coarser_templates(sheet):
     ev = match_templates(np.asarray(image), templates, torch.zeros((0, 4)), tight)
     on_it = box_iou(ev.peaks, xyxy(boxes[0]))[:, 0] >= 0.5
     assert (on_it & (ev.peak_labels == 1)).any()
+
+
+def test_the_drawings_own_ink_threshold_proposes_the_scanned_symbols(sheet):
+    """The same scanned copy: with the drawing's own (Otsu) ink threshold, the default, the ink
+    source proposes every planted symbol again (IoU >= 0.5 with its padded ink box)."""
+    image, boxes = drawing_with(30, 0)
+    image, boxes = transform(image, boxes, "scan", seed=1)
+    cfg = SpotConfig()
+    found = pad_boxes(candidate_boxes(np.asarray(image), cfg), cfg.box_padding, image.width, image.height)
+    for box in boxes:
+        assert box_iou(found, xyxy(box)).max() >= 0.5

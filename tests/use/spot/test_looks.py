@@ -1,0 +1,78 @@
+"""Grey looks of the exemplars (symclr_ft/use/spot/looks.py, pipeline.grey_looks_of): which
+drawings are grey, what the grey looks are (checked against embedding the grey and softened
+pictures directly), and that spotting uses them on grey drawings only."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from symclr_ft.use.spot.config import SpotConfig
+from symclr_ft.use.spot.looks import grey_drawing, softened, to_grey
+from symclr_ft.use.spot.pipeline import (
+    crop_for_model, embed_crops, embed_exemplars, exemplars_for, pick_coco_exemplars, spot_pixels,
+)
+from symclr_ft.use.spot.robustness import transform
+from symclr_ft.use.spot.template import exemplar_picture
+from use.spot.test_spotting import SIZE, canvas, exemplar_sheet, net, plant, tiny_model  # noqa: F401 (fixtures)
+
+
+def drawing() -> tuple[Image.Image, list[list[float]]]:
+    image = canvas(320, 200)
+    return image, [plant(image, 1, 40, 40), plant(image, 2, 200, 100)]
+
+
+def test_coloured_drawings_are_not_grey_and_their_grey_copies_are():
+    image, boxes = drawing()
+    assert not grey_drawing(np.asarray(image))
+    assert grey_drawing(np.asarray(to_grey(image)))
+    assert grey_drawing(np.asarray(transform(image, boxes, "scan", seed=0)[0]))
+    buffer = io.BytesIO()  # a grey page saved as a colour JPEG: chroma noise, still grey
+    to_grey(image).save(buffer, format="JPEG", quality=30)
+    assert grey_drawing(np.asarray(Image.open(buffer).convert("RGB")))
+
+
+def test_grey_and_softened_looks_are_the_pictures_made_grey_and_blurred():
+    image, _ = drawing()
+    grey = np.asarray(to_grey(image))
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert np.array_equal(grey[..., 0], np.asarray(image.convert("L")))
+    assert np.array_equal(np.asarray(softened(to_grey(image))),
+                          np.asarray(to_grey(image).filter(ImageFilter.GaussianBlur(1.0))))
+
+
+def test_grey_looks_are_the_embeddings_of_the_grey_and_softened_exemplars(net, tmp_path):
+    folder, boxes = exemplar_sheet(tmp_path, [0, 1, 2])
+    picked = pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0)
+    cfg = SpotConfig()
+    ex = embed_exemplars(net, picked, SIZE, cfg)
+    sheet = Image.open(folder / "sheet.png").convert("RGB")
+    for k, look in enumerate((to_grey(sheet), softened(to_grey(sheet)))):
+        crops = torch.stack([crop_for_model(look, box, SIZE, cfg.crop_padding) for box in boxes])
+        expected = embed_crops(net, crops, cfg.batch_size)  # upright turn: the first block of each look
+        got = ex.grey.features[k * 4 * len(boxes) : k * 4 * len(boxes) + len(boxes)]
+        assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.equal(ex.grey.labels, ex.labels.repeat(2)) and ex.grey.grey is None
+    soft = np.asarray(softened(to_grey(sheet)))
+    assert [k for k, _ in ex.grey.templates.pictures] == [0, 1, 2]
+    for (_, picture), box in zip(ex.grey.templates.pictures, boxes):
+        assert np.array_equal(picture, exemplar_picture(soft, box, cfg.crop_padding))
+    assert embed_exemplars(net, picked, SIZE, SpotConfig(grey_looks=False)).grey is None
+
+
+def test_spotting_matches_grey_looks_on_grey_drawings_only(net, tmp_path):
+    folder, _ = exemplar_sheet(tmp_path, [0, 1, 2])
+    ex = embed_exemplars(net, pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0), SIZE, SpotConfig())
+    image, boxes = drawing()
+    scan = np.asarray(transform(image, boxes, "scan", seed=0)[0])
+    assert exemplars_for(np.asarray(image), ex) is ex and exemplars_for(scan, ex) is ex.grey
+    # on the scan, spotting with the exemplars equals spotting with their grey looks as the exemplars
+    plain = SpotConfig(grey_looks=False)
+    looked = spot_pixels(net, scan, ex, SIZE, SpotConfig())[0]
+    direct = spot_pixels(net, scan, ex.grey, SIZE, plain)[0]
+    assert torch.equal(looked["boxes"], direct["boxes"]) and torch.equal(looked["scores"], direct["scores"])
+    coloured = spot_pixels(net, np.asarray(image), ex, SIZE, SpotConfig())[0]
+    assert torch.equal(coloured["scores"], spot_pixels(net, np.asarray(image), ex, SIZE, plain)[0]["scores"])
