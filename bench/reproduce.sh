@@ -244,6 +244,36 @@ t_spot_test26() {
     --draws 5 --template-draws 2 --robustness scan --skip folds music --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test
 }
 
+t_spot_looks() {  # grey looks and the drawing's own ink threshold, chosen on valid
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
+           --draws 2 --template-draws 0 --skip folds music)
+  run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=false adaptive_ink_threshold=false --out runs/spotting/looks_valid_base
+  run "${S[@]}" --skip trained folds music --robustness scan --set grey_looks=true adaptive_ink_threshold=false --out runs/spotting/looks_valid_grey
+  run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=true adaptive_ink_threshold=true --out runs/spotting/looks_valid_adaptive
+}
+t_spot_folds_universe() {
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  [ -f runs/novel_universe/fold2/model.pt ] || run python bench/novel_classes.py --config configs/demo_cpu.yaml \
+    data.shards=shards/firefighting model.init=universe --out runs/novel_universe
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
+    --folds runs/novel_universe/summary.json --draws 5 --skip trained music --out runs/spotting/folds_universe
+}
+t_spot_test_looks() {
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json)
+  run "${S[@]}" --skip trained folds music --speed 10 --out runs/spotting/speed_looks
+  run "${S[@]}" --draws 5 --template-draws 1 --robustness all --skip folds music --out runs/spotting/test_looks
+}
+t_spot_music() {
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
+           --choose-from runs/spotting/tune/tune_valid.json --draws 3 --skip trained folds)
+  run "${S[@]}" --split valid --set grey_looks=false --out runs/spotting/music_valid_no_looks
+  run "${S[@]}" --split valid --out runs/spotting/music_valid_looks
+  run "${S[@]}" --split test --out runs/spotting/music
+}
+
 need_universe() {
   [ -f shards/universe/classes.json ] || run symclr-universe --out shards/universe --classes 3000 --per-class 16 --valid-per-class 2
 }
@@ -334,6 +364,10 @@ TABLES=(
   "per-class-count-thresholds-from-the-exemplars-valid-split-choosing|t_spot_percls|Spotting (issue 27): per-class count thresholds (valid)"
   "test-split-run-once-the-settings-chosen-on-valid|t_spot_test26|Spotting (issue 27): test split, clean and scan"
   "the-other-robustness-copies-and-speed-test-split-run-once-the-settings-chosen-on-valid|t_spot_robust|Spotting (issue 27): the other robustness copies, speed"
+  "grey-looks-and-the-drawings-own-ink-threshold-valid-split-choosing-2026-12-07|t_spot_looks|Spotting (issue 27): grey looks, the drawing's own ink threshold (valid)"
+  "held-out-folds-with-the-universe-fold-models-test-split-run-once|t_spot_folds_universe|Spotting (issue 27): held-out folds, universe fold models (test)"
+  "the-chosen-settings-on-the-test-split-clean-and-every-robustness-copy-and-speed-run-once-2026-12-07|t_spot_test_looks|Spotting (issue 27): the chosen settings on test, every copy, speed"
+  "music-pages-test-split-run-once|t_spot_music|Spotting (issue 27): music pages (test)"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

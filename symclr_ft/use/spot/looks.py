@@ -14,16 +14,19 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
+from symclr_ft.data.components import sparse_sample
+
 GREY_SPREAD = 24  # channel spread (max - min) below which a pixel is grey, JPEG chroma noise included
 GREY_SHARE = 0.0005  # a drawing is grey when fewer of its pixels than this share are coloured
 SOFTEN_SIGMA = 1.0  # px: a scan's blur
 
 
 def grey_drawing(rgb: np.ndarray) -> bool:
-    """Whether a drawing (H, W, 3 uint8) is grey: under ``GREY_SHARE`` of every other pixel of
-    every other row has channels ``GREY_SPREAD`` or more apart. Clean coloured CAD drawings
-    have 13 or more times that share (a few symbols and wires are enough)."""
-    sample = np.asarray(rgb[::2, ::2])
+    """Whether a drawing (H, W, 3 uint8) is grey: under ``GREY_SHARE`` of its pixels (those of
+    ``components.sparse_sample``: every other of every other row, sparser on a large sheet)
+    have channels ``GREY_SPREAD`` or more apart. Clean coloured CAD drawings have 13 or more
+    times that share (a few symbols and wires are enough)."""
+    sample = sparse_sample(rgb)
     spread = sample.max(axis=-1).astype(np.int16) - sample.min(axis=-1)
     return float(np.count_nonzero(spread >= GREY_SPREAD)) < GREY_SHARE * spread.size
 
