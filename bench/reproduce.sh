@@ -256,14 +256,17 @@ t_spot_folds_universe() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   [ -f runs/novel_universe/fold2/model.pt ] || run python bench/novel_classes.py --config configs/demo_cpu.yaml \
     data.shards=shards/firefighting model.init=universe --out runs/novel_universe
-  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --folds runs/novel_universe/summary.json --draws 5 --skip trained music --out runs/spotting/folds_universe
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json
+           --folds runs/novel_universe/summary.json --skip trained music)
+  run "${S[@]}" --draws 5 --out runs/spotting/folds_universe
+  run "${S[@]}" --draws 10 --out runs/spotting/folds10
 }
 t_spot_test_looks() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json)
   run "${S[@]}" --skip trained folds music --speed 10 --out runs/spotting/speed_looks
   run "${S[@]}" --draws 5 --template-draws 1 --robustness all --skip folds music --out runs/spotting/test_looks
+  run python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music --big --out runs/spot_big_looks
 }
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
