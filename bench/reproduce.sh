@@ -266,6 +266,7 @@ t_spot_test_looks() {
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json)
   run "${S[@]}" --skip trained folds music --speed 10 --out runs/spotting/speed_looks
   run "${S[@]}" --draws 5 --template-draws 1 --robustness all --skip folds music --out runs/spotting/test_looks
+  run "${S[@]}" --draws 10 --template-draws 2 --skip folds music --out runs/spotting/test10
   run python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music --big --out runs/spot_big_looks
 }
 t_spot_music() {
