@@ -70,7 +70,7 @@ def sparse_sample(rgb: np.ndarray, max_pixels: int = 4_000_000) -> np.ndarray:
 def drawing_ink_threshold(rgb: np.ndarray, cfg: ComponentConfig) -> int:
     """The ink threshold for one whole drawing: ``ink_threshold``, or with
     ``adaptive_ink_threshold`` the lower of it and Otsu's threshold of the drawing's ink picture
-    (every other pixel of every other row), not below ``min_ink_threshold``. Why: on clean CAD
+    (on :func:`sparse_sample`'s pixels), not below ``min_ink_threshold``. Why: on clean CAD
     drawings the ink picture has a wide gap between paper and ink and Otsu's threshold falls
     inside it (the same ink); on a grey scan or thinned strokes ink stands out by far less than
     ``ink_threshold`` and no component was found at all. Computed once per drawing, so that

@@ -24,8 +24,8 @@ SOFTEN_SIGMA = 1.0  # px: a scan's blur
 def grey_drawing(rgb: np.ndarray) -> bool:
     """Whether a drawing (H, W, 3 uint8) is grey: under ``GREY_SHARE`` of its pixels (those of
     ``components.sparse_sample``: every other of every other row, sparser on a large sheet)
-    have channels ``GREY_SPREAD`` or more apart. Clean coloured CAD drawings have 13 or more
-    times that share (a few symbols and wires are enough)."""
+    have channels ``GREY_SPREAD`` or more apart. Clean coloured CAD drawings have many times
+    that share (a few symbols and wires are enough; the shares measured: docs/RESULTS.md)."""
     sample = sparse_sample(rgb)
     spread = sample.max(axis=-1).astype(np.int16) - sample.min(axis=-1)
     return float(np.count_nonzero(spread >= GREY_SPREAD)) < GREY_SHARE * spread.size
