@@ -267,6 +267,7 @@ t_spot_test_looks() {
   run "${S[@]}" --skip trained folds music --speed 10 --out runs/spotting/speed_looks
   run "${S[@]}" --draws 5 --template-draws 1 --robustness all --skip folds music --out runs/spotting/test_looks
   run "${S[@]}" --draws 10 --template-draws 2 --skip folds music --out runs/spotting/test10
+  run "${S[@]}" --draws 10 --template-draws 2 --robustness scan thinner --skip trained folds music --out runs/spotting/test10_scan_thinner
   run python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music --big --out runs/spot_big_looks
 }
 t_spot_music() {
