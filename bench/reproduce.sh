@@ -251,6 +251,9 @@ t_spot_looks() {  # grey looks and the drawing's own ink threshold, chosen on va
   run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=false adaptive_ink_threshold=false --out runs/spotting/looks_valid_base
   run "${S[@]}" --skip trained folds music --robustness scan --set grey_looks=true adaptive_ink_threshold=false --out runs/spotting/looks_valid_grey
   run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=true adaptive_ink_threshold=true --out runs/spotting/looks_valid_adaptive
+  run python bench/spot_probes.py stats --data "$SYMCLR_DATA"
+  run python bench/spot_probes.py counts --data "$SYMCLR_DATA" --model "$U" --copy scan --draw 1
+  run python bench/spot_probes.py wire --data "$SYMCLR_DATA" --draws 10
 }
 t_spot_folds_universe() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose

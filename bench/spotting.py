@@ -154,20 +154,26 @@ def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size
     return out
 
 
-def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
+def drawing_looks(ex: Exemplars, drawings, rgbs: dict) -> dict[int, Exemplars]:
+    """The exemplars each drawing is matched with, as symclr-spot chooses them per drawing
+    (their grey looks on a grey drawing), decided once per draw rather than once per score."""
+    return {d.image_id: exemplars_for(rgbs[d.image_id], ex) if d.image_id in rgbs else ex for d in drawings}
+
+
+def templated(net, cands: dict[int, Candidates], drawings, rgbs: dict, looks: dict[int, Exemplars], image_size: int,
               cfg: SpotConfig) -> dict[int, Candidates]:
     """Each drawing's cached ink candidates with this exemplar draw's template evidence and
     template-only candidates, and with ``feature_match`` its feature-match evidence and
     candidates (they depend on the exemplars, so they are made per draw)."""
     if cfg.templates:
         with torch.no_grad():
-            cands = {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id],
-                                                exemplars_for(rgbs[d.image_id], ex), image_size, cfg)
+            cands = {d.image_id: with_templates(net, rgbs[d.image_id], cands[d.image_id], looks[d.image_id],
+                                                image_size, cfg)
                      for d in drawings}
-    return feature_matched(net, cands, drawings, rgbs, ex, image_size, cfg)
+    return feature_matched(net, cands, drawings, rgbs, looks, image_size, cfg)
 
 
-def feature_matched(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex: Exemplars, image_size: int,
+def feature_matched(net, cands: dict[int, Candidates], drawings, rgbs: dict, looks: dict[int, Exemplars], image_size: int,
                     cfg: SpotConfig) -> dict[int, Candidates]:
     """``cands`` with feature-match evidence and candidates (unchanged without ``feature_match``);
     prints the mean seconds per drawing it took."""
@@ -176,8 +182,8 @@ def feature_matched(net, cands: dict[int, Candidates], drawings, rgbs: dict, ex:
     start, out = time.perf_counter(), {}
     with torch.no_grad():
         for d in drawings:
-            out[d.image_id] = with_feature_matches(net, rgbs[d.image_id], cands[d.image_id],
-                                                   exemplars_for(rgbs[d.image_id], ex), image_size, cfg)
+            out[d.image_id] = with_feature_matches(net, rgbs[d.image_id], cands[d.image_id], looks[d.image_id],
+                                                   image_size, cfg)
     seconds = (time.perf_counter() - start) / max(1, len(drawings))
     added = sum(int(c.from_features.sum()) for c in out.values() if c.from_features is not None)
     print(f"  feature matching: {seconds:.2f} s per drawing (mean of {len(drawings)}), "
@@ -221,13 +227,13 @@ def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
     return out / ANNOTATIONS_FILE
 
 
-def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, rgbs: dict) -> list[dict]:
-    """COCO results of one exemplar draw; on a grey drawing (of ``rgbs``) with the exemplars'
-    grey looks, as symclr-spot scores it."""
+def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig,
+                 looks: dict[int, Exemplars]) -> list[dict]:
+    """COCO results of one exemplar draw, each drawing scored against its ``looks``
+    (:func:`drawing_looks`), as symclr-spot scores it."""
     results = []
     for d in drawings:
-        looks = exemplars_for(rgbs[d.image_id], ex) if d.image_id in rgbs else ex
-        results.extend(to_coco_results(score_candidates(cands[d.image_id], looks, cfg), d.image_id, ex))
+        results.extend(to_coco_results(score_candidates(cands[d.image_id], looks[d.image_id], cfg), d.image_id, ex))
     return results
 
 
@@ -242,11 +248,11 @@ def counting(results: list[dict], drawings, cat_ids: list[int], count_score: flo
 
 
 def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
-             cat_ids: list[int], rgbs: dict, calibration=None) -> dict:
+             cat_ids: list[int], looks: dict[int, Exemplars], calibration=None) -> dict:
     """One exemplar draw scored: AP, per-class AP, counting; with ``calibration`` (of this
     draw's exemplars) also counting with its per-class thresholds, and both thresholds' counted
     AP50 (``--per-class``)."""
-    results = draw_results(cands, drawings, ex, cfg, rgbs)
+    results = draw_results(cands, drawings, ex, cfg, looks)
     image_ids = [d.image_id for d in drawings]
     scores = coco_scores(gt_json, results, cat_ids, image_ids)
     exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
@@ -358,11 +364,12 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
         calibration = calibrate(net, ex, size, cfg, objectness, seed=seed) if per_class else None
-        base = templated(net, cands, drawings, rgbs, ex, size, without)
+        looks = drawing_looks(ex, drawings, rgbs)
+        base = templated(net, cands, drawings, rgbs, looks, size, without)
         if cfg.feature_match:
-            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids, rgbs))
-        ours.append(run_draw(feature_matched(net, base, drawings, rgbs, ex, size, cfg), drawings, ex, cfg, gt_json,
-                             cat_ids, rgbs, calibration))
+            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids, looks))
+        ours.append(run_draw(feature_matched(net, base, drawings, rgbs, looks, size, cfg), drawings, ex, cfg, gt_json,
+                             cat_ids, looks, calibration))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else "")
@@ -436,7 +443,7 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     net, size, _ = model_and_size(args.model, None)
     clean = args.data / "valid" / "_annotations.coco.json"
     splits = [("clean", clean)] + [(s, robust_split(clean, s, args.cache)) for s in args.robustness]
-    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, candidates), pixels)
+    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, looks, candidates))
     for name, gt_json in splits:
         drawings = list_drawings(gt_json)
         cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
@@ -444,14 +451,15 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
         draws = []
         for seed in range(args.draws):
             ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, seed), size, cfg)
-            draws.append((ex, templated(net, cands, drawings, rgbs, ex, size, cfg)))
-        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws, rgbs))
+            looks = drawing_looks(ex, drawings, rgbs)
+            draws.append((ex, looks, templated(net, cands, drawings, rgbs, looks, size, cfg)))
+        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws))
     rows = []
     for combo in scoring_grid(cfg):
         c = replace(cfg, **combo)
         scored = []  # per split: the draws' results and AP (they do not depend on the count threshold)
-        for name, gt_json, drawings, cat_ids, draws, rgbs in prepared:
-            per_draw = [draw_results(cands, drawings, ex, c, rgbs) for ex, cands in draws]
+        for name, gt_json, drawings, cat_ids, draws in prepared:
+            per_draw = [draw_results(cands, drawings, ex, c, looks) for ex, looks, cands in draws]
             scored.append((name, drawings, cat_ids, per_draw,
                            [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]))
         for count_score in COUNT_SCORES:
