@@ -273,6 +273,39 @@ t_spot_test_looks() {
   run "${S[@]}" --draws 10 --template-draws 2 --robustness scan thinner --skip trained folds music --out runs/spotting/test10_scan_thinner
   run python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music --big --out runs/spot_big_looks
 }
+t_spot_own() {  # the drawing's own exemplars, valid (not chosen)
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
+           --template-draws 0 --skip folds music --draws 2 --robustness scan thinner)
+  run "${S[@]}" --set own_exemplars=false --out runs/spotting/own_valid_off
+  run "${S[@]}" --set own_exemplars=true own_exemplar_score=0.8 --out runs/spotting/own_valid_0.8
+  run "${S[@]}" --set own_exemplars=true own_exemplar_score=0.9 --out runs/spotting/own_valid_0.9
+}
+t_spot_errors() {  # where the valid errors come from; the candidate's boxes against the exemplar's
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy clean --draw 0
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
+    --template-draws 0 --skip folds music --draws 2 --robustness scan thinner thicker scale0.7 --set box_mode=candidate \
+    --out runs/spotting/box_candidate_valid
+}
+t_spot_percls_drawings() {  # per-class count thresholds from the exemplars' split's drawings, valid
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
+           --template-draws 0 --skip folds music --draws 2 --per-class)
+  run "${S[@]}" --robustness scan thinner --set calibration_source=drawings --out runs/spotting/percls_drawings_valid
+  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 --out runs/spotting/percls_drawings30_valid
+  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibration_shift=0.25 --out runs/spotting/percls_drawings30_shift_valid
+}
+t_spot_test10_other() {  # 10 draws of the 0.7x, 1.4x, turned and thicker copies, test
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
+    --draws 10 --template-draws 2 --robustness scale0.7 scale1.4 turn90 thicker --skip trained folds music --out runs/spotting/test10_other
+}
+t_spot_test_percls() {  # the chosen per-class thresholds on test
+  [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
+    --draws 10 --template-draws 0 --per-class --skip folds music --out runs/spotting/test10_percls
+}
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
@@ -376,6 +409,11 @@ TABLES=(
   "held-out-folds-with-the-universe-fold-models-test-split-run-once|t_spot_folds_universe|Spotting (issue 27): held-out folds, universe fold models (test)"
   "the-chosen-settings-on-the-test-split-clean-and-every-robustness-copy-and-speed-run-once-2026-12-07|t_spot_test_looks|Spotting (issue 27): the chosen settings on test, every copy, speed"
   "music-pages-test-split-run-once|t_spot_music|Spotting (issue 27): music pages (test)"
+  "the-drawings-own-exemplars-valid-split-choosing-2026-12-07-not-chosen|t_spot_own|Spotting (issue 27): the drawing's own exemplars (valid)"
+  "where-the-valid-errors-come-from-and-box-sizes-per-class-valid-split-choosing|t_spot_errors|Spotting (issue 27): where the valid errors come from, box sizes per class (valid)"
+  "per-class-count-thresholds-from-the-exemplars-own-split-valid-split-choosing|t_spot_percls_drawings|Spotting (issue 27): per-class thresholds from the exemplars' split (valid)"
+  "feature-matchings-choice-not-run-to-the-end-and-10-draws-of-every-copy|t_spot_test10_other|Spotting (issue 27): 10 draws of the other copies (test)"
+  "per-class-count-thresholds-on-the-test-split-run-once|t_spot_test_percls|Spotting (issue 27): per-class thresholds on test"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

@@ -4,18 +4,22 @@ exemplar templates look like a wire.
 
     python bench/spot_probes.py stats                      # Otsu ink threshold, coloured share, per set
     python bench/spot_probes.py counts --copy scan --draw 1 --model runs/demo_start/demo_from_universe/model.pt
+    python bench/spot_probes.py errors --copy clean --draw 0   # where misses, false detections, wrong counts come from
     python bench/spot_probes.py wire --draws 10            # each train exemplar's template against a plain stroke
 
 ``stats`` reads the valid and test drawings and their robustness copies (made by
 ``bench/spotting.py``'s ``robust_split`` when missing); ``counts`` spots one exemplar draw of a
 valid copy with the chosen settings and lists the classes counted 5 or more off on a drawing;
-``wire`` needs no model.
+``errors`` sorts that draw's symbols (found and counted, found below the count threshold,
+another class on it, its class nearby with a box of IoU < 0.5, no detection kept, no
+candidate), its counted false detections and its wrong counts, by class; ``wire`` needs no model.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -57,11 +62,14 @@ def stats(args) -> None:
                   f"coloured pixels {min(share):.2f}-{max(share):.2f}%", flush=True)
 
 
-def counts(args) -> None:
+def spotted(args) -> tuple[list, list, dict, list, SpotConfig, dict]:
+    """One exemplar draw (``--draw``) of a valid copy (``--copy``) spotted with the chosen
+    settings: (drawings, COCO results, class names by id, the picked exemplars, config,
+    the candidates with template evidence)."""
     from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    cfg = SpotConfig(**B.choose(__import__("json").loads(args.choose_from.read_text())))
+    cfg = SpotConfig(**B.choose(json.loads(args.choose_from.read_text())))
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     net, size, _ = model_and_size(args.model, None)
@@ -73,8 +81,13 @@ def counts(args) -> None:
     picked = pick_coco_exemplars(exemplar_json, 1, args.draw)
     ex = embed_exemplars(net, picked, size, cfg)
     looks = B.drawing_looks(ex, drawings, rgbs)
-    results = B.draw_results(B.templated(net, cands, drawings, rgbs, looks, size, cfg), drawings, ex, cfg, looks)
-    names = dict(zip(ex.category_ids, ex.class_names))
+    scored = B.templated(net, cands, drawings, rgbs, looks, size, cfg)
+    results = B.draw_results(scored, drawings, ex, cfg, looks, rgbs)
+    return drawings, results, dict(zip(ex.category_ids, ex.class_names)), picked, cfg, scored
+
+
+def counts(args) -> None:
+    drawings, results, names, picked, cfg, _ = spotted(args)
     off = collections.defaultdict(list)  # class -> (counted, true) on drawings 5 or more off
     for d in drawings:
         counted = collections.Counter(r["category_id"] for r in results
@@ -87,6 +100,61 @@ def counts(args) -> None:
         exemplar = [f"{p[2].name} {p[3]}" for p in picked if p[1] == name]
         print(f"{name}: {len(pairs)} drawings 5+ off, counted - true = {sum(a - b for a, b in pairs)} "
               f"(counted, true: {pairs[:6]}); exemplar {exemplar}", flush=True)
+
+
+def xyxy(boxes: list) -> torch.Tensor:
+    return torch.tensor([[x, y, x + w, y + h] for x, y, w, h in boxes], dtype=torch.float32).reshape(-1, 4)
+
+
+def errors(args) -> None:
+    """Where the misses, the counted false detections and the wrong counts come from."""
+    drawings, results, names, _, cfg, scored = spotted(args)
+
+    def name(cat: int) -> str:
+        return names.get(cat, f"class {cat} (no exemplar)")
+
+    truths, falses, wrong = collections.Counter(), collections.Counter(), collections.defaultdict(list)
+    pairs = 0
+    for d in drawings:
+        rows = [r for r in results if r["image_id"] == d.image_id]
+        labels, scores = [r["category_id"] for r in rows], [r["score"] for r in rows]
+        iou = box_iou(xyxy([b for _, b in d.truth]), xyxy([r["bbox"] for r in rows]))
+        near = box_iou(xyxy([b for _, b in d.truth]), scored[d.image_id].boxes)
+        for i, (cat, _) in enumerate(d.truth):
+            mine = [j for j in range(len(rows)) if labels[j] == cat and iou[i, j] >= 0.5]
+            if mine:
+                kind = "found, counted" if max(scores[j] for j in mine) >= cfg.count_score else "found, below the count threshold"
+            elif any(iou[i, j] >= 0.5 for j in range(len(rows))):
+                kind = "another class's detection on it"
+            elif any(labels[j] == cat and iou[i, j] >= 0.2 for j in range(len(rows))):
+                kind = "its class nearby, box IoU < 0.5"
+            elif near.shape[1] and near[i].max() >= 0.3:
+                kind = "a candidate there, no detection kept"
+            else:
+                kind = "no candidate"
+            truths[(kind, name(cat))] += 1
+        for j in range(len(rows)):
+            if scores[j] < cfg.count_score or any(c == labels[j] and iou[i, j] >= 0.5 for i, (c, _) in enumerate(d.truth)):
+                continue
+            on = iou[:, j].max() if iou.shape[0] else 0.0
+            falses[("on another symbol" if on >= 0.5 else "partly on a symbol" if on >= 0.1 else "background", name(labels[j]))] += 1
+        counted = collections.Counter(labels[j] for j in range(len(rows)) if scores[j] >= cfg.count_score)
+        truth = collections.Counter(c for c, _ in d.truth if c in names)
+        for cat in set(counted) | set(truth):
+            pairs += 1
+            if counted[cat] != truth[cat]:
+                wrong[name(cat)].append(counted[cat] - truth[cat])
+    print(f"valid {args.copy}, draw {args.draw}: {sum(truths.values())} symbols, {len(results)} detections", flush=True)
+    for title, table in (("symbols", truths), ("counted false detections", falses)):
+        kinds = collections.Counter()
+        for (kind, _), n in table.items():
+            kinds[kind] += n
+        for kind, n in kinds.most_common():
+            top = sorted(((m, c) for (k, c), m in table.items() if k == kind), reverse=True)[:3]
+            print(f"{title}: {kind} {n} ({', '.join(f'{c} {m}' for m, c in top)})")
+    print(f"counts: {pairs - sum(map(len, wrong.values()))} of {pairs} (drawing, class) pairs exact")
+    for cat, diffs in sorted(wrong.items(), key=lambda kv: -len(kv[1]))[: args.top]:
+        print(f"  {cat}: {len(diffs)} wrong, counted - true {sorted(diffs)}")
 
 
 def wire_correlation(picture: np.ndarray, blur: float) -> float:
@@ -125,18 +193,18 @@ def wire(args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["stats", "counts", "wire"])
+    p.add_argument("probe", choices=["stats", "counts", "errors", "wire"])
     p.add_argument("--data", type=Path, default=B.DATA / "firefighting")
     p.add_argument("--cache", type=Path, default=Path("runs/spotting/cache"))
     p.add_argument("--model", type=Path, default=Path("runs/demo_start/demo_from_universe/model.pt"))
     p.add_argument("--choose-from", type=Path, default=Path("runs/spotting/tune/tune_valid.json"))
-    p.add_argument("--copy", default="scan", help="counts: clean or a robustness copy of valid")
-    p.add_argument("--draw", type=int, default=1, help="counts: the exemplar draw (seed)")
+    p.add_argument("--copy", default="scan", help="counts, errors: clean or a robustness copy of valid")
+    p.add_argument("--draw", type=int, default=1, help="counts, errors: the exemplar draw (seed)")
     p.add_argument("--draws", type=int, default=10, help="wire: draws 0..N-1")
-    p.add_argument("--top", type=int, default=15, help="wire: the highest N rows")
+    p.add_argument("--top", type=int, default=15, help="wire, errors: the highest N rows")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    {"stats": stats, "counts": counts, "wire": wire}[args.probe](args)
+    {"stats": stats, "counts": counts, "errors": errors, "wire": wire}[args.probe](args)
     return 0
 
 

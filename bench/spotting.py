@@ -69,7 +69,7 @@ from symclr_ft.data.coco import ANNOTATIONS_FILE, load_coco  # noqa: E402
 from symclr_ft.use.spot.robustness import SETTINGS  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, list_drawings, open_drawing, open_rgb  # noqa: E402
-from symclr_ft.use.spot.calibration import calibrate  # noqa: E402
+from symclr_ft.use.spot.calibration import calibrate_for  # noqa: E402
 from symclr_ft.use.spot.report import count_detections, count_thresholds, is_counted  # noqa: E402
 from symclr_ft.use.spot.spotting import (  # noqa: E402
     Candidates, Exemplars, drawing_candidates, embed_exemplars, exemplars_for, model_and_size,
@@ -228,12 +228,14 @@ def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
 
 
 def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig,
-                 looks: dict[int, Exemplars]) -> list[dict]:
+                 looks: dict[int, Exemplars], rgbs: dict) -> list[dict]:
     """COCO results of one exemplar draw, each drawing scored against its ``looks``
-    (:func:`drawing_looks`), as symclr-spot scores it."""
+    (:func:`drawing_looks`) and its pixels ``rgbs`` (the drawing's own exemplars), as
+    symclr-spot scores it."""
     results = []
     for d in drawings:
-        results.extend(to_coco_results(score_candidates(cands[d.image_id], looks[d.image_id], cfg), d.image_id, ex))
+        dets = score_candidates(cands[d.image_id], looks[d.image_id], cfg, rgbs[d.image_id])
+        results.extend(to_coco_results(dets, d.image_id, ex))
     return results
 
 
@@ -248,11 +250,11 @@ def counting(results: list[dict], drawings, cat_ids: list[int], count_score: flo
 
 
 def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig, gt_json: Path,
-             cat_ids: list[int], looks: dict[int, Exemplars], calibration=None) -> dict:
+             cat_ids: list[int], looks: dict[int, Exemplars], rgbs: dict, calibration=None) -> dict:
     """One exemplar draw scored: AP, per-class AP, counting; with ``calibration`` (of this
     draw's exemplars) also counting with its per-class thresholds, and both thresholds' counted
     AP50 (``--per-class``)."""
-    results = draw_results(cands, drawings, ex, cfg, looks)
+    results = draw_results(cands, drawings, ex, cfg, looks, rgbs)
     image_ids = [d.image_id for d in drawings]
     scores = coco_scores(gt_json, results, cat_ids, image_ids)
     exact, mae = counting(results, drawings, cat_ids, cfg.count_score)
@@ -363,13 +365,14 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
     for seed in range(draws):
         picked = [p for p in pick_coco_exemplars(exemplar_json, 1, seed) if p[0] in classes]
         ex = embed_exemplars(net, picked, size, cfg)
-        calibration = calibrate(net, ex, size, cfg, objectness, seed=seed) if per_class else None
+        calibration = calibrate_for(net, ex, size, cfg, objectness, seed, exemplar_json,
+                                    {p[2] for p in picked}) if per_class else None
         looks = drawing_looks(ex, drawings, rgbs)
         base = templated(net, cands, drawings, rgbs, looks, size, without)
         if cfg.feature_match:
-            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids, looks))
+            plain.append(run_draw(base, drawings, ex, without, gt_json, cat_ids, looks, rgbs))
         ours.append(run_draw(feature_matched(net, base, drawings, rgbs, looks, size, cfg), drawings, ex, cfg, gt_json,
-                             cat_ids, looks, calibration))
+                             cat_ids, looks, rgbs, calibration))
         if seed < template_draws:
             tm.append(template_draw(drawings, picked, gt_json, cat_ids, greys, cfg))
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else "")
@@ -443,7 +446,7 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
     net, size, _ = model_and_size(args.model, None)
     clean = args.data / "valid" / "_annotations.coco.json"
     splits = [("clean", clean)] + [(s, robust_split(clean, s, args.cache)) for s in args.robustness]
-    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, looks, candidates))
+    prepared = []  # (name, gt json, drawings, class ids, per-draw (exemplars, looks, candidates), pixels)
     for name, gt_json in splits:
         drawings = list_drawings(gt_json)
         cands = cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
@@ -453,13 +456,13 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
             ex = embed_exemplars(net, pick_coco_exemplars(exemplar_json, 1, seed), size, cfg)
             looks = drawing_looks(ex, drawings, rgbs)
             draws.append((ex, looks, templated(net, cands, drawings, rgbs, looks, size, cfg)))
-        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws))
+        prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws, rgbs))
     rows = []
     for combo in scoring_grid(cfg):
         c = replace(cfg, **combo)
         scored = []  # per split: the draws' results and AP (they do not depend on the count threshold)
-        for name, gt_json, drawings, cat_ids, draws in prepared:
-            per_draw = [draw_results(cands, drawings, ex, c, looks) for ex, looks, cands in draws]
+        for name, gt_json, drawings, cat_ids, draws, rgbs in prepared:
+            per_draw = [draw_results(cands, drawings, ex, c, looks, rgbs) for ex, looks, cands in draws]
             scored.append((name, drawings, cat_ids, per_draw,
                            [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]))
         for count_score in COUNT_SCORES:

@@ -20,7 +20,10 @@ drawings being counted nor from any ground truth but the exemplars' boxes:
    on).
 
 The cost is one pass of the pipeline over the two pages, once per exemplar set
-(``Calibration.seconds``). Example::
+(``Calibration.seconds``). When the exemplars come from an annotated COCO split, the pages can
+instead be that split's other drawings (:func:`calibrate_on_drawings`, ``calibration_source``
+"drawings": up to ``calibration_drawings`` of them, none an exemplar was cut from), with their
+boxes as the truth of step 2: real sheets, still never the drawings being counted. Example::
 
     cal = calibrate(net, ex, image_size, cfg, objectness, seed=0)
     cfg.class_count_scores = cal.thresholds     # {"valve": 0.62, ...}: the classes that differ
@@ -29,16 +32,21 @@ The cost is one pass of the pipeline over the two pages, once per exemplar set
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from torchvision.ops import box_iou
 
 from symclr_ft.errors import UserError
 from symclr_ft.use.spot.calibration_sheet import Page, calibration_pages
 from symclr_ft.use.spot.config import SpotConfig
-from symclr_ft.use.spot.pipeline import Exemplars, spot_pixels
+from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_drawing
+from symclr_ft.use.spot.pipeline import Exemplars, pick_coco_exemplars, spot_pixels
 
 MATCH_IOU = 0.5
 BELOW = 0.1  # where no score lies below the best interval, it starts this far under its top
@@ -59,6 +67,7 @@ class Calibration:
     copies: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     min_positives: int = 1  # fewer true detections than this: the class kept count_score
+    pages: str = "calibration sheet"  # what was spotted: the sheet, or "N annotated drawings"
 
     def summary(self) -> str:
         """One line: how many classes were lowered, raised, kept, or had too few copies found."""
@@ -67,7 +76,7 @@ class Calibration:
         kept = len(self.positives) - len(self.thresholds) - few
         return (f"per-class count thresholds from the exemplars: {lowered} lowered, {len(self.thresholds) - lowered} "
                 f"raised, {kept} kept at {self.count_score:.3f}, {few} with too few copies found (kept); "
-                f"calibration sheet of {sum(self.copies.values())} copies, {self.seconds:.1f} s")
+                f"{self.pages} with {sum(self.copies.values())} copies, {self.seconds:.1f} s")
 
 
 def f1_at(threshold: float, positives: list[float], negatives: list[float], missed: int) -> float:
@@ -136,11 +145,45 @@ def calibrate(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=N
     require_pictures(ex)
     start = time.perf_counter()
     pages = calibration_pages(ex.crops, seed, cfg.calibration_copies, cfg.template_turns)
+    return calibrated(net, ex, image_size, cfg, objectness, pages, start)
+
+
+def labelled_pages(drawings: list[Drawing], ex: Exemplars) -> Iterator[Page]:
+    """Annotated drawings as calibration pages, decoded one at a time: their boxes of the
+    exemplars' classes (boxes of other classes are left out: a detection there is false)."""
+    index = {cat: k for k, cat in enumerate(ex.category_ids)}
+    for d in drawings:
+        mine = [(index[cat], box) for cat, box in d.truth or [] if cat in index]
+        yield Page(np.asarray(open_drawing(d)), [box for _, box in mine], [k for k, _ in mine])
+
+
+def calibration_drawings(json_path: Path, exemplar_files: set[Path], count: int, seed: int) -> list[Drawing]:
+    """Up to ``count`` annotated drawings of the exemplars' COCO split (seeded), none that an
+    exemplar was cut from (there the class's copies look like the exemplar more than anywhere else)."""
+    drawings = [d for d in list_drawings(json_path) if d.truth and d.path not in exemplar_files]
+    random.Random(seed).shuffle(drawings)
+    return drawings[:count]
+
+
+def calibrate_on_drawings(net, ex: Exemplars, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
+                          objectness=None) -> Calibration:
+    """Per-class count thresholds as :func:`calibrate` chooses them, from annotated drawings of
+    the exemplars' own split (:func:`calibration_drawings`) instead of a sheet of the exemplars'
+    copies: real sheets, with wires through symbols and neighbours beside them. Never the
+    drawings being counted."""
+    found = calibrated(net, ex, image_size, cfg, objectness, labelled_pages(drawings, ex), time.perf_counter())
+    return replace(found, pages=f"{len(drawings)} annotated drawings of the exemplars' split")
+
+
+def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness, pages: Iterable[Page],
+               start: float) -> Calibration:
+    """Steps 1-3 of the module docstring on ``pages`` (a class never on them keeps count_score)."""
     run_cfg = replace(cfg, class_count_scores={})
     classes = len(ex.class_names)
     positives = [[] for _ in range(classes)]
     negatives = [[] for _ in range(classes)]
     missed = [0] * classes
+    copies_of = [0] * classes
     with torch.no_grad():
         for k, page in enumerate(pages):
             dets, _skipped, _note = spot_pixels(net, page.rgb, ex, image_size, run_cfg, objectness, f"calibration-{k}")
@@ -149,12 +192,15 @@ def calibrate(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=N
                 positives[c] += pos[c]
                 negatives[c] += neg[c]
                 missed[c] += miss[c]
+            for label in page.labels:
+                if label >= 0:
+                    copies_of[label] += 1
     names = ex.class_names
-    copies = {names[c]: sum(label == c for p in pages for label in p.labels) for c in range(classes)}
+    copies = {names[c]: copies_of[c] for c in range(classes)}
     thresholds = {}
     for c, name in enumerate(names):
         if not copies[name]:
-            continue  # no picture of this class (an unreadable exemplar): count_score
+            continue  # no copy of this class on the pages (an unreadable exemplar): count_score
         t = choose_threshold(positives[c], negatives[c], missed[c], cfg.count_score, cfg.calibration_shift,
                              cfg.calibration_min_positives)
         if t != cfg.count_score:
@@ -164,3 +210,28 @@ def calibrate(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=N
                        {names[c]: negatives[c] for c in pictured}, {names[c]: missed[c] for c in pictured},
                        {names[c]: copies[names[c]] for c in pictured}, time.perf_counter() - start,
                        cfg.calibration_min_positives)
+
+
+def calibrate_for(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None, seed: int = 0,
+                  exemplar_json: Path | None = None, exemplar_files: Iterable[Path] | None = None,
+                  shots: int = 1) -> Calibration:
+    """Per-class thresholds from ``cfg.calibration_source``: "drawings", the annotated drawings
+    of the exemplars' COCO split ``exemplar_json`` other than the exemplars' own
+    (``exemplar_files``; None: those :func:`~symclr_ft.use.spot.pipeline.pick_coco_exemplars`
+    picks with ``shots`` and ``seed``), through :func:`calibrate_on_drawings`; "sheet", the
+    exemplars' altered copies (:func:`calibrate`); "auto", the drawings when there are any, else
+    the sheet. "drawings" without such drawings is a one-line error."""
+    source = cfg.calibration_source
+    if source not in ("auto", "sheet", "drawings"):
+        raise UserError(f"calibration_source {source!r}: use 'auto', 'sheet' or 'drawings'")
+    drawings = []
+    if source != "sheet" and exemplar_json is not None:
+        if exemplar_files is None:
+            exemplar_files = {p[2] for p in pick_coco_exemplars(exemplar_json, shots, seed)}
+        drawings = calibration_drawings(exemplar_json, set(exemplar_files), cfg.calibration_drawings, seed)
+    if drawings:
+        return calibrate_on_drawings(net, ex, drawings, image_size, cfg, objectness)
+    if source == "drawings":
+        raise UserError(f"{exemplar_json or 'the exemplars'}: per-class count thresholds from drawings need exemplars "
+                        "from a COCO split with annotated drawings besides the exemplars' own")
+    return calibrate(net, ex, image_size, cfg, objectness, seed=seed)

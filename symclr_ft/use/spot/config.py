@@ -33,6 +33,11 @@ class SpotConfig(ComponentConfig):
     calibration_copies: int = 4  # copies of each exemplar per calibration page (the first unaltered)
     calibration_shift: float = 0.15  # a class's own threshold stays this close to count_score
     calibration_min_positives: int = 4  # fewer copies of a class found: it keeps count_score
+    # "drawings": other annotated drawings of the exemplars' COCO split (up to
+    # calibration_drawings, none an exemplar was cut from); "sheet": the exemplars' altered
+    # copies; "auto": the drawings when there are any (chosen on valid, docs/RESULTS.md)
+    calibration_source: str = "auto"
+    calibration_drawings: int = 30
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50
@@ -52,7 +57,7 @@ class SpotConfig(ComponentConfig):
     max_template_candidates: int = 4000  # per drawing, the best correlations (a large sheet)
     template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
-    # scoring (spotting.class_evidence): how similarity and correlation combine, chosen by
+    # scoring (scoring.class_evidence): how similarity and correlation combine, chosen by
     # bench/spotting.py --tune on the valid split and its scan and 0.7x copies (docs/RESULTS.md)
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
     template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
@@ -60,6 +65,10 @@ class SpotConfig(ComponentConfig):
     # on a grey drawing (a scan, a greyscale export) the exemplars are matched grey and grey
     # softened (looks.py); coloured drawings are not affected
     grey_looks: bool = True
+    # the drawing's own exemplars (scoring.py): a class's best match on the drawing, from this
+    # score, is matched over the drawing too, and what looks like it inherits its score
+    own_exemplars: bool = False
+    own_exemplar_score: float = 0.85
     # feature template matching (feature_match.py): the exemplar's feature map correlated with the
     # drawing's (TMR's idea); opt-in, a third candidate source and a third score. Not yet chosen
     # on valid: bench/spotting.py --feature-match measures it against the path without.

@@ -23,9 +23,6 @@ from symclr_ft.use.spot.candidates import DESCRIPTORS, candidate_boxes_with_desc
 from symclr_ft.use.spot.drawings import list_drawings, open_rgb
 
 
-
-
-
 @dataclass
 class Objectness:
     """A fitted classifier: ``probability(descriptors)`` is P(candidate is a symbol)."""
@@ -59,7 +56,6 @@ def _matches(boxes: torch.Tensor, truth: list, threshold: float) -> torch.Tensor
 def collect(drawings, cfg) -> list[tuple]:
     """(ink boxes, descriptors, image size, truth) of each drawing: computed once, used to
     choose the padding and to label candidates."""
-
     out = []
     for d in drawings:
         image = open_rgb(d.path)
@@ -86,7 +82,6 @@ def best_padding(collected, ignore: set[int]) -> float:
 def training_rows(collected, padding: float, ignore_categories: set[int]) -> tuple[np.ndarray, np.ndarray]:
     """Descriptors and labels (candidate matches a box, IoU >= 0.5). Candidates on a box of an
     ignored category are left out (neither symbol nor background)."""
-
     xs, ys = [], []
     for boxes, desc, (w, h), truth in collected:
         if boxes.shape[0] == 0:
@@ -108,7 +103,6 @@ def fit_objectness(json_path: Path, cfg, max_drawings: int = 30, seed: int = 0,
     """Fit on up to ``max_drawings`` drawings (seeded) of a COCO split, with the box padding
     that suits its annotations; None when its boxes give too few examples of either kind."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-
 
     drawings = [d for d in list_drawings(json_path) if d.truth]
     random.Random(seed).shuffle(drawings)

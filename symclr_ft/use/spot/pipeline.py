@@ -17,7 +17,7 @@ or batch it went through):
    (:func:`symclr_ft.data.coco.padded_crop_box`, padding 0.1), resized to the model's size and
    embedded with ``net.features``. These features do not depend on the exemplars, so a benchmark
    embeds a drawing once and scores many exemplar draws against it.
-3. **Scoring** (:func:`class_evidence`): cosine similarity to every exemplar in its four
+3. **Scoring** (``scoring.py``): cosine similarity to every exemplar in its four
    quarter turns (symbols appear rotated), weighed by P(symbol), combined with the template
    correlation of each class; a candidate's class is its best. The box is the matched
    exemplar's size (at the template's scale and turn where the correlation counts) centred on
@@ -48,7 +48,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.ops import batched_nms, nms
 
 from symclr_ft.data.coco import load_coco, padded_crop_box
 from symclr_ft.errors import UserError
@@ -57,9 +56,8 @@ from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import IMAGE_SUFFIXES, Drawing, coco_json, open_drawing, open_rgb
 from symclr_ft.use.spot.looks import grey_drawing, softened, to_grey
 from symclr_ft.use.spot.feature_match import FeatureKernels, exemplar_kernels, match_features
-from symclr_ft.use.spot.template import (
-    Templates, exemplar_picture, make_templates, match_templates, same_place_suppression,
-)
+from symclr_ft.use.spot.scoring import class_evidence, score_candidates  # noqa: F401 (the pipeline's API)
+from symclr_ft.use.spot.template import Templates, exemplar_picture, make_templates, match_templates
 
 
 @dataclass
@@ -200,78 +198,6 @@ def with_feature_matches(net, rgb: np.ndarray, cands: Candidates, ex: Exemplars,
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- scoring, NMS, counts
-
-
-def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score of every class at every candidate (N, C) and the box size it implies (N, C, 2).
-
-    Feature similarity (best exemplar of the class, any turn) weighed by P(symbol) **
-    ``objectness_weight``, combined with the template correlation mapped to [0, 1] from
-    ``template_floor`` up: ``score_rule`` "sum" takes ``(1 - t) * similarity + t * correlation``,
-    "max" the larger of similarity and ``t * correlation`` (t = ``template_weight``; both chosen
-    on the valid split by ``bench/spotting.py --tune``). The size is the best exemplar's, or, where
-    the correlation counts, the best template's (its scale and turn). With feature matching
-    (``feature_match``), its correlation mapped from ``feature_match_floor`` up is combined with
-    that score in the same way (weight ``feature_match_weight``), and its box size is used where
-    it counts and the template's does not."""
-    n, classes = cands.boxes.shape[0], len(ex.class_names)
-    sims = cands.features @ ex.features.T  # (N, E)
-    sim = torch.full((n, classes), -1.0)
-    sim = sim.scatter_reduce(1, ex.labels.expand(n, -1), sims, reduce="amax")
-    best = torch.full((n, classes), -1, dtype=torch.long)
-    for e in range(ex.labels.shape[0]):  # the exemplar behind each class's similarity
-        best[:, ex.labels[e]] = torch.where(sims[:, e] >= sim[:, ex.labels[e]], e, best[:, ex.labels[e]])
-    sizes = ex.sizes[best.clamp(min=0)]
-    score = sim.clamp(min=0) * cands.objectness.clamp(min=0).unsqueeze(1) ** cfg.objectness_weight
-    use_template = torch.zeros_like(score, dtype=torch.bool)
-    if cands.correlation is not None and cfg.template_weight > 0:
-        corr = ((cands.correlation - cfg.template_floor) / (1 - cfg.template_floor)).clamp(0, 1)
-        score = _combined(score, corr, cfg.template_weight, cfg.score_rule)
-        use_template = corr > 0
-        sizes = torch.where(use_template.unsqueeze(-1), cands.template_sizes, sizes)
-    if cands.feature_correlation is not None and cfg.feature_match_weight > 0:
-        floor = cfg.feature_match_floor
-        corr = ((cands.feature_correlation - floor) / (1 - floor)).clamp(0, 1)
-        score = _combined(score, corr, cfg.feature_match_weight, cfg.score_rule)
-        sizes = torch.where(((corr > 0) & ~use_template).unsqueeze(-1), cands.feature_sizes, sizes)
-    return score, sizes
-
-
-def _combined(score: torch.Tensor, corr: torch.Tensor, weight: float, rule: str) -> torch.Tensor:
-    """``score`` and a correlation in [0, 1] by ``score_rule``: "sum" (1 - w) score + w corr,
-    "max" the larger of score and w corr."""
-    if rule == "max":
-        return torch.maximum(score, weight * corr)
-    return (1 - weight) * score + weight * corr
-
-
-def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> dict[str, torch.Tensor]:
-    """Best class per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``, and
-    ``"best_score"``: the highest score seen at all (-1 without candidates)."""
-    empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
-             "best_score": torch.tensor(-1.0)}
-    if cands.boxes.shape[0] == 0 or ex.features.shape[0] == 0:
-        return empty
-    per_class, sizes = class_evidence(cands, ex, cfg)
-    scores, labels = per_class.max(dim=1)
-    best_score = scores.max()
-    if cfg.box_mode == "exemplar":
-        centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
-        half = sizes[torch.arange(labels.shape[0]), labels] / 2
-        boxes = torch.cat([centre - half, centre + half], dim=1)
-    else:
-        boxes = cands.boxes.clone()
-    keep = scores >= cfg.min_score
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if cfg.class_agnostic_nms:
-        kept = nms(boxes, scores, cfg.nms_iou)
-        kept = kept[same_place_suppression(boxes[kept], scores[kept])]  # one symbol, two scales
-    else:
-        kept = batched_nms(boxes, scores, labels, cfg.nms_iou)
-    return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept], "best_score": best_score}
-
-
 def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, ex: Exemplars) -> list[dict]:
     """COCO results records (image_id, category_id, bbox [x, y, w, h], score)."""
     rows = []
@@ -287,8 +213,6 @@ def to_coco_results(dets: dict[str, torch.Tensor], image_id: int, ex: Exemplars)
     return rows
 
 
-
-
 def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
     """The ``unknown`` threshold of symclr-predict (``rejection.auto_threshold``: leave-one-out
     similarities of the exemplars, 95% accepted); it needs at least two exemplars of some class
@@ -299,12 +223,6 @@ def reject_threshold(ex: Exemplars) -> tuple[float, str] | None:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-
-
-
-
 
 
 def pick_coco_exemplars(json_path: Path, shots: int, seed: int, exclude: Iterable[str] = ()) -> list[tuple]:
@@ -557,7 +475,7 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
                        templates=templates, kernels=ex.kernels)
     ink = ink_candidates(net, rgb, image_size, cfg, objectness)
     cands = with_feature_matches(net, rgb, with_templates(net, rgb, ink, usable, image_size, cfg), usable, image_size, cfg)
-    dets = score_candidates(cands, usable, cfg)
+    dets = score_candidates(cands, usable, cfg, rgb)
     note = DrawingNote(name, ink.boxes.shape[0], cands.boxes.shape[0] - ink.boxes.shape[0],
                        float(dets["best_score"]), counted_among(dets, ex.class_names, cfg),
                        bool(cfg.templates and templates is not None and templates.items))

@@ -29,7 +29,7 @@ from PIL import Image
 from symclr_ft.data.coco import to_rgb
 from symclr_ft.errors import UserError
 from symclr_ft.use.embedder import Model, array_image
-from symclr_ft.use.spot.calibration import calibrate, require_pictures
+from symclr_ft.use.spot.calibration import calibrate_for, require_pictures
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import coco_json, open_rgb
 from symclr_ft.use.spot.objectness import fit_objectness
@@ -81,8 +81,9 @@ class Spotter:
     crops, a ``symclr-embed`` index folder, or a :class:`~symclr_ft.use.symbol_index.SymbolIndex`.
     ``count_score``: the score from which a detection is counted (None: the config's, chosen on
     the valid split; "auto": ``symclr-predict``'s unknown threshold from the exemplars;
-    "per-class": the config's, and each class's own from a calibration sheet of the exemplars'
-    altered copies, :mod:`~symclr_ft.use.spot.calibration`, kept in ``self.calibration``).
+    "per-class": the config's, and each class's own from the exemplars' COCO split's other
+    annotated drawings, or without them from a calibration sheet of the exemplars' altered
+    copies, :mod:`~symclr_ft.use.spot.calibration`, kept in ``self.calibration``).
     ``thresholds``: per-class count thresholds, a path or a dict in the format of
     ``symclr-spot --thresholds`` (:mod:`~symclr_ft.use.spot.thresholds`); its count_score,
     when given, overrides ``count_score``; with it, "per-class" calibrates nothing (the file
@@ -120,8 +121,8 @@ class Spotter:
                 self.cfg.box_padding = self.objectness.box_padding
         self.calibration = None
         if count_score == "per-class" and thresholds is None:  # with the objectness model spot() uses
-            self.calibration = calibrate(model.net, self.exemplars, model.image_size, self.cfg, self.objectness,
-                                         seed=seed)
+            self.calibration = calibrate_for(model.net, self.exemplars, model.image_size, self.cfg, self.objectness,
+                                             seed, json_path, shots=shots)
             self.cfg.class_count_scores = dict(self.calibration.thresholds)
 
     @property

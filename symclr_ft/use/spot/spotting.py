@@ -13,8 +13,9 @@ FILE`` reads ``{"count_score": 0.7, "classes": {"valve": 0.65}}`` (classes not n
 count_score; the file's count_score, when given, overrides ``--count-score``; an unknown class
 or a value outside [-1, 1] is refused: :mod:`symclr_ft.use.spot.thresholds`). report.html's
 sliders save such a file and show the command line that passes it back. ``--count-score
-per-class`` derives each class's threshold from the exemplars alone (:mod:`~symclr_ft.use.spot.calibration`:
-a sheet of their altered copies, spotted once), around the default count_score. ``--thresholds``
+per-class`` derives each class's threshold, around the default count_score, from what the
+exemplars come with (:mod:`~symclr_ft.use.spot.calibration`): the other annotated drawings of
+their COCO split (up to 30, spotted once), or else a sheet of their altered copies. ``--thresholds``
 wins over it: with a file, nothing is calibrated (a file saved from a per-class run already
 holds every class's threshold), so re-running with the saved file counts the same. Every run
 writes the thresholds it counted with to ``thresholds.json`` in the output folder, in the
@@ -34,7 +35,7 @@ from symclr_ft.errors import (
     ArgumentParser, UserError, bounded_float, bounded_int, report_user_errors, sigterm_as_interrupt,
 )
 from symclr_ft.io import OutputKind
-from symclr_ft.use.spot.calibration import calibrate
+from symclr_ft.use.spot.calibration import calibrate_for
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import DEFAULT_DPI, Drawing, coco_json, list_drawings, parse_pages
 from symclr_ft.use.spot.objectness import fit_objectness
@@ -128,7 +129,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--count-score", type=_count_score_option, default=str(d.count_score),
                    help=f"similarity in [-1, 1] from which a detection is counted and drawn (default "
                    f"{d.count_score}); 'auto': symclr-predict's unknown threshold from the exemplars; 'per-class': "
-                   "each class's own, from a calibration sheet of the exemplars' altered copies (around the default)")
+                   "each class's own (around the default), from the exemplars' COCO split's other annotated drawings, else "
+                   "from a calibration sheet of the exemplars' altered copies")
     p.add_argument("--thresholds", default=None, metavar="FILE",
                    help='count thresholds per class, JSON: {"count_score": 0.7, "classes": {"name": 0.65}} '
                    "(report.html and every run save one; its count_score overrides --count-score; with it, "
@@ -237,7 +239,7 @@ def run(args) -> int:
         if objectness is not None:
             cfg.box_padding = objectness.box_padding
     if args.count_score == PER_CLASS and thresholds is None:  # every process alike: the same sheet, seed
-        calibration = calibrate(net, ex, image_size, cfg, objectness, seed=args.seed)
+        calibration = calibrate_for(net, ex, image_size, cfg, objectness, args.seed, json_path, shots=args.shots)
         cfg.class_count_scores = dict(calibration.thresholds)
         how += f"; {len(calibration.thresholds)} classes with their own from the exemplars' calibration sheet"
         if accelerator.is_main_process:

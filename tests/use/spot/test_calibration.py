@@ -1,11 +1,13 @@
 """Per-class count thresholds from the exemplars (``--count-score per-class``): the calibration
 sheet (deterministic, its boxes true), the threshold rule against a brute-force F1 search, a
-class scoring under the global threshold counted after calibration, and the command's
-thresholds.json read back by ``--thresholds`` to the same counts."""
+class scoring under the global threshold counted after calibration (on the sheet, and on the
+exemplars' split's other annotated drawings), and the command's thresholds.json read back by
+``--thresholds`` to the same counts."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from symclr_ft.errors import UserError
-from symclr_ft.use.spot.calibration import calibrate, choose_threshold, f1_at
+from symclr_ft.use.spot.calibration import calibrate, calibrate_for, calibration_drawings, choose_threshold, f1_at
 from symclr_ft.use.spot.calibration_sheet import DISTRACTOR, calibration_pages
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.pipeline import Exemplars, embed_exemplars, pick_coco_exemplars, spot_pixels, to_coco_results
@@ -190,3 +192,55 @@ def test_the_spotter_calibrates_unless_given_thresholds(tiny_model, tmp_path):  
     given = Spotter(model, folder, config=SpotConfig(), count_score="per-class", objectness=False,
                     thresholds={"classes": {"class0": 0.5}})
     assert given.calibration is None and given.cfg.class_count_scores == {"class0": 0.5}
+
+
+@pytest.fixture(scope="module")
+def split_with_copies(tmp_path_factory):
+    """The exemplar sheet's COCO split plus an annotated drawing with three copies of every
+    design: the drawing calibration learns from (the sheet is the exemplars' own)."""
+    folder, _ = exemplar_sheet(tmp_path_factory.mktemp("split"), DESIGNS)
+    picked = pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0)  # the sheet's, before the copies
+    coco = json.loads((folder / "_annotations.coco.json").read_text())
+    drawing = canvas(60 * len(DESIGNS) + 20, 260)
+    pad = SpotConfig().box_padding
+    for row in range(3):
+        for i, k in enumerate(DESIGNS):
+            x, y, w, h = plant(drawing, k, 15 + 60 * i, 20 + 80 * row)
+            coco["annotations"].append({"id": len(coco["annotations"]), "image_id": 1, "category_id": k + 1,
+                                        "bbox": [x - pad * w, y - pad * h, w * (1 + 2 * pad), h * (1 + 2 * pad)]})
+    drawing.save(folder / "copies.png")
+    coco["images"].append({"id": 1, "file_name": "copies.png", "width": drawing.width, "height": drawing.height})
+    (folder / "_annotations.coco.json").write_text(json.dumps(coco))
+    return folder, np.asarray(drawing), picked
+
+
+def test_calibration_on_the_splits_other_drawings(net, split_with_copies):  # noqa: F811
+    """From a COCO split, "auto" calibrates on its annotated drawings other than the exemplars'
+    own: each copy there is found or missed once, and a class whose copies score under the
+    global threshold gets its own, under which they are counted."""
+    folder, copies, picked = split_with_copies
+    json_path = folder / "_annotations.coco.json"
+    ex = embed_exemplars(net, picked, SIZE, SpotConfig())
+    own = {p[2] for p in picked}
+    assert [d.file_name for d in calibration_drawings(json_path, own, 30, 0)] == ["copies.png"]
+    cfg = SpotConfig(count_score=0.99, calibration_shift=0.5, calibration_min_positives=2)
+    cal = calibrate_for(net, ex, SIZE, cfg, seed=0, exemplar_json=json_path, exemplar_files=own)
+    assert cal.pages.startswith("1 annotated drawings") and "1 annotated drawings" in cal.summary()
+    for name in ex.class_names:
+        assert len(cal.positives[name]) + cal.missed[name] == cal.copies[name] == 3
+    name = f"class{DESIGNS[1]}"
+    assert len(cal.positives[name]) == 3 and cal.thresholds[name] <= min(cal.positives[name])
+    dets, _, _ = spot_pixels(net, copies, ex, SIZE, cfg)
+    rows = to_coco_results(dets, 0, ex)
+    cat = ex.category_ids[ex.class_names.index(name)]
+    assert count_detections(rows, cfg.count_score).get((0, cat), 0) == 0
+    cfg.class_count_scores = dict(cal.thresholds)
+    assert count_detections(rows, cfg.count_score, count_thresholds(cfg, ex)).get((0, cat), 0) == 3
+    # the sheet when asked for, or when there is no other drawing; "drawings" without a split: one line
+    assert calibrate_for(net, ex, SIZE, replace(cfg, calibration_source="sheet"), exemplar_json=json_path,
+                         exemplar_files=own).pages == "calibration sheet"
+    assert calibrate_for(net, ex, SIZE, cfg, exemplar_json=json_path, exemplar_files=own | {folder / "copies.png"}
+                         ).pages == "calibration sheet"  # no other drawing: the sheet
+    with pytest.raises(UserError) as err:
+        calibrate_for(net, ex, SIZE, replace(cfg, calibration_source="drawings"))
+    assert "COCO split" in str(err.value) and "\n" not in str(err.value)
