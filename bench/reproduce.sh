@@ -295,6 +295,8 @@ t_spot_percls_drawings() {  # per-class count thresholds from the exemplars' spl
   run "${S[@]}" --robustness scan thinner --set calibration_source=drawings --out runs/spotting/percls_drawings_valid
   run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 --out runs/spotting/percls_drawings30_valid
   run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibration_shift=0.25 --out runs/spotting/percls_drawings30_shift_valid
+  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=f1 --out runs/spotting/percls_rule_f1_valid
+  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=exact --out runs/spotting/percls_rule_exact_valid
 }
 t_spot_test10_other() {  # 10 draws of the 0.7x, 1.4x, turned and thicker copies, test
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose

@@ -17,7 +17,8 @@ drawings being counted nor from any ground truth but the exemplars' boxes:
    detections on the sheet; otherwise its threshold is the middle of the best-F1 interval of
    scores nearest to ``count_score``, held within ``calibration_shift`` of it. A class with
    fewer than ``calibration_min_positives`` copies found keeps ``count_score`` (too little to go
-   on).
+   on). ``calibration_rule`` "exact" chooses by exactly counted pages instead of F1
+   (:func:`exact_count_threshold`; measured, not chosen).
 
 The cost is one pass of the pipeline over the two pages, once per exemplar set
 (``Calibration.seconds``). When the exemplars come from an annotated COCO split, the pages can
@@ -106,6 +107,32 @@ def choose_threshold(positives: list[float], negatives: list[float], missed: int
     return round(min(max(chosen, count_score - shift, -1.0), count_score + shift, 1.0), 4)
 
 
+def wrong_counts(threshold: float, pages: list[tuple[list[float], int]]) -> int:
+    """Pages whose count of scores at or above ``threshold`` differs from their copies."""
+    return sum(sum(v >= threshold for v in scores) != copies for scores, copies in pages)
+
+
+def exact_count_threshold(pages: list[tuple[list[float], int]], positives: int, count_score: float, shift: float,
+                          min_positives: int) -> float:
+    """A class's threshold by the counts themselves (``calibration_rule`` "exact"): the one
+    within ``shift`` of ``count_score`` that counts the most pages exactly (each page's
+    detection scores of the class, and its copies), ``count_score`` when it is among the best,
+    else the middle of the best interval nearest to it; ``count_score`` below ``min_positives``."""
+    if positives < min_positives:
+        return count_score
+    values = sorted({v for scores, _ in pages for v in scores if abs(v - count_score) <= shift + 1e-9})
+    # every threshold in (values[i - 1], values[i]] counts as values[i] does; above the last, as none do
+    middles = [((values[i - 1] if i else max(count_score - shift, v - BELOW)) + v) / 2 for i, v in enumerate(values)]
+    if values:
+        middles.append(min(count_score + shift, values[-1] + BELOW / 2))
+    wrong = {t: wrong_counts(t, pages) for t in [count_score, *middles]}
+    best = min(wrong.values())
+    if wrong[count_score] <= best:
+        return count_score
+    chosen = min((t for t, w in wrong.items() if w == best), key=lambda t: abs(t - count_score))
+    return round(min(max(chosen, count_score - shift, -1.0), count_score + shift, 1.0), 4)
+
+
 def page_scores(dets: dict[str, torch.Tensor], page: Page, classes: int):
     """True scores, false scores and missed copies of each class index on one page (step 2);
     scores rounded as detections.json writes them (what counting compares)."""
@@ -184,6 +211,7 @@ def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness,
     negatives = [[] for _ in range(classes)]
     missed = [0] * classes
     copies_of = [0] * classes
+    per_page: list[list[tuple[list[float], int]]] = [[] for _ in range(classes)]  # (scores, copies) per page
     with torch.no_grad():
         for k, page in enumerate(pages):
             dets, _skipped, _note = spot_pixels(net, page.rgb, ex, image_size, run_cfg, objectness, f"calibration-{k}")
@@ -192,6 +220,7 @@ def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness,
                 positives[c] += pos[c]
                 negatives[c] += neg[c]
                 missed[c] += miss[c]
+                per_page[c].append((pos[c] + neg[c], sum(label == c for label in page.labels)))
             for label in page.labels:
                 if label >= 0:
                     copies_of[label] += 1
@@ -201,8 +230,12 @@ def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness,
     for c, name in enumerate(names):
         if not copies[name]:
             continue  # no copy of this class on the pages (an unreadable exemplar): count_score
-        t = choose_threshold(positives[c], negatives[c], missed[c], cfg.count_score, cfg.calibration_shift,
-                             cfg.calibration_min_positives)
+        if cfg.calibration_rule == "exact":
+            t = exact_count_threshold(per_page[c], len(positives[c]), cfg.count_score, cfg.calibration_shift,
+                                      cfg.calibration_min_positives)
+        else:
+            t = choose_threshold(positives[c], negatives[c], missed[c], cfg.count_score, cfg.calibration_shift,
+                                 cfg.calibration_min_positives)
         if t != cfg.count_score:
             thresholds[name] = t
     pictured = [c for c in range(classes) if copies[names[c]]]

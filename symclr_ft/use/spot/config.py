@@ -38,6 +38,9 @@ class SpotConfig(ComponentConfig):
     # copies; "auto": the drawings when there are any (chosen on valid, docs/RESULTS.md)
     calibration_source: str = "auto"
     calibration_drawings: int = 30
+    # a class's threshold: "f1", best F1 of its true and false detections; "exact", the most
+    # (page, class) counts exact
+    calibration_rule: str = "f1"
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50

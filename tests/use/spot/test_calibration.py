@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from symclr_ft.errors import UserError
-from symclr_ft.use.spot.calibration import calibrate, calibrate_for, calibration_drawings, choose_threshold, f1_at
+from symclr_ft.use.spot.calibration import (
+    calibrate, calibrate_for, calibration_drawings, choose_threshold, exact_count_threshold, f1_at, wrong_counts,
+)
 from symclr_ft.use.spot.calibration_sheet import DISTRACTOR, calibration_pages
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.pipeline import Exemplars, embed_exemplars, pick_coco_exemplars, spot_pixels, to_coco_results
@@ -120,6 +122,21 @@ def test_the_threshold_rule_is_f1_best_against_a_brute_force_search():
         held = choose_threshold(pos, neg, missed, base, shift=0.1, min_positives=4)
         assert abs(held - base) <= 0.1 + 1e-9
     assert choose_threshold([0.1, 0.2, 0.3], [], 0, 0.7, 1.0, min_positives=4) == 0.7  # too few: the global
+
+
+def test_the_exact_count_rule_counts_most_pages_exactly_against_a_brute_force_search():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        pages = [([round(float(v), 3) for v in rng.uniform(0.3, 1.0, int(rng.integers(0, 6)))], int(rng.integers(0, 4)))
+                 for _ in range(int(rng.integers(1, 8)))]
+        base, shift = 0.7, float(rng.choice([0.05, 0.15, 1.0]))
+        grid = np.round(np.arange(base - shift, base + shift + 1e-9, 0.0005), 4)  # every threshold allowed
+        best = min(wrong_counts(t, pages) for t in grid)
+        t = exact_count_threshold(pages, 10, base, shift, min_positives=4)
+        assert wrong_counts(t, pages) == best and abs(t - base) <= shift + 1e-9
+        if wrong_counts(base, pages) == best:
+            assert t == base
+    assert exact_count_threshold([([0.5], 1)], 3, 0.7, 0.3, min_positives=4) == 0.7  # too few: the global
 
 
 def test_a_class_under_the_global_threshold_is_lowered_and_then_counted(net, exemplars):  # noqa: F811
