@@ -25,12 +25,11 @@ import torch
 from torchvision.ops import batched_nms, nms
 
 from symclr_ft.use.spot.config import SpotConfig
+from symclr_ft.use.spot.records import Candidates, Exemplars
 from symclr_ft.use.spot.template import exemplar_picture, make_templates, match_templates, same_place_suppression
 
-if TYPE_CHECKING:  # the dataclasses live with the pipeline, which imports this module
+if TYPE_CHECKING:
     import numpy as np
-
-    from symclr_ft.use.spot.pipeline import Candidates, Exemplars
 
 
 def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor]:

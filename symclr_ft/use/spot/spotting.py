@@ -209,8 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.command = rerun_command(argv)
+    from symclr_ft.distributed import leave_process_group
+
     with sigterm_as_interrupt():  # a kill cleans up as Ctrl-C does: no temporary folder left
-        return run(args)
+        try:
+            return run(args)
+        finally:
+            leave_process_group()
 
 
 def run(args) -> int:
