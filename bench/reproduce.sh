@@ -230,7 +230,7 @@ t_spot_choose() {
 t_spot_percls() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
-    --skip folds music --per-class --draws 2 --template-draws 0 --set "${BEFORE_LOOKS[@]}" --out runs/spotting/percls_valid
+    --skip folds music --per-class --draws 2 --template-draws 0 --set "${BEFORE_LOOKS[@]}" calibration_source=sheet --out runs/spotting/percls_valid
 }
 t_spot_robust() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
@@ -307,6 +307,8 @@ t_spot_test_percls() {  # the chosen per-class thresholds on test
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
     --draws 10 --template-draws 0 --per-class --skip folds music --out runs/spotting/test10_percls
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
+    --skip trained folds music --speed 10 --out runs/spotting/speed_scoring
 }
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose

@@ -175,13 +175,19 @@ def calibrate(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=N
     return calibrated(net, ex, image_size, cfg, objectness, pages, start)
 
 
-def labelled_pages(drawings: list[Drawing], ex: Exemplars) -> Iterator[Page]:
+def labelled_pages(drawings: list[Drawing], ex: Exemplars, skipped: list[tuple[str, str]]) -> Iterator[Page]:
     """Annotated drawings as calibration pages, decoded one at a time: their boxes of the
-    exemplars' classes (boxes of other classes are left out: a detection there is false)."""
+    exemplars' classes (boxes of other classes are left out: a detection there is false). An
+    unreadable drawing is left out and listed in ``skipped`` (path, reason)."""
     index = {cat: k for k, cat in enumerate(ex.category_ids)}
     for d in drawings:
+        try:
+            rgb = np.asarray(open_drawing(d))
+        except UserError as err:
+            skipped.append((str(d.path), str(err)))
+            continue
         mine = [(index[cat], box) for cat, box in d.truth or [] if cat in index]
-        yield Page(np.asarray(open_drawing(d)), [box for _, box in mine], [k for k, _ in mine])
+        yield Page(rgb, [box for _, box in mine], [k for k, _ in mine])
 
 
 def calibration_drawings(json_path: Path, exemplar_files: set[Path], count: int, seed: int) -> list[Drawing]:
@@ -198,8 +204,10 @@ def calibrate_on_drawings(net, ex: Exemplars, drawings: list[Drawing], image_siz
     the exemplars' own split (:func:`calibration_drawings`) instead of a sheet of the exemplars'
     copies: real sheets, with wires through symbols and neighbours beside them. Never the
     drawings being counted."""
-    found = calibrated(net, ex, image_size, cfg, objectness, labelled_pages(drawings, ex), time.perf_counter())
-    return replace(found, pages=f"{len(drawings)} annotated drawings of the exemplars' split")
+    skipped: list[tuple[str, str]] = []
+    found = calibrated(net, ex, image_size, cfg, objectness, labelled_pages(drawings, ex, skipped), time.perf_counter())
+    unread = f" ({len(skipped)} unreadable, left out: {skipped[0][1]}{' ...' if len(skipped) > 1 else ''})" if skipped else ""
+    return replace(found, pages=f"{len(drawings) - len(skipped)} annotated drawings of the exemplars' split{unread}")
 
 
 def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness, pages: Iterable[Page],

@@ -261,3 +261,21 @@ def test_calibration_on_the_splits_other_drawings(net, split_with_copies):  # no
     with pytest.raises(UserError) as err:
         calibrate_for(net, ex, SIZE, replace(cfg, calibration_source="drawings"))
     assert "COCO split" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unreadable_calibration_drawing_is_left_out_and_named(net, split_with_copies, tmp_path):  # noqa: F811
+    folder, _, picked = split_with_copies
+    coco = json.loads((folder / "_annotations.coco.json").read_text())
+    broken = tmp_path / "split"
+    broken.mkdir()
+    for name in ("sheet.png", "copies.png"):
+        (broken / name).write_bytes((folder / name).read_bytes())
+    (broken / "torn.png").write_bytes(b"not a png")
+    coco["images"].append({"id": 2, "file_name": "torn.png", "width": 50, "height": 50})
+    coco["annotations"].append({"id": 999, "image_id": 2, "category_id": 1, "bbox": [1, 1, 10, 10]})
+    (broken / "_annotations.coco.json").write_text(json.dumps(coco))
+    ex = embed_exemplars(net, picked, SIZE, SpotConfig())
+    cal = calibrate_for(net, ex, SIZE, SpotConfig(), exemplar_json=broken / "_annotations.coco.json",
+                        exemplar_files={broken / "sheet.png"})
+    assert cal.pages.startswith("1 annotated drawings") and "1 unreadable, left out" in cal.pages
+    assert "torn.png" in cal.pages and cal.copies[f"class{DESIGNS[0]}"] == 3  # the torn drawing's box not counted
