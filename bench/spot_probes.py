@@ -37,16 +37,9 @@ import spotting as B  # noqa: E402
 from symclr_ft.data.components import ComponentConfig, drawing_ink_threshold, sparse_sample  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import list_drawings, open_drawing, open_rgb  # noqa: E402
-from symclr_ft.use.spot.looks import GREY_SPREAD, softened, to_grey  # noqa: E402
+from symclr_ft.use.spot.looks import coloured_share, softened, to_grey  # noqa: E402
 from symclr_ft.use.spot.pipeline import embed_exemplars, model_and_size, pick_coco_exemplars  # noqa: E402
 from symclr_ft.use.spot.template import FACTORS, _level, _resized, exemplar_picture  # noqa: E402
-
-
-def coloured_share(rgb: np.ndarray) -> float:
-    """The share of pixels (looks.grey_drawing's sample) whose channels are GREY_SPREAD apart."""
-    sample = sparse_sample(rgb)
-    spread = sample.max(axis=-1).astype(np.int16) - sample.min(axis=-1)
-    return float(np.count_nonzero(spread >= GREY_SPREAD)) / spread.size
 
 
 def stats(args) -> None:

@@ -218,7 +218,6 @@ def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness,
     positives = [[] for _ in range(classes)]
     negatives = [[] for _ in range(classes)]
     missed = [0] * classes
-    copies_of = [0] * classes
     per_page: list[list[tuple[list[float], int]]] = [[] for _ in range(classes)]  # (scores, copies) per page
     with torch.no_grad():
         for k, page in enumerate(pages):
@@ -229,11 +228,8 @@ def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness,
                 negatives[c] += neg[c]
                 missed[c] += miss[c]
                 per_page[c].append((pos[c] + neg[c], sum(label == c for label in page.labels)))
-            for label in page.labels:
-                if label >= 0:
-                    copies_of[label] += 1
     names = ex.class_names
-    copies = {names[c]: copies_of[c] for c in range(classes)}
+    copies = {names[c]: sum(n for _, n in per_page[c]) for c in range(classes)}
     thresholds = {}
     for c, name in enumerate(names):
         if not copies[name]:

@@ -21,14 +21,19 @@ GREY_SHARE = 0.0005  # a drawing is grey when fewer of its pixels than this shar
 SOFTEN_SIGMA = 1.0  # px: a scan's blur
 
 
-def grey_drawing(rgb: np.ndarray) -> bool:
-    """Whether a drawing (H, W, 3 uint8) is grey: under ``GREY_SHARE`` of its pixels (those of
-    ``components.sparse_sample``: every other of every other row, sparser on a large sheet)
-    have channels ``GREY_SPREAD`` or more apart. Clean coloured CAD drawings have many times
-    that share (a few symbols and wires are enough; the shares measured: docs/RESULTS.md)."""
+def coloured_share(rgb: np.ndarray) -> float:
+    """The share of a drawing's pixels (those of ``components.sparse_sample``: every other of
+    every other row, sparser on a large sheet) whose channels are ``GREY_SPREAD`` or more apart."""
     sample = sparse_sample(rgb)
     spread = sample.max(axis=-1).astype(np.int16) - sample.min(axis=-1)
-    return float(np.count_nonzero(spread >= GREY_SPREAD)) < GREY_SHARE * spread.size
+    return float(np.count_nonzero(spread >= GREY_SPREAD)) / spread.size
+
+
+def grey_drawing(rgb: np.ndarray) -> bool:
+    """Whether a drawing (H, W, 3 uint8) is grey: its :func:`coloured_share` is under
+    ``GREY_SHARE``. Clean coloured CAD drawings have many times that share (a few symbols and
+    wires are enough; the shares measured: docs/RESULTS.md)."""
+    return coloured_share(rgb) < GREY_SHARE
 
 
 def to_grey(image: Image.Image) -> Image.Image:

@@ -55,21 +55,21 @@ def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[t
     score = sim.clamp(min=0) * cands.objectness.clamp(min=0).unsqueeze(1) ** cfg.objectness_weight
     use_template = torch.zeros_like(score, dtype=torch.bool)
     if cands.correlation is not None and cfg.template_weight > 0:
-        corr = template_evidence(cands.correlation, cfg)
+        corr = evidence(cands.correlation, cfg.template_floor)
         score = combined(score, corr, cfg.template_weight, cfg.score_rule)
         use_template = corr > 0
         sizes = torch.where(use_template.unsqueeze(-1), cands.template_sizes, sizes)
     if cands.feature_correlation is not None and cfg.feature_match_weight > 0:
-        floor = cfg.feature_match_floor
-        corr = ((cands.feature_correlation - floor) / (1 - floor)).clamp(0, 1)
+        corr = evidence(cands.feature_correlation, cfg.feature_match_floor)
         score = combined(score, corr, cfg.feature_match_weight, cfg.score_rule)
         sizes = torch.where(((corr > 0) & ~use_template).unsqueeze(-1), cands.feature_sizes, sizes)
     return score, sizes
 
 
-def template_evidence(correlation: torch.Tensor, cfg: SpotConfig) -> torch.Tensor:
-    """A template correlation as evidence in [0, 1]: none at or below ``template_floor``."""
-    return ((correlation - cfg.template_floor) / (1 - cfg.template_floor)).clamp(0, 1)
+def evidence(correlation: torch.Tensor, floor: float) -> torch.Tensor:
+    """A correlation as evidence in [0, 1]: none at or below ``floor`` (``template_floor``,
+    ``feature_match_floor``), linear above."""
+    return ((correlation - floor) / (1 - floor)).clamp(0, 1)
 
 
 def combined(score: torch.Tensor, corr: torch.Tensor, weight: float, rule: str) -> torch.Tensor:
@@ -110,14 +110,14 @@ def with_own_exemplars(rgb: np.ndarray, cands: Candidates, per_class: torch.Tens
         pictures.append((c, exemplar_picture(rgb, [cx - w / 2, cy - h / 2, w, h], cfg.crop_padding)))
     seeded = seed_of >= 0
     sim = torch.where(seeded, cands.features @ cands.features[seed_of.clamp(min=0)].T, torch.zeros(()))
-    evidence, own_sizes = sim.clamp(min=0), sizes[seed_of.clamp(min=0), torch.arange(classes)].expand(n, -1, -1)
+    likeness, own_sizes = sim.clamp(min=0), sizes[seed_of.clamp(min=0), torch.arange(classes)].expand(n, -1, -1)
     if cfg.templates and cfg.template_weight > 0:
         at_scale_one = replace(cfg, template_scales=(1.0,))
         ev = match_templates(rgb, make_templates(pictures, classes, at_scale_one), cands.boxes, at_scale_one)
-        corr = template_evidence(ev.correlation, cfg)
-        evidence = combined(evidence, corr, cfg.template_weight, cfg.score_rule)
+        corr = evidence(ev.correlation, cfg.template_floor)
+        likeness = combined(likeness, corr, cfg.template_weight, cfg.score_rule)
         own_sizes = torch.where((corr > 0).unsqueeze(-1), ev.sizes, own_sizes)
-    inherited = torch.where(seeded, per_class[seed_of.clamp(min=0), torch.arange(classes)] * evidence, -1.0)
+    inherited = torch.where(seeded, per_class[seed_of.clamp(min=0), torch.arange(classes)] * likeness, -1.0)
     wins = inherited > per_class
     return torch.where(wins, inherited, per_class), torch.where(wins.unsqueeze(-1), own_sizes, sizes)
 

@@ -13,7 +13,7 @@ import torch
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.pipeline import Candidates, Exemplars
 from symclr_ft.use.spot.scoring import (
-    combined, own_exemplar_seeds, score_candidates, template_evidence, with_own_exemplars,
+    combined, evidence, own_exemplar_seeds, score_candidates, with_own_exemplars,
 )
 from symclr_ft.use.spot.template import exemplar_picture, ink_picture, paper_colour
 from use.spot.test_spotting import canvas
@@ -58,7 +58,7 @@ def test_a_symbol_like_the_seed_inherits_its_score_scaled_by_the_likeness(drawin
     x0, y0 = (int(round(v)) for v in boxes[1, :2].tolist())
     direct = cv2.matchTemplate(ink[y0:y0 + seed_picture.shape[0], x0:x0 + seed_picture.shape[1]], seed_picture,
                                cv2.TM_CCOEFF_NORMED).max()  # the same picture, unblurred: an upper bound
-    assert 0.7 < raised[1, 1] <= 0.9 * float(combined(torch.tensor(1.0), template_evidence(torch.tensor(direct), OWN),
+    assert 0.7 < raised[1, 1] <= 0.9 * float(combined(torch.tensor(1.0), evidence(torch.tensor(direct), OWN.template_floor),
                                                       OWN.template_weight, OWN.score_rule)) + 1e-4
     assert raised[0, 1] == pytest.approx(0.9, abs=0.01)  # the seed keeps its own score (it matches itself)
     assert raised[2, 1] < 0.5  # C does not look like the seed: below any count threshold
