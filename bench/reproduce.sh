@@ -292,11 +292,12 @@ t_spot_percls_drawings() {  # per-class count thresholds from the exemplars' spl
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
            --template-draws 0 --skip folds music --draws 2 --per-class)
-  run "${S[@]}" --robustness scan thinner --set calibration_source=drawings --out runs/spotting/percls_drawings_valid
-  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 --out runs/spotting/percls_drawings30_valid
-  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibration_shift=0.25 --out runs/spotting/percls_drawings30_shift_valid
-  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=f1 --out runs/spotting/percls_rule_f1_valid
-  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=exact --out runs/spotting/percls_rule_exact_valid
+  # calibrate_boxes=false: these ran before box sizes were calibrated (t_spot_boxes)
+  run "${S[@]}" --robustness scan thinner --set calibration_source=drawings calibrate_boxes=false --out runs/spotting/percls_drawings_valid
+  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibrate_boxes=false --out runs/spotting/percls_drawings30_valid
+  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibration_shift=0.25 calibrate_boxes=false --out runs/spotting/percls_drawings30_shift_valid
+  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=f1 calibrate_boxes=false --out runs/spotting/percls_rule_f1_valid
+  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=exact calibrate_boxes=false --out runs/spotting/percls_rule_exact_valid
 }
 t_spot_test10_other() {  # 10 draws of the 0.7x, 1.4x, turned and thicker copies, test
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
@@ -306,9 +307,20 @@ t_spot_test10_other() {  # 10 draws of the 0.7x, 1.4x, turned and thicker copies
 t_spot_test_percls() {  # the chosen per-class thresholds on test
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --draws 10 --template-draws 0 --per-class --skip folds music --out runs/spotting/test10_percls
+    --draws 10 --template-draws 0 --per-class --skip folds music --set calibrate_boxes=false --out runs/spotting/test10_percls
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
     --skip trained folds music --speed 10 --out runs/spotting/speed_scoring
+}
+t_spot_boxes() {  # box sizes calibrated on the exemplars' split; the small model of the evidence (valid)
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --template-draws 0 --per-class)
+  run "${S[@]}" --skip folds music --draws 4 --out runs/spotting/boxes_valid
+  run "${S[@]}" --skip folds music --draws 4 --set calibration_drawings=60 --out runs/spotting/boxes60_valid
+  run "${S[@]}" --skip trained folds music --draws 2 --robustness scan thinner --out runs/spotting/boxes_valid_copies
+  run python bench/spot_probes.py learned --data "$SYMCLR_DATA" --model "$U" --draws 2
+}
+t_spot_test_boxes() {  # calibrated box sizes on test, run once
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 10 --template-draws 0 --per-class \
+    --skip folds music --out runs/spotting/test10_boxes
 }
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
@@ -418,6 +430,8 @@ TABLES=(
   "per-class-count-thresholds-from-the-exemplars-own-split-valid-split-choosing|t_spot_percls_drawings|Spotting (issue 27): per-class thresholds from the exemplars' split (valid)"
   "feature-matchings-choice-not-run-to-the-end-and-10-draws-of-every-copy|t_spot_test10_other|Spotting (issue 27): 10 draws of the other copies (test)"
   "per-class-count-thresholds-on-the-test-split-run-once|t_spot_test_percls|Spotting (issue 27): per-class thresholds on test"
+  "box-sizes-calibrated-on-the-exemplars-split-and-a-small-model-of-the-evidence-valid-split-choosing|t_spot_boxes|Spotting (issue 27): calibrated box sizes, a small model (valid)"
+  "calibrated-box-sizes-on-the-test-split-run-once|t_spot_test_boxes|Spotting (issue 27): calibrated box sizes on test"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

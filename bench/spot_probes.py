@@ -6,6 +6,7 @@ exemplar templates look like a wire.
     python bench/spot_probes.py counts --copy scan --draw 1 --model runs/demo_start/demo_from_universe/model.pt
     python bench/spot_probes.py errors --copy clean --draw 0   # where misses, false detections, wrong counts come from
     python bench/spot_probes.py wire --draws 10            # each train exemplar's template against a plain stroke
+    python bench/spot_probes.py learned --draws 2          # the rule against a small model fitted on train drawings
 
 ``stats`` reads the valid and test drawings and their robustness copies (made by
 ``bench/spotting.py``'s ``robust_split`` when missing); ``counts`` spots one exemplar draw of a
@@ -27,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from torchvision.ops import box_iou, nms
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,6 +40,8 @@ from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import list_drawings, open_drawing, open_rgb  # noqa: E402
 from symclr_ft.use.spot.looks import coloured_share, softened, to_grey  # noqa: E402
 from symclr_ft.use.spot.pipeline import embed_exemplars, model_and_size, pick_coco_exemplars  # noqa: E402
+from symclr_ft.use.spot.scoring import class_evidence, class_similarity  # noqa: E402
+from symclr_ft.use.spot.template import same_place_suppression  # noqa: E402
 from symclr_ft.use.spot.template import FACTORS, _level, _resized, exemplar_picture  # noqa: E402
 
 
@@ -62,7 +65,7 @@ def spotted(args) -> tuple[list, list, dict, list, SpotConfig, dict]:
     from symclr_ft.use.spot.objectness import fit_objectness
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
-    cfg = SpotConfig(**B.choose(json.loads(args.choose_from.read_text())))
+    cfg = SpotConfig(**B.choose(json.loads(args.choose_from.read_text()))) if args.choose_from else SpotConfig()
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     net, size, _ = model_and_size(args.model, None)
@@ -184,20 +187,150 @@ def wire(args) -> None:
         print(f"draw {seed} {name}: colour template {colour:.2f}, grey softened {grey:.2f}")
 
 
+# --------------------------------------------------------------------------- learned: a small model
+
+
+PAIR_FEATURES = ("similarity", "similarity_margin", "correlation", "correlation_margin", "objectness",
+                 "template_only", "log_area_ratio", "rule_score")
+
+
+def margin(values: torch.Tensor) -> torch.Tensor:
+    """Each entry (N, C) minus the best other class's on its row: how clearly a class beats its look-alikes."""
+    if values.shape[1] < 2:
+        return values + 1
+    top = values.topk(2, dim=1).values
+    return values - torch.where(values >= top[:, :1], top[:, 1:2], top[:, :1])
+
+
+def pair_features(cands, ex, cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every (candidate, class) pair's evidence (N, C, F; columns PAIR_FEATURES), the rule's
+    score (N, C) and its box for each class (N, C, 4)."""
+    rule, sizes = class_evidence(cands, ex, cfg)
+    sim, _ = class_similarity(cands, ex)
+    n, classes = rule.shape
+    corr = cands.correlation if cands.correlation is not None else torch.zeros((n, classes))
+    template_only = cands.from_template if cands.from_template is not None else torch.zeros(n, dtype=torch.bool)
+    wh = (cands.boxes[:, 2:] - cands.boxes[:, :2]).clamp(min=1)
+    area_ratio = torch.log(wh.prod(dim=1, keepdim=True) / sizes.clamp(min=1).prod(dim=2))
+    columns = [sim, margin(sim), corr, margin(corr), cands.objectness.unsqueeze(1).expand(n, classes),
+               template_only.float().unsqueeze(1).expand(n, classes), area_ratio, rule]
+    centre = ((cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2).unsqueeze(1)
+    return torch.stack(columns, dim=2), rule, torch.cat([centre - sizes / 2, centre + sizes / 2], dim=2)
+
+
+def detections_of(per_class: torch.Tensor, eligible: torch.Tensor, boxes: torch.Tensor, cfg: SpotConfig):
+    """score_candidates' steps on a score matrix: best eligible class per candidate, its box,
+    class-agnostic NMS and same-place suppression. (candidate indices, labels, boxes, scores)."""
+    scores, labels = per_class.masked_fill(~eligible, -2.0).max(dim=1)
+    chosen = boxes[torch.arange(labels.shape[0]), labels]
+    keep = eligible.any(dim=1).nonzero().flatten()
+    kept = nms(chosen[keep], scores[keep], cfg.nms_iou)
+    kept = keep[kept[same_place_suppression(chosen[keep][kept], scores[keep][kept])]]
+    return kept, labels[kept], chosen[kept], scores[kept]
+
+
+def true_pairs(boxes: torch.Tensor, truth: torch.Tensor, truth_labels: torch.Tensor) -> torch.Tensor:
+    """(N, C) whether class c's box at candidate n overlaps a true box of class c at IoU >= 0.5."""
+    true = torch.zeros(boxes.shape[:2], dtype=torch.bool)
+    for c in torch.unique(truth_labels).tolist():
+        true[:, c] = box_iou(boxes[:, c], truth[truth_labels == c]).max(dim=1).values >= 0.5
+    return true
+
+
+def fitted(rows: np.ndarray, truth: np.ndarray, kind: str):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if kind == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(rows, truth)
+    return HistGradientBoostingClassifier(max_iter=150, max_leaf_nodes=15, min_samples_leaf=40,
+                                          random_state=0).fit(rows, truth)
+
+
+def learned(args) -> None:
+    """The rule against a small model of the evidence fitted on 30 annotated train drawings
+    (the per-class calibration's drawings; never valid), scored on valid: (a) every
+    (candidate, class) pair the rule keeps, P(its box is true) as the score; (b) the rule's
+    detections after NMS re-scored by P(true detection), alone and averaged with the rule."""
+    from symclr_ft.use.spot.calibration import calibration_drawings, labelled_pages
+    from symclr_ft.use.spot.objectness import fit_objectness
+    from symclr_ft.use.spot.pipeline import drawing_evidence, to_coco_results
+
+    exemplar_json = args.data / "train" / "_annotations.coco.json"
+    gt = args.data / "valid" / "_annotations.coco.json"
+    cfg = SpotConfig()
+    objectness = fit_objectness(exemplar_json, cfg, max_drawings=30, seed=0)
+    cfg = replace(cfg, box_padding=objectness.box_padding)
+    net, size, _ = model_and_size(args.model, None)
+    drawings = list_drawings(gt)
+    present = {c for d in drawings for c, _ in d.truth}
+    cands = B.cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
+    rgbs = B.drawing_pixels(drawings, cfg)
+    table = collections.defaultdict(list)
+    for draw in range(args.draws):
+        picked = [p for p in pick_coco_exemplars(exemplar_json, 1, draw) if p[0] in present]
+        ex = embed_exemplars(net, picked, size, cfg)
+        looks = B.drawing_looks(ex, drawings, rgbs)
+        scored = B.templated(net, cands, drawings, rgbs, looks, size, cfg)
+        pair_x, pair_y, det_x, det_y = [], [], [], []
+        with torch.no_grad():
+            for page in labelled_pages(calibration_drawings(exemplar_json, {p[2] for p in picked}, 30, draw), ex, []):
+                c, usable, _, _ = drawing_evidence(net, page.rgb, ex, size, cfg, objectness)
+                rows, rule, boxes = pair_features(c, usable, cfg)
+                true = true_pairs(boxes, xyxy(page.boxes), torch.tensor(page.labels, dtype=torch.long))
+                eligible = rule >= cfg.min_score
+                pair_x.append(rows[eligible])
+                pair_y.append(true[eligible])
+                kept, labels, _, _ = detections_of(rule, eligible, boxes, cfg)
+                det_x.append(rows[kept, labels])
+                det_y.append(true[kept, labels])
+        data = {k: (torch.cat(x).double().numpy(), torch.cat(y).numpy())
+                for k, x, y in (("pairs", pair_x, pair_y), ("detections", det_x, det_y))}
+        models = {(how, kind): fitted(*data[how], kind) for how in data for kind in ("logistic", "boosted")}
+        results = collections.defaultdict(list)
+        for d in drawings:
+            rows, rule, boxes = pair_features(scored[d.image_id], looks[d.image_id], cfg)
+            eligible = rule >= cfg.min_score
+            _, labels, chosen, scores = detections_of(rule, eligible, boxes, cfg)
+            kept = detections_of(rule, eligible, boxes, cfg)[0]
+            variants = {"rule": scores}
+            for kind in ("logistic", "boosted"):
+                p = models["detections", kind].predict_proba(rows[kept, labels].double().numpy())[:, 1] if len(kept) else []
+                variants[f"re-scored detections, {kind}"] = torch.tensor(p, dtype=torch.float32).reshape(-1)
+                variants[f"re-scored detections, {kind}, averaged with the rule"] = (variants[f"re-scored detections, {kind}"] + scores) / 2
+                prob = torch.full_like(rule, -1.0)
+                prob[eligible] = torch.from_numpy(models["pairs", kind].predict_proba(rows[eligible].double().numpy())[:, 1]).float()
+                _, plabels, pboxes, pscores = detections_of(prob, eligible, boxes, cfg)
+                results[f"pairs, {kind}"] += to_coco_results({"boxes": pboxes, "scores": pscores, "labels": plabels}, d.image_id, ex)
+            for name, s in variants.items():
+                results[name] += to_coco_results({"boxes": chosen, "scores": s, "labels": labels}, d.image_id, ex)
+        for name, res in results.items():
+            ap = B.coco_scores(gt, res, sorted(present), [d.image_id for d in drawings])["ap50"]
+            table[name].append(ap)
+        print(f"draw {draw}: {len(data['pairs'][1])} pairs ({int(data['pairs'][1].sum())} true), "
+              f"{len(data['detections'][1])} detections ({int(data['detections'][1].sum())} true); AP50 "
+              + ", ".join(f"{k} {v[-1]:.3f}" for k, v in table.items()), flush=True)
+    for name, values in table.items():
+        print(f"| {name} | {' | '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} |")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["stats", "counts", "errors", "wire"])
+    p.add_argument("probe", choices=["stats", "counts", "errors", "wire", "learned"])
     p.add_argument("--data", type=Path, default=B.DATA / "firefighting")
     p.add_argument("--cache", type=Path, default=Path("runs/spotting/cache"))
     p.add_argument("--model", type=Path, default=Path("runs/demo_start/demo_from_universe/model.pt"))
-    p.add_argument("--choose-from", type=Path, default=Path("runs/spotting/tune/tune_valid.json"))
+    p.add_argument("--choose-from", type=Path, default=None,
+                   help="bench/spotting.py --tune's output to choose the scoring from (default: SpotConfig's, the chosen ones)")
     p.add_argument("--copy", default="scan", help="counts, errors: clean or a robustness copy of valid")
     p.add_argument("--draw", type=int, default=1, help="counts, errors: the exemplar draw (seed)")
-    p.add_argument("--draws", type=int, default=10, help="wire: draws 0..N-1")
+    p.add_argument("--draws", type=int, default=10, help="wire, learned: draws 0..N-1")
     p.add_argument("--top", type=int, default=15, help="wire, errors: the highest N rows")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    {"stats": stats, "counts": counts, "errors": errors, "wire": wire}[args.probe](args)
+    {"stats": stats, "counts": counts, "errors": errors, "wire": wire, "learned": learned}[args.probe](args)
     return 0
 
 

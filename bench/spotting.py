@@ -32,11 +32,12 @@ needs no model (with ``--feature-match`` it does: the feature source is then cou
 ``--feature-match`` (issue 27, feature_match.py) adds feature-map matching to every draw and
 reports each setting with and without it on the same draws and candidates, with its mean
 seconds per drawing (exemplar kernels made once per draw). ``--per-class`` (issue 27,
-calibration.py) calibrates each draw's exemplar set once (its calibration sheet through the
-pipeline) and counts the same detections with the global threshold and with the per-class ones:
-exact counts, count MAE and the AP50 of the counted detections (those at or above their class's
-threshold; the AP50 of all detections is the same for both), with the calibration's seconds per
-draw. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
+calibration.py) calibrates each draw's exemplar set once (the exemplars' split's other
+annotated drawings, else the calibration sheet, through the pipeline) and counts with the global
+threshold and with the per-class ones: exact counts, count MAE and the AP50 of the counted
+detections (those at or above their class's threshold), with the calibration's seconds per draw;
+where calibration rescaled some classes' boxes (``calibrate_boxes``), the per-class columns and
+"AP50 (all), calibrated boxes" score the same candidates with those boxes. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
 and median), ``--big`` (generated 14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and
 peak RSS of the ``symclr-spot`` process), ``--pdf-set N`` (an N-page generated PDF, one process
 against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
@@ -123,8 +124,8 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------- candidate cache
 
 
-SCORING_ONLY = ("min_score", "count_score", "class_count_scores", "nms_iou", "box_mode", "class_agnostic_nms",
-                "objectness_weight", "score_rule", "grey_looks")  # and every template* setting: none of them changes the ink candidates
+SCORING_ONLY = ("min_score", "count_score", "class_count_scores", "class_box_scales", "calibrate_boxes", "nms_iou",
+                "box_mode", "class_agnostic_nms", "objectness_weight", "score_rule", "grey_looks")  # and every template* setting: none of them changes the ink candidates
 
 
 def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
@@ -261,13 +262,18 @@ def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotCon
     row = {**scores, "exact_counts": exact, "count_mae": mae, "detections": len(results)}
     if calibration is not None:
         per_class = count_thresholds(replace(cfg, class_count_scores=calibration.thresholds), ex)
-        exact_pc, mae_pc = counting(results, drawings, cat_ids, cfg.count_score, per_class)
         counted = [r for r in results if is_counted(r, cfg.count_score)]
+        if calibration.box_scales:  # the calibrated box sizes: the same candidates, boxes rescaled
+            results = draw_results(cands, drawings, ex, replace(cfg, class_box_scales=calibration.box_scales),
+                                   looks, rgbs)
+        exact_pc, mae_pc = counting(results, drawings, cat_ids, cfg.count_score, per_class)
         counted_pc = [r for r in results if is_counted(r, cfg.count_score, per_class)]
         row.update(exact_counts_per_class=exact_pc, count_mae_per_class=mae_pc,
+                   ap50_per_class=coco_scores(gt_json, results, cat_ids, image_ids)["ap50"],
                    counted_ap50=coco_scores(gt_json, counted, cat_ids, image_ids)["ap50"],
                    counted_ap50_per_class=coco_scores(gt_json, counted_pc, cat_ids, image_ids)["ap50"],
-                   calibration_s=calibration.seconds, own_thresholds=len(calibration.thresholds))
+                   calibration_s=calibration.seconds, own_thresholds=len(calibration.thresholds),
+                   box_scales=len(calibration.box_scales))
     return row
 
 
@@ -378,7 +384,9 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
         print(f"  {name} draw {seed}: AP50 {ours[-1]['ap50']:.3f}" + (f", template {tm[-1]['ap50']:.3f}" if seed < template_draws else "")
               + (f", without feature matching {plain[-1]['ap50']:.3f}" if plain else "")
               + (f"; exact counts {ours[-1]['exact_counts']:.3f} global, {ours[-1]['exact_counts_per_class']:.3f} "
-                 f"per-class ({calibration.summary()})" if calibration else ""), flush=True)
+                 f"per-class, AP50 {ours[-1]['ap50_per_class']:.3f} with calibrated boxes ({calibration.summary()}; "
+                 f"box scales {calibration.box_scales})"
+                 if calibration else ""), flush=True)
     return {"name": name, "model": str(model), "objectness_fit_s": fit_s, "ours": summarise(ours, keep_per_draw),
             "template": summarise(tm, keep_per_draw) if tm else None,
             "ours_on_template_draws": summarise(ours[:template_draws], False) if tm else None,
@@ -386,8 +394,8 @@ def evaluate_setting(name: str, model: Path, drawings, exemplar_json: Path, gt_j
             "feature_match_s_per_drawing": float(np.mean(FEATURE_SECONDS)) if FEATURE_SECONDS else None}
 
 
-PER_CLASS_KEYS = ("exact_counts_per_class", "count_mae_per_class", "counted_ap50", "counted_ap50_per_class",
-                  "calibration_s", "own_thresholds")  # --per-class
+PER_CLASS_KEYS = ("exact_counts_per_class", "count_mae_per_class", "ap50_per_class", "counted_ap50",
+                  "counted_ap50_per_class", "calibration_s", "own_thresholds", "box_scales")  # --per-class
 
 
 def summarise(runs: list[dict], keep: bool) -> dict:
@@ -880,15 +888,16 @@ def markdown(report: dict) -> str:
                              f"{fmt(block['exact_counts'])} | {fmt(block['count_mae'])} |")
     per_class = [s for s in report["settings"] if "exact_counts_per_class" in s["ours"]]
     if per_class:  # --per-class: the same detections counted with the global and the per-class thresholds
-        lines += ["", "| setting | draws | AP50 (all) | counted AP50, global | counted AP50, per-class | exact counts, "
-                  "global | exact counts, per-class | count MAE, global | count MAE, per-class | classes with their own "
-                  "| calibration s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "| setting | draws | AP50 (all) | AP50 (all), calibrated boxes | counted AP50, global | "
+                  "counted AP50, per-class | exact counts, global | exact counts, per-class | count MAE, global | "
+                  "count MAE, per-class | classes with their own threshold / box scale | calibration s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for s in per_class:
             b = s["ours"]
-            lines.append(f"| {s['name']} | {b['draws']} | {fmt(b['ap50'])} | {fmt(b['counted_ap50'])} | "
-                         f"{fmt(b['counted_ap50_per_class'])} | {fmt(b['exact_counts'])} | {fmt(b['exact_counts_per_class'])} | "
-                         f"{fmt(b['count_mae'])} | {fmt(b['count_mae_per_class'])} | {b['own_thresholds'][0]:.1f} | "
-                         f"{b['calibration_s'][0]:.1f} |")
+            lines.append(f"| {s['name']} | {b['draws']} | {fmt(b['ap50'])} | {fmt(b['ap50_per_class'])} | "
+                         f"{fmt(b['counted_ap50'])} | {fmt(b['counted_ap50_per_class'])} | {fmt(b['exact_counts'])} | "
+                         f"{fmt(b['exact_counts_per_class'])} | {fmt(b['count_mae'])} | {fmt(b['count_mae_per_class'])} | "
+                         f"{b['own_thresholds'][0]:.1f} / {b['box_scales'][0]:.1f} | {b['calibration_s'][0]:.1f} |")
     for s in report["settings"]:
         if s.get("feature_match_s_per_drawing") is not None:
             lines.append(f"\n{s['name']}: feature matching {s['feature_match_s_per_drawing']:.2f} s per drawing (mean)")

@@ -24,10 +24,16 @@ The cost is one pass of the pipeline over the two pages, once per exemplar set
 (``Calibration.seconds``). When the exemplars come from an annotated COCO split, the pages can
 instead be that split's other drawings (:func:`calibrate_on_drawings`, ``calibration_source``
 "drawings": up to ``calibration_drawings`` of them, none an exemplar was cut from), with their
-boxes as the truth of step 2: real sheets, still never the drawings being counted. Example::
+boxes as the truth of step 2: real sheets, still never the drawings being counted. There, with
+``calibrate_boxes``, each class's box size is calibrated before step 2 (:func:`choose_box_scale`):
+the one exemplar's box is as tight or as loose as its annotator drew it, and other annotators of
+the same split draw that class's boxes their way; the factor on the exemplar's size under which
+the class's detections match the most of the split's boxes is ``Calibration.box_scales`` (where
+it beats 1), and ``SpotConfig.class_box_scales`` applies it. Example::
 
     cal = calibrate(net, ex, image_size, cfg, objectness, seed=0)
     cfg.class_count_scores = cal.thresholds     # {"valve": 0.62, ...}: the classes that differ
+    cfg.class_box_scales = cal.box_scales       # {"valve": 1.3, ...}: from annotated drawings only
     print(cal.summary())
 """
 
@@ -48,8 +54,10 @@ from symclr_ft.use.spot.calibration_sheet import Page, calibration_pages
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.drawings import Drawing, list_drawings, open_drawing
 from symclr_ft.use.spot.pipeline import Exemplars, pick_coco_exemplars, spot_pixels
+from symclr_ft.use.spot.scoring import box_scales
 
 MATCH_IOU = 0.5
+BOX_SCALES = tuple(round(0.5 + 0.05 * k, 2) for k in range(31))  # 0.5 ... 2.0, the box scales tried
 BELOW = 0.1  # where no score lies below the best interval, it starts this far under its top
 
 
@@ -69,14 +77,17 @@ class Calibration:
     seconds: float = 0.0
     min_positives: int = 1  # fewer true detections than this: the class kept count_score
     pages: str = "calibration sheet"  # what was spotted: the sheet, or "N annotated drawings"
+    box_scales: dict[str, float] = field(default_factory=dict)  # class name -> box scale, where not 1
 
     def summary(self) -> str:
-        """One line: how many classes were lowered, raised, kept, or had too few copies found."""
+        """One line: how many classes were lowered, raised, kept, or had too few copies found, and
+        how many got their own box scale."""
         lowered = sum(t < self.count_score for t in self.thresholds.values())
         few = sum(len(p) < self.min_positives for p in self.positives.values())
         kept = len(self.positives) - len(self.thresholds) - few
         return (f"per-class count thresholds from the exemplars: {lowered} lowered, {len(self.thresholds) - lowered} "
                 f"raised, {kept} kept at {self.count_score:.3f}, {few} with too few copies found (kept); "
+                f"{len(self.box_scales)} with their own box scale; "
                 f"{self.pages} with {sum(self.copies.values())} copies, {self.seconds:.1f} s")
 
 
@@ -205,30 +216,44 @@ def calibrate_on_drawings(net, ex: Exemplars, drawings: list[Drawing], image_siz
     copies: real sheets, with wires through symbols and neighbours beside them. Never the
     drawings being counted."""
     skipped: list[tuple[str, str]] = []
-    found = calibrated(net, ex, image_size, cfg, objectness, labelled_pages(drawings, ex, skipped), time.perf_counter())
+    found = calibrated(net, ex, image_size, cfg, objectness, labelled_pages(drawings, ex, skipped), time.perf_counter(),
+                       fit_boxes=cfg.calibrate_boxes)
     unread = f" ({len(skipped)} unreadable, left out: {skipped[0][1]}{' ...' if len(skipped) > 1 else ''})" if skipped else ""
     return replace(found, pages=f"{len(drawings) - len(skipped)} annotated drawings of the exemplars' split{unread}")
 
 
 def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness, pages: Iterable[Page],
-               start: float) -> Calibration:
-    """Steps 1-3 of the module docstring on ``pages`` (a class never on them keeps count_score)."""
-    run_cfg = replace(cfg, class_count_scores={})
-    classes = len(ex.class_names)
+               start: float, fit_boxes: bool = False) -> Calibration:
+    """Steps 1-3 of the module docstring on ``pages`` (a class never on them keeps count_score);
+    with ``fit_boxes``, each class's box scale first (:func:`choose_box_scale`), its detections
+    then judged with the scaled boxes."""
+    run_cfg = replace(cfg, class_count_scores={}, class_box_scales={})
+    classes, names = len(ex.class_names), ex.class_names
+    seen: list[tuple[dict[str, torch.Tensor], Page]] = []  # detections and truth of each page (no pixels)
+    with torch.no_grad():
+        for k, page in enumerate(pages):
+            dets, _skipped, _note = spot_pixels(net, page.rgb, ex, image_size, run_cfg, objectness, f"calibration-{k}")
+            seen.append(({key: dets[key] for key in ("boxes", "scores", "labels")}, Page(None, page.boxes, page.labels)))
+    scales = {}
+    if fit_boxes:
+        for c, name in enumerate(names):
+            scale = choose_box_scale([(d["boxes"][d["labels"] == c], d["scores"][d["labels"] == c],
+                                       truth_boxes(p, c)) for d, p in seen], cfg.calibration_min_positives)
+            if scale != 1.0:
+                scales[name] = scale
+    factors = box_scales(names, scales)
     positives = [[] for _ in range(classes)]
     negatives = [[] for _ in range(classes)]
     missed = [0] * classes
     per_page: list[list[tuple[list[float], int]]] = [[] for _ in range(classes)]  # (scores, copies) per page
-    with torch.no_grad():
-        for k, page in enumerate(pages):
-            dets, _skipped, _note = spot_pixels(net, page.rgb, ex, image_size, run_cfg, objectness, f"calibration-{k}")
-            pos, neg, miss = page_scores(dets, page, classes)
-            for c in range(classes):
-                positives[c] += pos[c]
-                negatives[c] += neg[c]
-                missed[c] += miss[c]
-                per_page[c].append((pos[c] + neg[c], sum(label == c for label in page.labels)))
-    names = ex.class_names
+    for dets, page in seen:
+        scaled = dict(dets, boxes=scaled_boxes(dets["boxes"], factors[dets["labels"]]))
+        pos, neg, miss = page_scores(scaled, page, classes)
+        for c in range(classes):
+            positives[c] += pos[c]
+            negatives[c] += neg[c]
+            missed[c] += miss[c]
+            per_page[c].append((pos[c] + neg[c], sum(label == c for label in page.labels)))
     copies = {names[c]: sum(n for _, n in per_page[c]) for c in range(classes)}
     thresholds = {}
     for c, name in enumerate(names):
@@ -246,7 +271,46 @@ def calibrated(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness,
     return Calibration(cfg.count_score, thresholds, {names[c]: positives[c] for c in pictured},
                        {names[c]: negatives[c] for c in pictured}, {names[c]: missed[c] for c in pictured},
                        {names[c]: copies[names[c]] for c in pictured}, time.perf_counter() - start,
-                       cfg.calibration_min_positives)
+                       cfg.calibration_min_positives, box_scales=scales)
+
+
+def truth_boxes(page: Page, c: int) -> torch.Tensor:
+    """The page's boxes of class index ``c`` as (T, 4) x0, y0, x1, y1."""
+    return torch.tensor([[x, y, x + w, y + h] for (x, y, w, h), label in zip(page.boxes, page.labels) if label == c],
+                        dtype=torch.float32).reshape(-1, 4)
+
+
+def scaled_boxes(boxes: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``boxes`` (K, 4) each scaled by its factor (K,) about its centre."""
+    centre, half = (boxes[:, :2] + boxes[:, 2:]) / 2, (boxes[:, 2:] - boxes[:, :2]) / 2 * factors.unsqueeze(1)
+    return torch.cat([centre - half, centre + half], dim=1)
+
+
+def matched(boxes: torch.Tensor, scores: torch.Tensor, truth: torch.Tensor) -> int:
+    """How many of ``truth``'s boxes a detection matches at IoU >= 0.5, detections taken by
+    falling score, each box matched once (as COCO matches)."""
+    if not boxes.shape[0] or not truth.shape[0]:
+        return 0
+    iou = box_iou(boxes[scores.argsort(descending=True)], truth)
+    taken = torch.zeros(truth.shape[0], dtype=torch.bool)
+    for row in iou:
+        free = row.masked_fill(taken, -1.0)
+        if float(free.max()) >= MATCH_IOU:
+            taken[int(free.argmax())] = True
+    return int(taken.sum())
+
+
+def choose_box_scale(pages: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], min_positives: int) -> float:
+    """A class's box scale from its detections and true boxes on annotated pages (boxes, scores,
+    truth per page): the factor of ``BOX_SCALES`` under which its detections match the most true
+    boxes; 1 when 1 does as well, or when fewer than ``min_positives`` boxes are matched at best
+    (too little to go on); else the best nearest to 1."""
+    found = {s: sum(matched(scaled_boxes(b, torch.full((b.shape[0],), s)), sc, t) for b, sc, t in pages)
+             for s in BOX_SCALES}
+    best = max(found.values())
+    if best < min_positives or found[1.0] >= best:
+        return 1.0
+    return min((s for s, n in found.items() if n == best), key=lambda s: abs(s - 1.0))
 
 
 def calibrate_for(net, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None, seed: int = 0,

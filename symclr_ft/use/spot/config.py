@@ -41,6 +41,12 @@ class SpotConfig(ComponentConfig):
     # a class's threshold: "f1", best F1 of its true and false detections; "exact", the most
     # (page, class) counts exact
     calibration_rule: str = "f1"
+    # with calibration on annotated drawings, each class's box size is also scaled to fit the
+    # split's boxes of that class (calibration.choose_box_scale): annotators draw some classes'
+    # boxes looser or tighter than the one exemplar's
+    calibrate_boxes: bool = True
+    # class name -> factor on the matched size of its boxes (calibration; others: 1)
+    class_box_scales: dict[str, float] = field(default_factory=dict)
     batch_size: int = 128
     candidates_per_megapixel: int = 270  # crops embedded per drawing: the cost cap (top by objectness)
     min_candidates: int = 50

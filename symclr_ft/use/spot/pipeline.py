@@ -428,11 +428,12 @@ class DrawingNote:
                 "exemplars', or set --count-score lower)")
 
 
-def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None,
-                name: str = "drawing") -> tuple[dict[str, torch.Tensor], list[str], "DrawingNote"]:
-    """Detections of one decoded drawing (H, W, 3 uint8; ``{"boxes", "scores", "labels",
-    "best_score"}``, after NMS), the classes left out because all their exemplars are larger
-    than the drawing, and a :class:`DrawingNote` of what was seen."""
+def drawing_evidence(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotConfig,
+                     objectness=None) -> tuple[Candidates, Exemplars, list[str], int]:
+    """Everything scoring needs from one decoded drawing (H, W, 3 uint8): its candidates with
+    their evidence, the exemplars that fit on it (their looks for this drawing), the classes left
+    out because all their exemplars are larger than the drawing, and how many candidates came
+    from ink (the rest from template or feature matching)."""
     height, width = rgb.shape[:2]
     ex = exemplars_for(rgb, ex)
     fits = (ex.sizes[:, 0] <= width) & (ex.sizes[:, 1] <= height)
@@ -445,9 +446,19 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
                        templates=templates, kernels=ex.kernels)
     ink = ink_candidates(net, rgb, image_size, cfg, objectness)
     cands = with_feature_matches(net, rgb, with_templates(net, rgb, ink, usable, image_size, cfg), usable, image_size, cfg)
+    return cands, usable, skipped, ink.boxes.shape[0]
+
+
+def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotConfig, objectness=None,
+                name: str = "drawing") -> tuple[dict[str, torch.Tensor], list[str], "DrawingNote"]:
+    """Detections of one decoded drawing (H, W, 3 uint8; ``{"boxes", "scores", "labels",
+    "best_score"}``, after NMS), the classes left out because all their exemplars are larger
+    than the drawing, and a :class:`DrawingNote` of what was seen."""
+    cands, usable, skipped, ink = drawing_evidence(net, rgb, ex, image_size, cfg, objectness)
     dets = score_candidates(cands, usable, cfg, rgb)
-    note = DrawingNote(name, ink.boxes.shape[0], cands.boxes.shape[0] - ink.boxes.shape[0],
-                       float(dets["best_score"]), counted_among(dets, ex.class_names, cfg),
+    templates = usable.templates
+    note = DrawingNote(name, ink, cands.boxes.shape[0] - ink, float(dets["best_score"]),
+                       counted_among(dets, ex.class_names, cfg),
                        bool(cfg.templates and templates is not None and templates.items))
     return dets, skipped, note
 

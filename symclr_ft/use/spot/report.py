@@ -287,6 +287,7 @@ def write_report(out, drawings, ex, results: list[dict], cfg, skipped, empty: di
     lowest = min([cfg.min_score, cfg.count_score, *cfg.class_count_scores.values()])
     data = {
         "count_score": cfg.count_score, "class_count_scores": dict(cfg.class_count_scores),
+        "box_scales": dict(cfg.class_box_scales),
         "slider_min": max(-1.0, math.floor(lowest * 100) / 100),
         "classes": [{"id": c, "name": n, "colour": "rgb({},{},{})".format(*colours[c])}
                     for c, n in zip(ex.category_ids, ex.class_names)],

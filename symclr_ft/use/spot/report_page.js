@@ -215,7 +215,10 @@
     const names = Object.keys(state.classes).sort();
     const classes = {};
     for (const n of names) classes[n] = state.classes[n];
-    return JSON.stringify({ count_score: state.global, classes }, null, 2) + "\n";
+    const scales = data.box_scales || {};  // calibration's box scales: kept as the run had them
+    const out = Object.keys(scales).length ? { count_score: state.global, classes, box_scales: scales }
+      : { count_score: state.global, classes };
+    return JSON.stringify(out, null, 2) + "\n";
   }
 
   function save() {

@@ -44,13 +44,7 @@ def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[t
     (``feature_match``), its correlation mapped from ``feature_match_floor`` up is combined with
     that score in the same way (weight ``feature_match_weight``), and its box size is used where
     it counts and the template's does not."""
-    n, classes = cands.boxes.shape[0], len(ex.class_names)
-    sims = cands.features @ ex.features.T  # (N, E)
-    sim = torch.full((n, classes), -1.0)
-    sim = sim.scatter_reduce(1, ex.labels.expand(n, -1), sims, reduce="amax")
-    best = torch.full((n, classes), -1, dtype=torch.long)
-    for e in range(ex.labels.shape[0]):  # the exemplar behind each class's similarity
-        best[:, ex.labels[e]] = torch.where(sims[:, e] >= sim[:, ex.labels[e]], e, best[:, ex.labels[e]])
+    sim, best = class_similarity(cands, ex)
     sizes = ex.sizes[best.clamp(min=0)]
     score = sim.clamp(min=0) * cands.objectness.clamp(min=0).unsqueeze(1) ** cfg.objectness_weight
     use_template = torch.zeros_like(score, dtype=torch.bool)
@@ -66,6 +60,19 @@ def class_evidence(cands: Candidates, ex: Exemplars, cfg: SpotConfig) -> tuple[t
     return score, sizes
 
 
+def class_similarity(cands: Candidates, ex: Exemplars) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each candidate's cosine similarity to every class (N, C): its best exemplar of the class
+    in any turn (-1 for a class without exemplars), and that exemplar's index (N, C; -1 none)."""
+    n, classes = cands.boxes.shape[0], len(ex.class_names)
+    sims = cands.features @ ex.features.T  # (N, E)
+    sim = torch.full((n, classes), -1.0)
+    sim = sim.scatter_reduce(1, ex.labels.expand(n, -1), sims, reduce="amax")
+    best = torch.full((n, classes), -1, dtype=torch.long)
+    for e in range(ex.labels.shape[0]):  # the exemplar behind each class's similarity
+        best[:, ex.labels[e]] = torch.where(sims[:, e] >= sim[:, ex.labels[e]], e, best[:, ex.labels[e]])
+    return sim, best
+
+
 def evidence(correlation: torch.Tensor, floor: float) -> torch.Tensor:
     """A correlation as evidence in [0, 1]: none at or below ``floor`` (``template_floor``,
     ``feature_match_floor``), linear above."""
@@ -78,6 +85,11 @@ def combined(score: torch.Tensor, corr: torch.Tensor, weight: float, rule: str) 
     if rule == "max":
         return torch.maximum(score, weight * corr)
     return (1 - weight) * score + weight * corr
+
+
+def box_scales(class_names: list[str], scales: dict[str, float]) -> torch.Tensor:
+    """The factor on each class's box size (C,): ``scales[name]`` where given, else 1."""
+    return torch.tensor([float(scales.get(name, 1.0)) for name in class_names])
 
 
 def own_exemplar_seeds(per_class: torch.Tensor, threshold: float) -> dict[int, int]:
@@ -123,7 +135,8 @@ def with_own_exemplars(rgb: np.ndarray, cands: Candidates, per_class: torch.Tens
 
 
 def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig, rgb: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Best class per candidate, its box, then NMS: ``{"boxes", "scores", "labels"}``, and
+    """Best class per candidate, its box (the class's size times its ``class_box_scales``
+    factor, from per-class calibration), then NMS: ``{"boxes", "scores", "labels"}``, and
     ``"best_score"``: the highest score seen at all (-1 without candidates). With the drawing's
     pixels ``rgb`` and ``own_exemplars`` on, the drawing's own exemplars raise the scores first
     (:func:`with_own_exemplars`)."""
@@ -134,6 +147,8 @@ def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig, rgb: np.
     per_class, sizes = class_evidence(cands, ex, cfg)
     if rgb is not None and cfg.own_exemplars:
         per_class, sizes = with_own_exemplars(rgb, cands, per_class, sizes, cfg)
+    if cfg.class_box_scales:
+        sizes = sizes * box_scales(ex.class_names, cfg.class_box_scales).view(1, -1, 1)
     scores, labels = per_class.max(dim=1)
     best_score = scores.max()
     if cfg.box_mode == "exemplar":

@@ -124,6 +124,7 @@ class Spotter:
             self.calibration = calibrate_for(model.net, self.exemplars, model.image_size, self.cfg, self.objectness,
                                              seed, json_path, shots=shots)
             self.cfg.class_count_scores = dict(self.calibration.thresholds)
+            self.cfg.class_box_scales = dict(self.calibration.box_scales)
 
     @property
     def class_names(self) -> list[str]:

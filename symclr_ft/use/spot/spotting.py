@@ -246,7 +246,9 @@ def run(args) -> int:
     if args.count_score == PER_CLASS and thresholds is None:  # every process alike: the same sheet, seed
         calibration = calibrate_for(net, ex, image_size, cfg, objectness, args.seed, json_path, shots=args.shots)
         cfg.class_count_scores = dict(calibration.thresholds)
-        how += f"; {len(calibration.thresholds)} classes with their own from the exemplars' calibration sheet"
+        cfg.class_box_scales = dict(calibration.box_scales)
+        how += (f"; {len(calibration.thresholds)} classes with their own from the exemplars' calibration "
+                f"({calibration.pages}), {len(calibration.box_scales)} with their own box scale")
         if accelerator.is_main_process:
             print(calibration.summary(), flush=True)
     results, skipped, notes = spot_all_noted(accelerator, net, drawings, ex, image_size, cfg, objectness)

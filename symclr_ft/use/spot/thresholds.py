@@ -4,11 +4,14 @@ A detection is counted (in counts.csv, the report and ``Spots.counts``) when its
 least its class's threshold; a class the file does not name uses the global ``count_score``.
 The format is one JSON object::
 
-    {"count_score": 0.7, "classes": {"valve": 0.65, "pump": 0.8}}
+    {"count_score": 0.7, "classes": {"valve": 0.65, "pump": 0.8}, "box_scales": {"valve": 1.2}}
 
 - ``count_score`` (optional): the global threshold, a number in [-1, 1]; it overrides
   ``--count-score`` (or ``Spotter(count_score=...)``); without it that one applies.
 - ``classes`` (optional): class name -> threshold in [-1, 1], for the classes that differ.
+- ``box_scales`` (optional): class name -> factor on its boxes' size, in (0, 10], for the
+  classes whose boxes per-class calibration rescaled (``--count-score per-class`` writes them;
+  the boxes decide NMS, so the file reproduces the run's counts only with them).
 
 Any other key, a value that is not a number in [-1, 1], and a class name that is not among the
 exemplars' classes are refused with one line naming the file: a misspelt class would otherwise
@@ -24,7 +27,8 @@ from pathlib import Path
 
 from symclr_ft.errors import UserError
 
-KEYS = ("count_score", "classes")
+KEYS = ("count_score", "classes", "box_scales")
+MAX_BOX_SCALE = 10.0
 SHOWN_NAMES = 8  # exemplar classes named in the unknown-class error (a sheet set may have hundreds)
 
 
@@ -36,6 +40,7 @@ class CountThresholds:
     count_score: float | None = None
     classes: dict[str, float] = field(default_factory=dict)
     source: str = "thresholds"
+    box_scales: dict[str, float] = field(default_factory=dict)
 
 
 def _threshold(value, where: str) -> float:
@@ -55,7 +60,7 @@ def parse_thresholds(data, source: str = "thresholds") -> CountThresholds:
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise UserError(f"{source}: unknown key {', '.join(map(repr, unknown))} (a thresholds file has "
-                        "count_score and classes)")
+                        "count_score, classes and box_scales)")
     count_score = None
     if data.get("count_score") is not None:
         count_score = _threshold(data["count_score"], f"{source}: count_score")
@@ -64,7 +69,20 @@ def parse_thresholds(data, source: str = "thresholds") -> CountThresholds:
         raise UserError(f"{source}: classes must be an object of class name -> threshold, "
                         f"got {type(classes).__name__}")
     checked = {str(name): _threshold(v, f"{source}: classes[{json.dumps(name)}]") for name, v in classes.items()}
-    return CountThresholds(count_score, checked, source)
+    scales = data.get("box_scales") or {}
+    if not isinstance(scales, dict):
+        raise UserError(f"{source}: box_scales must be an object of class name -> factor, got {type(scales).__name__}")
+    return CountThresholds(count_score, checked, source,
+                           {str(name): _box_scale(v, f"{source}: box_scales[{json.dumps(name)}]")
+                            for name, v in scales.items()})
+
+
+def _box_scale(value, where: str) -> float:
+    """A box scale from JSON: a finite number in (0, MAX_BOX_SCALE], else one line naming ``where``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not 0.0 < value <= MAX_BOX_SCALE:
+        raise UserError(f"{where} must be a number in (0, {MAX_BOX_SCALE:g}], got {json.dumps(value)}")
+    return float(value)
 
 
 def read_thresholds(source) -> CountThresholds:
@@ -88,7 +106,8 @@ def read_thresholds(source) -> CountThresholds:
 def check_classes(thresholds: CountThresholds, class_names: list[str]) -> None:
     """Refuse class names that are not the exemplars' (with the names that are, or some)."""
     known_names = set(class_names)
-    unknown = [n for n in thresholds.classes if n not in known_names]
+    unknown = [n for n in [*thresholds.classes, *thresholds.box_scales] if n not in known_names]
+    unknown = list(dict.fromkeys(unknown))
     if unknown:
         known = ", ".join(class_names[:SHOWN_NAMES]) + (" ..." if len(class_names) > SHOWN_NAMES else "")
         which = f"class {unknown[0]!r} is" if len(unknown) == 1 else f"classes {', '.join(map(repr, unknown))} are"
@@ -96,14 +115,20 @@ def check_classes(thresholds: CountThresholds, class_names: list[str]) -> None:
 
 
 def apply_thresholds(cfg, thresholds: CountThresholds, class_names: list[str]) -> None:
-    """Set ``cfg.count_score`` (when the file gives one) and ``cfg.class_count_scores`` from
-    ``thresholds``, after checking its class names against the exemplars'."""
+    """Set ``cfg.count_score`` (when the file gives one), ``cfg.class_count_scores`` and
+    ``cfg.class_box_scales`` from ``thresholds``, after checking its class names against the
+    exemplars'."""
     check_classes(thresholds, class_names)
     if thresholds.count_score is not None:
         cfg.count_score = thresholds.count_score
     cfg.class_count_scores = dict(thresholds.classes)
+    cfg.class_box_scales = dict(thresholds.box_scales)
 
 
 def thresholds_of(cfg) -> dict:
-    """The thresholds file's content for ``cfg`` (what ``--thresholds`` reads back)."""
-    return {"count_score": cfg.count_score, "classes": dict(cfg.class_count_scores)}
+    """The thresholds file's content for ``cfg`` (what ``--thresholds`` reads back); box
+    scales only where calibration set some."""
+    out = {"count_score": cfg.count_score, "classes": dict(cfg.class_count_scores)}
+    if cfg.class_box_scales:
+        out["box_scales"] = dict(cfg.class_box_scales)
+    return out

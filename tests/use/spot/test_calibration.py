@@ -16,6 +16,7 @@ import torch
 
 from symclr_ft.errors import UserError
 from symclr_ft.use.spot.calibration import (
+    BOX_SCALES, choose_box_scale, matched, scaled_boxes,
     calibrate, calibrate_for, calibration_drawings, choose_threshold, exact_count_threshold, f1_at, wrong_counts,
 )
 from symclr_ft.use.spot.calibration_sheet import DISTRACTOR, calibration_pages
@@ -183,7 +184,7 @@ def test_the_command_saves_thresholds_that_count_the_same_when_read_back(tiny_mo
         out = tmp_path / f"again{extra[1]}"
         assert spot_main([*common, "--out", str(out), "--thresholds",
                           str(tmp_path / "per-class" / "thresholds.json"), *extra]) == 0
-        assert "calibration sheet" not in capsys.readouterr().out
+        assert "per-class count thresholds from the exemplars:" not in capsys.readouterr().out  # not calibrated
         assert (out / "counts.csv").read_text() == (tmp_path / "per-class" / "counts.csv").read_text()
         assert json.loads((out / "thresholds.json").read_text()) == saved
     plain = tmp_path / "global"
@@ -279,3 +280,102 @@ def test_an_unreadable_calibration_drawing_is_left_out_and_named(net, split_with
                         exemplar_files={broken / "sheet.png"})
     assert cal.pages.startswith("1 annotated drawings") and "1 unreadable, left out" in cal.pages
     assert "torn.png" in cal.pages and cal.copies[f"class{DESIGNS[0]}"] == 3  # the torn drawing's box not counted
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def _matched_by_hand(boxes: list, scores: list, truth: list) -> int:
+    """COCO's greedy matching written out: detections by falling score, each true box once."""
+    taken = set()
+    for _, box in sorted(zip(scores, boxes), key=lambda p: -p[0]):
+        free = [(_iou(box, t), k) for k, t in enumerate(truth) if k not in taken]
+        if free and max(free)[0] >= 0.5:
+            taken.add(max(free)[1])
+    return len(taken)
+
+
+def test_the_box_scale_matches_the_most_true_boxes_against_a_brute_force_search():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        pages = []
+        for _ in range(3):
+            centres = rng.uniform(20, 200, size=(6, 2))
+            sizes = rng.uniform(10, 30, size=(6, 2))
+            looser = rng.uniform(0.8, 1.7, size=(6, 1))  # annotators' boxes, looser or tighter
+            shift = rng.normal(0, 2, size=(6, 2))
+            dets = torch.tensor(np.hstack([centres - sizes / 2, centres + sizes / 2]), dtype=torch.float32)
+            truth = torch.tensor(np.hstack([centres + shift - looser * sizes / 2, centres + shift + looser * sizes / 2]),
+                                 dtype=torch.float32)
+            scores = torch.tensor(rng.uniform(0.3, 1.0, size=6), dtype=torch.float32)
+            keep = rng.uniform(size=6) < 0.8  # some true boxes without a detection
+            pages.append((dets[keep], scores[keep], truth))
+        found = {s: sum(_matched_by_hand(scaled_boxes(b, torch.full((b.shape[0],), s)).tolist(), sc.tolist(), t.tolist())
+                        for b, sc, t in pages) for s in BOX_SCALES}
+        for b, sc, t in pages:
+            assert matched(b, sc, t) == _matched_by_hand(b.tolist(), sc.tolist(), t.tolist())
+        chosen = choose_box_scale(pages, min_positives=4)
+        best = max(found.values())
+        if best < 4 or found[1.0] == best:
+            assert chosen == 1.0
+        else:
+            assert found[chosen] == best
+            assert all(abs(s - 1.0) >= abs(chosen - 1.0) for s, n in found.items() if n == best)
+
+
+def test_scaled_boxes_keep_their_centres():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 4.0, 2.0]])
+    out = scaled_boxes(boxes, torch.tensor([1.5, 0.5]))
+    assert torch.allclose(out, torch.tensor([[5.0, 10.0, 35.0, 70.0], [1.0, 0.5, 3.0, 1.5]]))
+    assert choose_box_scale([], 1) == 1.0  # nothing to go on
+
+
+@pytest.fixture(scope="module")
+def split_with_loose_boxes(tmp_path_factory):
+    """The exemplar sheet's split plus a drawing of three copies of every design whose boxes
+    are drawn 1.6 times as large as the exemplars' (an annotator's looser boxes)."""
+    folder, _ = exemplar_sheet(tmp_path_factory.mktemp("loose"), DESIGNS)
+    picked = pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0)
+    coco = json.loads((folder / "_annotations.coco.json").read_text())
+    drawing = canvas(60 * len(DESIGNS) + 60, 300)
+    pad = SpotConfig().box_padding
+    truth = []
+    for row in range(3):
+        for i, k in enumerate(DESIGNS):
+            x, y, w, h = plant(drawing, k, 30 + 60 * i, 40 + 80 * row)
+            bw, bh = 1.6 * w * (1 + 2 * pad), 1.6 * h * (1 + 2 * pad)
+            box = [x + w / 2 - bw / 2, y + h / 2 - bh / 2, bw, bh]
+            truth.append((k, box))
+            coco["annotations"].append({"id": len(coco["annotations"]), "image_id": 1, "category_id": k + 1,
+                                        "bbox": box})
+    drawing.save(folder / "copies.png")
+    coco["images"].append({"id": 1, "file_name": "copies.png", "width": drawing.width, "height": drawing.height})
+    (folder / "_annotations.coco.json").write_text(json.dumps(coco))
+    return folder, np.asarray(drawing), picked, truth
+
+
+def test_calibration_scales_a_class_boxes_to_the_splits_boxes(net, split_with_loose_boxes):  # noqa: F811
+    """Boxes drawn 1.6x the exemplar's: at the exemplar's size a detection overlaps its symbol's
+    box at IoU (1/1.6)^2 < 0.5 and counts as false; calibration scales the class's boxes (to the
+    smallest factor of BOX_SCALES that matches them all) and the same detections match."""
+    folder, copies, picked, truth = split_with_loose_boxes
+    ex = embed_exemplars(net, picked, SIZE, SpotConfig())
+    cfg = SpotConfig(calibration_min_positives=2)
+    cal = calibrate_for(net, ex, SIZE, cfg, exemplar_json=folder / "_annotations.coco.json",
+                        exemplar_files={p[2] for p in picked})
+    assert cal.box_scales and all(1.1 <= s <= 1.5 for s in cal.box_scales.values())
+    assert f"{len(cal.box_scales)} with their own box scale" in cal.summary()
+
+    def true_boxes(config):
+        dets, _, _ = spot_pixels(net, copies, ex, SIZE, config)
+        names = [ex.class_names[int(l)] for l in dets["labels"]]
+        return sum(any(_iou(b, [x, y, x + w, y + h]) >= 0.5 for k, (x, y, w, h) in truth if f"class{k}" == n)
+                   for b, n in zip(dets["boxes"].tolist(), names) if n in cal.box_scales)
+
+    assert true_boxes(replace(cfg, class_box_scales=dict(cal.box_scales))) > true_boxes(cfg)
+    assert calibrate_for(net, ex, SIZE, replace(cfg, calibrate_boxes=False), exemplar_json=folder / "_annotations.coco.json",
+                         exemplar_files={p[2] for p in picked}).box_scales == {}

@@ -218,6 +218,17 @@ def test_saved_thresholds_are_the_file_format(chromium, tmp_path):
     assert cfg.count_score == 0.55 and cfg.count_score_of("gamma") == 0.8 and cfg.count_score_of("beta") == 0.55
 
 
+def test_saved_thresholds_keep_the_runs_box_scales(chromium, tmp_path):
+    """A run whose per-class calibration rescaled a class's boxes saves those scales with the
+    thresholds (the boxes decide NMS: the rerun counts as the run did)."""
+    _, drawings, ex, results = review_fixture(tmp_path)
+    scaled = tmp_path / "scaled"
+    scaled.mkdir()
+    write_outputs(scaled, drawings, ex, results, [], SpotConfig(count_score=0.7, class_box_scales={"beta": 1.3}))
+    saved = save_from_page(chromium, scaled, "count_score=0.6")
+    assert json.loads(saved["text"]) == {"count_score": 0.6, "classes": {}, "box_scales": {"beta": 1.3}}
+
+
 SAVE_CATCHER = """<script>
 (() => {
   const seen = {};

@@ -75,3 +75,19 @@ def test_nothing_changes_without_the_pixels_or_with_the_option_off(drawing):
         assert torch.equal(dets["scores"], off["scores"]) and torch.equal(dets["labels"], off["labels"])
     on = score_candidates(cands, ex, OWN, rgb)  # every symbol already scores 1: nothing can inherit more
     assert torch.allclose(on["scores"], off["scores"]) and torch.equal(on["labels"], off["labels"])
+
+
+def test_a_class_box_scale_scales_only_that_class_boxes_about_their_centre():
+    """``class_box_scales`` (from per-class calibration) multiplies the size of the class's
+    boxes, centred where they were; other classes keep the exemplar's size."""
+    boxes = torch.tensor([[10.0, 10.0, 30.0, 30.0], [100.0, 10.0, 120.0, 30.0]])
+    feats = torch.eye(4)[:2]
+    ex = Exemplars(feats, torch.tensor([0, 1]), torch.tensor([[10.0, 8.0], [12.0, 12.0]]), ["a", "b"], [1, 2])
+    cfg = SpotConfig(templates=False)
+    plain = score_candidates(Candidates(boxes, feats, torch.ones(2)), ex, cfg)
+    scaled = score_candidates(Candidates(boxes, feats, torch.ones(2)), ex, replace(cfg, class_box_scales={"a": 1.5}))
+    order = plain["labels"].argsort()
+    plain_boxes, scaled_boxes = plain["boxes"][order], scaled["boxes"][scaled["labels"].argsort()]
+    assert torch.allclose(plain_boxes[0], torch.tensor([15.0, 16.0, 25.0, 24.0]))
+    assert torch.allclose(scaled_boxes[0], torch.tensor([12.5, 14.0, 27.5, 26.0]))  # 15 x 12, same centre
+    assert torch.allclose(scaled_boxes[1], plain_boxes[1])  # class b untouched

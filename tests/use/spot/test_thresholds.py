@@ -39,6 +39,22 @@ def test_a_file_sets_the_global_and_per_class_thresholds(tmp_path):
     assert thresholds_of(cfg) == {"count_score": 0.6, "classes": {"pump": 0.9, "tee": -0.25}}
 
 
+def test_box_scales_travel_with_the_thresholds(tmp_path):
+    """Calibration's box scales (--count-score per-class) are written with the thresholds and
+    read back, so a rerun with the file boxes (and so suppresses) as the run did; a file
+    without them leaves every class at 1."""
+    path = write(tmp_path, {"count_score": 0.7, "classes": {"pump": 0.6}, "box_scales": {"valve": 1.35}})
+    cfg = SpotConfig()
+    apply_thresholds(cfg, read_thresholds(path), CLASSES)
+    assert cfg.class_box_scales == {"valve": 1.35}
+    assert thresholds_of(cfg) == {"count_score": 0.7, "classes": {"pump": 0.6}, "box_scales": {"valve": 1.35}}
+    apply_thresholds(cfg, read_thresholds({"classes": {}}), CLASSES)
+    assert cfg.class_box_scales == {} and "box_scales" not in thresholds_of(cfg)
+    with pytest.raises(UserError) as err:
+        apply_thresholds(cfg, read_thresholds({"box_scales": {"valv": 1.2}}), CLASSES)
+    assert "class 'valv' is not among the exemplars' classes" in str(err.value)
+
+
 def test_without_count_score_the_given_one_stays(tmp_path):
     cfg = SpotConfig(count_score=0.42)
     apply_thresholds(cfg, read_thresholds({"classes": {"valve": 0.5}}), CLASSES)
@@ -70,6 +86,10 @@ def test_a_class_threshold_changes_only_that_class():
     ({"classes": [["pump", 0.7]]}, "classes must be an object"),
     ({"classes": {"pump": -1.01}}, 'classes["pump"] must be a number in [-1, 1], got -1.01'),
     ({"classes": {"pump": None}}, 'classes["pump"] must be a number in [-1, 1], got null'),
+    ({"box_scales": {"pump": 0}}, 'box_scales["pump"] must be a number in (0, 10], got 0'),
+    ({"box_scales": {"pump": 12.5}}, 'box_scales["pump"] must be a number in (0, 10], got 12.5'),
+    ({"box_scales": {"pump": "1.2"}}, 'box_scales["pump"] must be a number in (0, 10], got "1.2"'),
+    ({"box_scales": [1.2]}, "box_scales must be an object"),
 ])
 def test_bad_files_are_one_line_naming_the_file(tmp_path, content, message):
     path = write(tmp_path, content)
