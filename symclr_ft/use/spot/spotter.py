@@ -82,8 +82,9 @@ class Spotter:
     ``count_score``: the score from which a detection is counted (None: the config's, chosen on
     the valid split; "auto": ``symclr-predict``'s unknown threshold from the exemplars;
     "per-class": the config's, and each class's own from the exemplars' COCO split's other
-    annotated drawings, or without them from a calibration sheet of the exemplars' altered
-    copies, :mod:`~symclr_ft.use.spot.calibration`, kept in ``self.calibration``).
+    annotated drawings (with each class's box scale from their boxes), or without them from a
+    calibration sheet of the exemplars' altered copies, :mod:`~symclr_ft.use.spot.calibration`,
+    kept in ``self.calibration``).
     ``thresholds``: per-class count thresholds, a path or a dict in the format of
     ``symclr-spot --thresholds`` (:mod:`~symclr_ft.use.spot.thresholds`); its count_score,
     when given, overrides ``count_score``; with it, "per-class" calibrates nothing (the file

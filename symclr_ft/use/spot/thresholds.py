@@ -13,9 +13,10 @@ The format is one JSON object::
   classes whose boxes per-class calibration rescaled (``--count-score per-class`` writes them;
   the boxes decide NMS, so the file reproduces the run's counts only with them).
 
-Any other key, a value that is not a number in [-1, 1], and a class name that is not among the
-exemplars' classes are refused with one line naming the file: a misspelt class would otherwise
-be counted at the global threshold without a word, and the takeoff would be off unnoticed.
+Any other key, a threshold that is not a number in [-1, 1], a box scale outside (0, 10], and a
+class name that is not among the exemplars' classes are refused with one line naming the file:
+a misspelt class would otherwise be counted at the global threshold without a word, and the
+takeoff would be off unnoticed.
 """
 
 from __future__ import annotations
