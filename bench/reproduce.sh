@@ -321,6 +321,8 @@ t_spot_boxes() {  # box sizes calibrated on the exemplars' split; the small mode
 t_spot_test_boxes() {  # calibrated box sizes on test, run once
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 10 --template-draws 0 --per-class \
     --skip folds music --out runs/spotting/test10_boxes
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 2 --template-draws 0 --per-class \
+    --skip trained folds music --robustness scan thinner thicker --out runs/spotting/test_boxes_copies
 }
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
