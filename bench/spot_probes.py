@@ -293,8 +293,7 @@ def learned(args) -> None:
         for d in drawings:
             rows, rule, boxes = pair_features(scored[d.image_id], looks[d.image_id], cfg)
             eligible = rule >= cfg.min_score
-            _, labels, chosen, scores = detections_of(rule, eligible, boxes, cfg)
-            kept = detections_of(rule, eligible, boxes, cfg)[0]
+            kept, labels, chosen, scores = detections_of(rule, eligible, boxes, cfg)
             variants = {"rule": scores}
             for kind in ("logistic", "boosted"):
                 p = models["detections", kind].predict_proba(rows[kept, labels].double().numpy())[:, 1] if len(kept) else []

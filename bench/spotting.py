@@ -37,10 +37,10 @@ annotated drawings, else the calibration sheet, through the pipeline) and counts
 threshold and with the per-class ones: exact counts, count MAE and the AP50 of the counted
 detections (those at or above their class's threshold), with the calibration's seconds per draw;
 where calibration rescaled some classes' boxes (``calibrate_boxes``), the per-class columns and
-"AP50 (all), calibrated boxes" score the same candidates with those boxes. Speed and memory: ``--speed N`` (seconds per valid drawing, end to end, mean
-and median), ``--big`` (generated 14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and
-peak RSS of the ``symclr-spot`` process), ``--pdf-set N`` (an N-page generated PDF, one process
-against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
+"AP50 (all), calibrated boxes" score the same candidates with those boxes. Speed and memory:
+``--speed N`` (seconds per valid drawing, end to end, mean and median), ``--big`` (generated
+14,000 x 9,900 and 10,000 x 10,000 px sheets, seconds and peak RSS of the ``symclr-spot``
+process), ``--pdf-set N`` (an N-page generated PDF, one process against two). Without ``--model`` on disk, those three use ImageNet EfficientNet-lite0 (time
 and memory only).
 """
 
