@@ -268,8 +268,9 @@ def run_draw(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotCon
                                    looks, rgbs)
         exact_pc, mae_pc = counting(results, drawings, cat_ids, cfg.count_score, per_class)
         counted_pc = [r for r in results if is_counted(r, cfg.count_score, per_class)]
+        calibrated = coco_scores(gt_json, results, cat_ids, image_ids)
         row.update(exact_counts_per_class=exact_pc, count_mae_per_class=mae_pc,
-                   ap50_per_class=coco_scores(gt_json, results, cat_ids, image_ids)["ap50"],
+                   ap50_per_class=calibrated["ap50"], per_class_ap50_calibrated=calibrated["per_class_ap50"],
                    counted_ap50=coco_scores(gt_json, counted, cat_ids, image_ids)["ap50"],
                    counted_ap50_per_class=coco_scores(gt_json, counted_pc, cat_ids, image_ids)["ap50"],
                    calibration_s=calibration.seconds, own_thresholds=len(calibration.thresholds),
@@ -402,8 +403,10 @@ def summarise(runs: list[dict], keep: bool) -> dict:
     out = {"draws": len(runs)}
     for key in ("ap50", "ap", "exact_counts", "count_mae", *[k for k in PER_CLASS_KEYS if runs and k in runs[0]]):
         out[key] = mean_ci([r[key] for r in runs])
-    classes = sorted({c for r in runs for c in r["per_class_ap50"]})
-    out["per_class_ap50"] = {c: float(np.mean([r["per_class_ap50"].get(c, 0.0) for r in runs])) for c in classes}
+    for key in ("per_class_ap50", "per_class_ap50_calibrated"):  # each class's AP50, mean over draws
+        if key == "per_class_ap50" or (runs and key in runs[0]):
+            classes = sorted({c for r in runs for c in r[key]})
+            out[key] = {c: float(np.mean([r[key].get(c, 0.0) for r in runs])) for c in classes}
     if keep:
         out["runs"] = runs
     return out
