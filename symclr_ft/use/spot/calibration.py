@@ -150,23 +150,13 @@ def page_scores(dets: dict[str, torch.Tensor], page: Page, classes: int):
     positives = [[] for _ in range(classes)]
     negatives = [[] for _ in range(classes)]
     missed = [0] * classes
-    truth = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in page.boxes], dtype=torch.float32).reshape(-1, 4)
-    labels = torch.tensor(page.labels, dtype=torch.long)
     for c in range(classes):
-        mine = (dets["labels"] == c).nonzero().flatten().tolist()
-        mine.sort(key=lambda i: -float(dets["scores"][i]))
-        copies = (labels == c).nonzero().flatten()
-        iou = box_iou(dets["boxes"][mine], truth[copies]) if mine and copies.numel() else torch.zeros((len(mine), 0))
-        taken = torch.zeros(copies.numel(), dtype=torch.bool)
-        for row, i in enumerate(mine):
-            score = round(float(dets["scores"][i]), 5)
-            free = iou[row].masked_fill(taken, -1.0) if copies.numel() else iou[row]
-            if free.numel() and float(free.max()) >= MATCH_IOU:
-                taken[int(free.argmax())] = True
-                positives[c].append(score)
-            else:
-                negatives[c].append(score)
-        missed[c] = int((~taken).sum())
+        mine = dets["labels"] == c
+        scores, truth = dets["scores"][mine], truth_boxes(page, c)
+        true = true_detections(dets["boxes"][mine], scores, truth)
+        for i in scores.argsort(descending=True, stable=True).tolist():
+            (positives if true[i] else negatives)[c].append(round(float(scores[i]), 5))
+        missed[c] = truth.shape[0] - int(true.sum())
     return positives, negatives, missed
 
 
@@ -286,18 +276,24 @@ def scaled_boxes(boxes: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     return torch.cat([centre - half, centre + half], dim=1)
 
 
-def matched(boxes: torch.Tensor, scores: torch.Tensor, truth: torch.Tensor) -> int:
-    """How many of ``truth``'s boxes a detection matches at IoU >= 0.5, detections taken by
-    falling score, each box matched once (as COCO matches)."""
+def true_detections(boxes: torch.Tensor, scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Which detections (K, in their order) match one of ``truth``'s boxes at IoU >= 0.5, taken
+    by falling score, each true box matched once (as COCO matches)."""
+    true = torch.zeros(boxes.shape[0], dtype=torch.bool)
     if not boxes.shape[0] or not truth.shape[0]:
-        return 0
-    iou = box_iou(boxes[scores.argsort(descending=True)], truth)
+        return true
+    order = scores.argsort(descending=True, stable=True)
     taken = torch.zeros(truth.shape[0], dtype=torch.bool)
-    for row in iou:
+    for i, row in zip(order.tolist(), box_iou(boxes[order], truth)):
         free = row.masked_fill(taken, -1.0)
         if float(free.max()) >= MATCH_IOU:
-            taken[int(free.argmax())] = True
-    return int(taken.sum())
+            taken[int(free.argmax())] = true[i] = True
+    return true
+
+
+def matched(boxes: torch.Tensor, scores: torch.Tensor, truth: torch.Tensor) -> int:
+    """How many of ``truth``'s boxes the detections match (:func:`true_detections`)."""
+    return int(true_detections(boxes, scores, truth).sum())
 
 
 def choose_box_scale(pages: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], min_positives: int) -> float:
