@@ -5,6 +5,7 @@ exemplar templates look like a wire.
     python bench/spot_probes.py stats                      # Otsu ink threshold, coloured share, per set
     python bench/spot_probes.py counts --copy scan --draw 1 --model runs/demo_start/demo_from_universe/model.pt
     python bench/spot_probes.py errors --copy clean --draw 0   # where misses, false detections, wrong counts come from
+    python bench/spot_probes.py errors --copy clean --draw 0 --per-class   # the same, thresholds and boxes calibrated
     python bench/spot_probes.py wire --draws 10            # each train exemplar's template against a plain stroke
     python bench/spot_probes.py learned --draws 2          # the rule against a small model fitted on train drawings
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import spotting as B  # noqa: E402
 from symclr_ft.data.components import ComponentConfig, drawing_ink_threshold, sparse_sample  # noqa: E402
+from symclr_ft.use.spot.calibration import calibrate_for  # noqa: E402
 from symclr_ft.use.spot.config import SpotConfig  # noqa: E402
 from symclr_ft.use.spot.drawings import list_drawings, open_drawing, open_rgb  # noqa: E402
 from symclr_ft.use.spot.looks import coloured_share, softened, to_grey  # noqa: E402
@@ -69,13 +71,17 @@ def spotted(args) -> tuple[list, list, dict, list, SpotConfig, dict]:
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     net, size, _ = model_and_size(args.model, None)
+    picked = pick_coco_exemplars(exemplar_json, 1, args.draw)
+    ex = embed_exemplars(net, picked, size, cfg)
+    if getattr(args, "per_class", False):  # as --count-score per-class: thresholds and box sizes calibrated
+        calibration = calibrate_for(net, ex, size, cfg, objectness, args.draw, exemplar_json, {p[2] for p in picked})
+        cfg = replace(cfg, class_count_scores=calibration.thresholds, class_box_scales=calibration.box_scales)
+        print(f"calibrated: {calibration.summary()}; box scales {calibration.box_scales}", flush=True)
     clean = args.data / "valid" / "_annotations.coco.json"
     gt = clean if args.copy == "clean" else B.robust_split(clean, args.copy, args.cache)
     drawings = list_drawings(gt)
     cands = B.cached_candidates(net, args.model, drawings, size, cfg, args.cache, objectness, tag=f"{exemplar_json}|[]")
     rgbs = B.drawing_pixels(drawings, cfg)
-    picked = pick_coco_exemplars(exemplar_json, 1, args.draw)
-    ex = embed_exemplars(net, picked, size, cfg)
     looks = B.drawing_looks(ex, drawings, rgbs)
     scored = B.templated(net, cands, drawings, rgbs, looks, size, cfg)
     results = B.draw_results(scored, drawings, ex, cfg, looks, rgbs)
@@ -119,7 +125,8 @@ def errors(args) -> None:
         for i, (cat, _) in enumerate(d.truth):
             mine = [j for j in range(len(rows)) if labels[j] == cat and iou[i, j] >= 0.5]
             if mine:
-                kind = "found, counted" if max(scores[j] for j in mine) >= cfg.count_score else "found, below the count threshold"
+                counted = max(scores[j] for j in mine) >= cfg.count_score_of(name(cat))
+                kind = "found, counted" if counted else "found, below the count threshold"
             elif any(iou[i, j] >= 0.5 for j in range(len(rows))):
                 kind = "another class's detection on it"
             elif any(labels[j] == cat and iou[i, j] >= 0.2 for j in range(len(rows))):
@@ -130,11 +137,11 @@ def errors(args) -> None:
                 kind = "no candidate"
             truths[(kind, name(cat))] += 1
         for j in range(len(rows)):
-            if scores[j] < cfg.count_score or any(c == labels[j] and iou[i, j] >= 0.5 for i, (c, _) in enumerate(d.truth)):
+            if scores[j] < cfg.count_score_of(name(labels[j])) or any(c == labels[j] and iou[i, j] >= 0.5 for i, (c, _) in enumerate(d.truth)):
                 continue
             on = iou[:, j].max() if iou.shape[0] else 0.0
             falses[("on another symbol" if on >= 0.5 else "partly on a symbol" if on >= 0.1 else "background", name(labels[j]))] += 1
-        counted = collections.Counter(labels[j] for j in range(len(rows)) if scores[j] >= cfg.count_score)
+        counted = collections.Counter(labels[j] for j in range(len(rows)) if scores[j] >= cfg.count_score_of(name(labels[j])))
         truth = collections.Counter(c for c, _ in d.truth if c in names)
         for cat in set(counted) | set(truth):
             pairs += 1
@@ -326,6 +333,8 @@ def main(argv=None) -> int:
     p.add_argument("--copy", default="scan", help="counts, errors: clean or a robustness copy of valid")
     p.add_argument("--draw", type=int, default=1, help="counts, errors: the exemplar draw (seed)")
     p.add_argument("--draws", type=int, default=10, help="wire, learned: draws 0..N-1")
+    p.add_argument("--per-class", action="store_true",
+                   help="counts, errors: per-class thresholds and box sizes calibrated first, as --count-score per-class")
     p.add_argument("--top", type=int, default=15, help="wire, errors: the highest N rows")
     args = p.parse_args(argv)
     torch.set_num_threads(2)

@@ -252,9 +252,12 @@ def grey_looks_of(net, picked: list[tuple], images: dict, image_size: int, cfg: 
     their grey picture and of it softened by a scan's blur (``looks.softened``), matched as
     one set (a class's best), templates of the softened picture. A model trained on crisp
     coloured crops finds a grey, blurred symbol less like its coloured exemplar than like the
-    exemplar made grey and blurred (docs/RESULTS.md, issue 27)."""
-    plain = replace(cfg, feature_match=False, grey_looks=False)
-    grey = _embedded(net, picked, {p: to_grey(im) for p, im in images.items()}, image_size, replace(plain, templates=False))
+    exemplar made grey and blurred (docs/RESULTS.md, issue 27). With ``feature_match``, the
+    feature kernels are the softened picture's too (without them a grey drawing got no feature
+    matching at all)."""
+    plain = replace(cfg, grey_looks=False)
+    grey = _embedded(net, picked, {p: to_grey(im) for p, im in images.items()}, image_size,
+                     replace(plain, templates=False, feature_match=False))
     soft = _embedded(net, picked, {p: softened(to_grey(im)) for p, im in images.items()}, image_size, plain)
     return replace(soft, features=torch.cat([grey.features, soft.features]), labels=torch.cat([grey.labels, soft.labels]),
                    sizes=torch.cat([grey.sizes, soft.sizes]))

@@ -16,6 +16,7 @@ from symclr_ft.use.spot.pipeline import (
     crop_for_model, embed_crops, embed_exemplars, exemplars_for, pick_coco_exemplars, spot_pixels,
 )
 from symclr_ft.use.spot.robustness import transform
+from symclr_ft.use.spot.spotting import ink_candidates, with_feature_matches, with_templates
 from symclr_ft.use.spot.template import exemplar_picture
 from use.spot.test_spotting import SIZE, canvas, exemplar_sheet, net, plant, tiny_model  # noqa: F401 (fixtures)
 
@@ -76,3 +77,22 @@ def test_spotting_matches_grey_looks_on_grey_drawings_only(net, tmp_path):
     assert torch.equal(looked["boxes"], direct["boxes"]) and torch.equal(looked["scores"], direct["scores"])
     coloured = spot_pixels(net, np.asarray(image), ex, SIZE, SpotConfig())[0]
     assert torch.equal(coloured["scores"], spot_pixels(net, np.asarray(image), ex, SIZE, plain)[0]["scores"])
+
+
+def test_grey_looks_carry_the_softened_exemplars_feature_kernels(net, tmp_path):
+    """With feature matching on, a grey drawing is matched with the kernels of the exemplars
+    made grey and softened (before, its looks had none and feature matching did nothing)."""
+    folder, boxes = exemplar_sheet(tmp_path, [0, 1, 2])
+    cfg = SpotConfig(feature_match=True)
+    ex = embed_exemplars(net, pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0), SIZE, cfg)
+    soft = softened(to_grey(Image.open(folder / "sheet.png").convert("RGB")))
+    expected = torch.stack([crop_for_model(soft, box, SIZE, cfg.crop_padding) for box in boxes])
+    assert torch.equal(ex.grey.kernels.crops, expected)
+    assert torch.equal(ex.grey.kernels.labels, ex.kernels.labels)
+    image, planted = drawing()
+    scan = np.asarray(transform(image, planted, "scan", seed=0)[0])
+    looks = exemplars_for(scan, ex)
+    cands = with_feature_matches(net, scan, with_templates(net, scan, ink_candidates(net, scan, SIZE, cfg), looks, SIZE, cfg),
+                                 looks, SIZE, cfg)
+    assert cands.feature_correlation is not None
+    assert cands.feature_correlation.shape == (cands.boxes.shape[0], 3) and cands.feature_correlation.max() > 0
