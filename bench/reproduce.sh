@@ -324,6 +324,15 @@ t_spot_test_boxes() {  # calibrated box sizes on test, run once
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 2 --template-draws 0 --per-class \
     --skip trained folds music --robustness scan thinner thicker --out runs/spotting/test_boxes_copies
 }
+t_spot_feature_match() {  # feature matching at a 15-megapixel budget: its weight chosen on valid, then test once
+  [ -f "$U" ] || t_demo_start
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --feature-match --draws 2 --template-draws 0)
+  run "${S[@]}" --split valid --skip folds music --robustness scan --set feature_match_budget=15 feature_match_weight=0.25 --out runs/spotting/fm15_valid
+  run "${S[@]}" --split valid --skip trained folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.25 --out runs/spotting/fm15_valid_copies
+  run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.5 --out runs/spotting/fm15w50_valid
+  run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.75 --out runs/spotting/fm15w75_valid
+  run "${S[@]}" --split test --skip folds music --robustness scan thinner thicker --out runs/spotting/fm_test
+}
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
@@ -434,6 +443,7 @@ TABLES=(
   "per-class-count-thresholds-on-the-test-split-run-once|t_spot_test_percls|Spotting (issue 27): per-class thresholds on test"
   "box-sizes-calibrated-on-the-exemplars-split-and-a-small-model-of-the-evidence-valid-split-choosing|t_spot_boxes|Spotting (issue 27): calibrated box sizes, a small model (valid)"
   "calibrated-box-sizes-on-the-test-split-run-once|t_spot_test_boxes|Spotting (issue 27): calibrated box sizes on test"
+  "feature-matching-measured-a-smaller-budget-chosen-on-valid-then-test-2026-12-07|t_spot_feature_match|Spotting (issue 27): feature matching, its weight on valid, then test"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

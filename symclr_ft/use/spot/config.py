@@ -79,14 +79,16 @@ class SpotConfig(ComponentConfig):
     own_exemplars: bool = False
     own_exemplar_score: float = 0.85
     # feature template matching (feature_match.py): the exemplar's feature map correlated with the
-    # drawing's (TMR's idea); opt-in, a third candidate source and a third score. Not yet chosen
-    # on valid: bench/spotting.py --feature-match measures it against the path without.
+    # drawing's (TMR's idea); opt-in, a third candidate source and a third score. It helps most on
+    # scans and thin lines and costs several times the rest of a drawing's time, hence off by
+    # default (weight and budget chosen on valid: docs/RESULTS.md, issue 27, "Feature matching
+    # measured").
     feature_match: bool = False
     feature_match_stride: int = 8  # backbone level correlated (8 or 16: the stage with that stride)
     feature_match_peak: float = 0.5  # correlation from which a peak is a candidate
-    feature_match_weight: float = 0.25  # u: score = (1 - u) * score + u * correlation ("sum" rule)
+    feature_match_weight: float = 0.5  # u: score = (1 - u) * score + u * correlation ("sum" rule)
     feature_match_floor: float = 0.3  # correlation at or below this counts as no evidence
-    feature_match_budget: float = 200.0  # megapixels through the backbone per drawing; beyond, coarser
+    feature_match_budget: float = 15.0  # megapixels through the backbone per drawing; beyond, coarser
 
     def count_score_of(self, class_name: str) -> float:
         """The score from which a detection of ``class_name`` is counted."""

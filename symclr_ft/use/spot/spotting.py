@@ -154,7 +154,8 @@ def build_parser() -> ArgumentParser:
                    "finds nothing on grey or faint scans)")
     p.add_argument("--feature-match", action="store_true",
                    help="also correlate the exemplars' feature maps with the drawing's (a third candidate "
-                   "source and score; slower: the drawing goes through the backbone at each exemplar scale)")
+                   "source and score: finds more on scans and thin lines; several times slower, the drawing "
+                   "going through the backbone at each exemplar scale)")
     return p
 
 
