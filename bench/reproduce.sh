@@ -333,6 +333,11 @@ t_spot_feature_match() {  # feature matching at a 15-megapixel budget: its weigh
   run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.75 --out runs/spotting/fm15w75_valid
   run "${S[@]}" --split test --skip folds music --robustness scan thinner thicker --out runs/spotting/fm_test
 }
+t_spot_errors() {  # where the calibrated counts go wrong, valid, exemplar draw 0
+  [ -f "$U" ] || t_demo_start
+  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy clean --draw 0 --per-class --top 20
+  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy scan --draw 0 --per-class --top 20
+}
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
@@ -444,6 +449,7 @@ TABLES=(
   "box-sizes-calibrated-on-the-exemplars-split-and-a-small-model-of-the-evidence-valid-split-choosing|t_spot_boxes|Spotting (issue 27): calibrated box sizes, a small model (valid)"
   "calibrated-box-sizes-on-the-test-split-run-once|t_spot_test_boxes|Spotting (issue 27): calibrated box sizes on test"
   "feature-matching-measured-a-smaller-budget-chosen-on-valid-then-test-2026-12-07|t_spot_feature_match|Spotting (issue 27): feature matching, its weight on valid, then test"
+  "where-the-calibrated-counts-go-wrong-valid-exemplar-draw-0|t_spot_errors|Spotting (issue 27): where the calibrated counts go wrong (valid)"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"
