@@ -410,6 +410,13 @@ class DrawingNote:
     best_score: float  # the highest score of any class at any candidate (-1: no candidate)
     counted: int  # detections scoring at least their class's count threshold
     templates: bool  # whether template matching ran (exemplars with pictures, not an index)
+    grey: bool = False  # a grey drawing (looks.grey_drawing): a scan, a photocopy, a greyscale export
+
+    def suits_feature_matching(self, cfg: SpotConfig) -> bool:
+        """Whether ``--feature-match``, off here, is worth suggesting for this drawing: a grey
+        drawing with something on it, where feature matching finds what the other sources miss
+        (docs/RESULTS.md, issue 27, "Feature matching measured")."""
+        return self.grey and not cfg.feature_match and self.ink_candidates + self.template_candidates > 0
 
     def nothing_found(self, cfg: SpotConfig) -> str | None:
         """Why nothing was counted on this drawing, or None when something was."""
@@ -462,7 +469,7 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
     templates = usable.templates
     note = DrawingNote(name, ink, cands.boxes.shape[0] - ink, float(dets["best_score"]),
                        counted_among(dets, ex.class_names, cfg),
-                       bool(cfg.templates and templates is not None and templates.items))
+                       bool(cfg.templates and templates is not None and templates.items), grey_drawing(rgb))
     return dets, skipped, note
 
 

@@ -287,8 +287,9 @@ NOTHING_FOUND_LINES = 10  # drawings named on the terminal; report.html names th
 
 
 def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotConfig, how: str, notes=None) -> str:
-    """What the command prints: totals per class, the score on the ground truth if any, and
-    the drawings where nothing was found, with why (``notes``)."""
+    """What the command prints: totals per class, the score on the ground truth if any, the
+    grey drawings, for which ``--feature-match`` is worth its time, and the drawings where
+    nothing was found, with why (``notes``)."""
     per_class: dict[int, int] = {}
     for (_img, cat), n in counts.items():
         per_class[cat] = per_class.get(cat, 0) + n
@@ -303,6 +304,11 @@ def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotCon
         share, mae = exact_count_share(drawings, ex, counts)
         lines.append(f"against the drawings' boxes: exact counts {share:.1%} of (drawing, class) pairs, "
                      f"mean absolute count error {mae:.2f}")
+    grey = [n.file_name for n in notes or [] if n.suits_feature_matching(cfg)]
+    if grey:
+        lines.append(f"{len(grey)} of {len(drawings)} drawings are grey (scans, photocopies, greyscale exports; "
+                     f"{', '.join(grey[:3])}{' ...' if len(grey) > 3 else ''}): --feature-match finds more "
+                     "symbols on those, at several times the time")
     empty = nothing_found(notes or [], cfg)
     for name, why in list(empty.items())[:NOTHING_FOUND_LINES]:
         lines.append(f"{name}: {why}")

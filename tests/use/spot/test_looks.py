@@ -1,6 +1,7 @@
 """Grey looks of the exemplars (symclr_ft/use/spot/looks.py, pipeline.grey_looks_of): which
 drawings are grey, what the grey looks are (checked against embedding the grey and softened
-pictures directly), and that spotting uses them on grey drawings only."""
+pictures directly), that spotting uses them on grey drawings only, with feature kernels too, and
+that the command suggests feature matching for grey drawings."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from symclr_ft.use.spot.pipeline import (
 from symclr_ft.use.spot.robustness import transform
 from symclr_ft.use.spot.spotting import ink_candidates, with_feature_matches, with_templates
 from symclr_ft.use.spot.template import exemplar_picture
-from use.spot.test_spotting import SIZE, canvas, exemplar_sheet, net, plant, tiny_model  # noqa: F401 (fixtures)
+from use.spot.test_spotting import SIZE, canvas, exemplar_sheet, net, plant, run, spot_cmd, tiny_model  # noqa: F401 (fixtures)
 
 
 def drawing() -> tuple[Image.Image, list[list[float]]]:
@@ -96,3 +97,23 @@ def test_grey_looks_carry_the_softened_exemplars_feature_kernels(net, tmp_path):
                                  looks, SIZE, cfg)
     assert cands.feature_correlation is not None
     assert cands.feature_correlation.shape == (cands.boxes.shape[0], 3) and cands.feature_correlation.max() > 0
+
+
+def test_the_command_suggests_feature_matching_for_grey_drawings(tiny_model, tmp_path):
+    """symclr-spot names the grey drawings (a scan copy) and suggests --feature-match for them;
+    not for a coloured drawing, a blank page, or when feature matching is already on."""
+    folder, _ = exemplar_sheet(tmp_path, [0, 1, 2])
+    drawings = tmp_path / "drawings"
+    drawings.mkdir()
+    image, planted = drawing()
+    image.save(drawings / "coloured.png")
+    transform(image, planted, "scan", seed=0)[0].save(drawings / "scan.png")
+    Image.new("RGB", (200, 160), (255, 255, 255)).save(drawings / "blank.png")
+    said = run(spot_cmd(tiny_model, folder, drawings, tmp_path / "out"))
+    assert said.returncode == 0, said.stderr[-2000:]
+    hints = [line for line in said.stdout.splitlines() if "--feature-match" in line]
+    assert hints == ["1 of 3 drawings are grey (scans, photocopies, greyscale exports; scan.png): --feature-match "
+                     "finds more symbols on those, at several times the time"]
+    on = run(spot_cmd(tiny_model, folder, drawings, tmp_path / "out_fm", "--feature-match"))
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert "--feature-match" not in on.stdout
