@@ -304,7 +304,8 @@ def summary_text(drawings, ex: Exemplars, results, counts, skipped, cfg: SpotCon
         share, mae = exact_count_share(drawings, ex, counts)
         lines.append(f"against the drawings' boxes: exact counts {share:.1%} of (drawing, class) pairs, "
                      f"mean absolute count error {mae:.2f}")
-    grey = [n.file_name for n in notes or [] if n.suits_feature_matching(cfg)]
+    # feature matching needs the exemplars' pictures: an index (ex.crops None) has none
+    grey = [n.file_name for n in notes or [] if n.suits_feature_matching(cfg)] if ex.crops is not None else []
     if grey:
         lines.append(f"{len(grey)} of {len(drawings)} drawings are grey (scans, photocopies, greyscale exports; "
                      f"{', '.join(grey[:3])}{' ...' if len(grey) > 3 else ''}): --feature-match finds more "
