@@ -200,6 +200,9 @@ t_spot_test() {
 # issue 27's tables before grey looks and the drawing's own ink threshold became the defaults
 # (2026-12-07): rerun with the settings of that time
 BEFORE_LOOKS=(grey_looks=false adaptive_ink_threshold=false)
+# and the tables before grey and coloured drawings were scored apart (the last spotting table,
+# t_spot_looks_scoring): one template weight, 0.75, for every drawing
+BEFORE_GREY=(template_weight=0.75 'grey_scoring={}')
 t_template_source() {  # the final rows (the earlier rows used reduction ladders the code no longer has)
   need_shards shards/firefighting
   run python bench/spotting.py --data "$SYMCLR_DATA" --split valid --recall --max-drawings 6 --robustness scan scale0.7 \
@@ -230,30 +233,30 @@ t_spot_choose() {
 t_spot_percls() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
-    --skip folds music --per-class --draws 2 --template-draws 0 --set "${BEFORE_LOOKS[@]}" calibration_source=sheet --out runs/spotting/percls_valid
+    --skip folds music --per-class --draws 2 --template-draws 0 --set "${BEFORE_LOOKS[@]}" calibration_source=sheet --out runs/spotting/percls_valid --set "${BEFORE_GREY[@]}"
 }
 t_spot_robust() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
     --draws 2 --template-draws 1 --robustness scale0.7 scale1.4 turn90 thicker thinner --speed 10 --skip folds music \
-    --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test_robust
+    --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test_robust --set "${BEFORE_GREY[@]}"
 }
 t_spot_test26() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --draws 5 --template-draws 2 --robustness scan --skip folds music --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test
+    --draws 5 --template-draws 2 --robustness scan --skip folds music --set "${BEFORE_LOOKS[@]}" --out runs/spotting/test --set "${BEFORE_GREY[@]}"
 }
 
 t_spot_looks() {  # grey looks and the drawing's own ink threshold, chosen on valid
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
            --draws 2 --template-draws 0 --skip folds music)
-  run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=false adaptive_ink_threshold=false --out runs/spotting/looks_valid_base
-  run "${S[@]}" --skip trained folds music --robustness scan --set grey_looks=true adaptive_ink_threshold=false --out runs/spotting/looks_valid_grey
-  run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=true adaptive_ink_threshold=true --out runs/spotting/looks_valid_adaptive
-  run python bench/spot_probes.py stats --data "$SYMCLR_DATA"
-  run python bench/spot_probes.py counts --data "$SYMCLR_DATA" --model "$U" --copy scan --draw 1
-  run python bench/spot_probes.py wire --data "$SYMCLR_DATA" --draws 10
+  run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=false adaptive_ink_threshold=false --out runs/spotting/looks_valid_base --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --skip trained folds music --robustness scan --set grey_looks=true adaptive_ink_threshold=false --out runs/spotting/looks_valid_grey --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --robustness scan thinner thicker scale0.7 --set grey_looks=true adaptive_ink_threshold=true --out runs/spotting/looks_valid_adaptive --set "${BEFORE_GREY[@]}"
+  run python bench/spot_probes.py stats --data "$SYMCLR_DATA" --set "${BEFORE_GREY[@]}"
+  run python bench/spot_probes.py counts --data "$SYMCLR_DATA" --model "$U" --copy scan --draw 1 --set "${BEFORE_GREY[@]}"
+  run python bench/spot_probes.py wire --data "$SYMCLR_DATA" --draws 10 --set "${BEFORE_GREY[@]}"
 }
 t_spot_folds_universe() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
@@ -261,90 +264,112 @@ t_spot_folds_universe() {
     data.shards=shards/firefighting model.init=universe --out runs/novel_universe
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json
            --folds runs/novel_universe/summary.json --skip trained music)
-  run "${S[@]}" --draws 5 --out runs/spotting/folds_universe
-  run "${S[@]}" --draws 10 --out runs/spotting/folds10
+  run "${S[@]}" --draws 5 --out runs/spotting/folds_universe --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --draws 10 --out runs/spotting/folds10 --set "${BEFORE_GREY[@]}"
 }
 t_spot_test_looks() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json)
-  run "${S[@]}" --skip trained folds music --speed 10 --out runs/spotting/speed_looks
-  run "${S[@]}" --draws 5 --template-draws 1 --robustness all --skip folds music --out runs/spotting/test_looks
-  run "${S[@]}" --draws 10 --template-draws 2 --skip folds music --out runs/spotting/test10
-  run "${S[@]}" --draws 10 --template-draws 2 --robustness scan thinner --skip trained folds music --out runs/spotting/test10_scan_thinner
-  run python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music --big --out runs/spot_big_looks
+  run "${S[@]}" --skip trained folds music --speed 10 --out runs/spotting/speed_looks --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --draws 5 --template-draws 1 --robustness all --skip folds music --out runs/spotting/test_looks --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --draws 10 --template-draws 2 --skip folds music --out runs/spotting/test10 --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --draws 10 --template-draws 2 --robustness scan thinner --skip trained folds music --out runs/spotting/test10_scan_thinner --set "${BEFORE_GREY[@]}"
+  run python bench/spotting.py --data "$SYMCLR_DATA" --skip trained folds music --big --out runs/spot_big_looks --set "${BEFORE_GREY[@]}"
 }
 t_spot_own() {  # the drawing's own exemplars, valid (not chosen)
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
            --template-draws 0 --skip folds music --draws 2 --robustness scan thinner)
-  run "${S[@]}" --set own_exemplars=false --out runs/spotting/own_valid_off
-  run "${S[@]}" --set own_exemplars=true own_exemplar_score=0.8 --out runs/spotting/own_valid_0.8
-  run "${S[@]}" --set own_exemplars=true own_exemplar_score=0.9 --out runs/spotting/own_valid_0.9
+  run "${S[@]}" --set own_exemplars=false --out runs/spotting/own_valid_off --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --set own_exemplars=true own_exemplar_score=0.8 --out runs/spotting/own_valid_0.8 --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --set own_exemplars=true own_exemplar_score=0.9 --out runs/spotting/own_valid_0.9 --set "${BEFORE_GREY[@]}"
 }
 t_spot_errors() {  # where the valid errors come from; the candidate's boxes against the exemplar's
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
-  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy clean --draw 0
+  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy clean --draw 0 --set "${BEFORE_GREY[@]}"
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json \
     --template-draws 0 --skip folds music --draws 2 --robustness scan thinner thicker scale0.7 --set box_mode=candidate \
-    --out runs/spotting/box_candidate_valid
+    --out runs/spotting/box_candidate_valid --set "${BEFORE_GREY[@]}"
 }
 t_spot_percls_drawings() {  # per-class count thresholds from the exemplars' split's drawings, valid
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --choose-from runs/spotting/tune/tune_valid.json
            --template-draws 0 --skip folds music --draws 2 --per-class)
   # calibrate_boxes=false: these ran before box sizes were calibrated (t_spot_boxes)
-  run "${S[@]}" --robustness scan thinner --set calibration_source=drawings calibrate_boxes=false --out runs/spotting/percls_drawings_valid
-  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibrate_boxes=false --out runs/spotting/percls_drawings30_valid
-  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibration_shift=0.25 calibrate_boxes=false --out runs/spotting/percls_drawings30_shift_valid
-  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=f1 calibrate_boxes=false --out runs/spotting/percls_rule_f1_valid
-  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=exact calibrate_boxes=false --out runs/spotting/percls_rule_exact_valid
+  run "${S[@]}" --robustness scan thinner --set calibration_source=drawings calibrate_boxes=false --out runs/spotting/percls_drawings_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibrate_boxes=false --out runs/spotting/percls_drawings30_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --set calibration_source=drawings calibration_drawings=30 calibration_shift=0.25 calibrate_boxes=false --out runs/spotting/percls_drawings30_shift_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=f1 calibrate_boxes=false --out runs/spotting/percls_rule_f1_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --draws 4 --set calibration_source=drawings calibration_drawings=30 calibration_rule=exact calibrate_boxes=false --out runs/spotting/percls_rule_exact_valid --set "${BEFORE_GREY[@]}"
 }
 t_spot_test10_other() {  # 10 draws of the 0.7x, 1.4x, turned and thicker copies, test
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --draws 10 --template-draws 2 --robustness scale0.7 scale1.4 turn90 thicker --skip trained folds music --out runs/spotting/test10_other
+    --draws 10 --template-draws 2 --robustness scale0.7 scale1.4 turn90 thicker --skip trained folds music --out runs/spotting/test10_other --set "${BEFORE_GREY[@]}"
 }
 t_spot_test_percls() {  # the chosen per-class thresholds on test
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --draws 10 --template-draws 0 --per-class --skip folds music --set calibrate_boxes=false --out runs/spotting/test10_percls
+    --draws 10 --template-draws 0 --per-class --skip folds music --set calibrate_boxes=false --out runs/spotting/test10_percls --set "${BEFORE_GREY[@]}"
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --choose-from runs/spotting/tune/tune_valid.json \
-    --skip trained folds music --speed 10 --out runs/spotting/speed_scoring
+    --skip trained folds music --speed 10 --out runs/spotting/speed_scoring --set "${BEFORE_GREY[@]}"
 }
 t_spot_boxes() {  # box sizes calibrated on the exemplars' split; the small model of the evidence (valid)
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --template-draws 0 --per-class)
-  run "${S[@]}" --skip folds music --draws 4 --out runs/spotting/boxes_valid
-  run "${S[@]}" --skip folds music --draws 4 --set calibration_drawings=60 --out runs/spotting/boxes60_valid
-  run "${S[@]}" --skip trained folds music --draws 2 --robustness scan thinner --out runs/spotting/boxes_valid_copies
-  run python bench/spot_probes.py learned --data "$SYMCLR_DATA" --model "$U" --draws 2
+  run "${S[@]}" --skip folds music --draws 4 --out runs/spotting/boxes_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --skip folds music --draws 4 --set calibration_drawings=60 --out runs/spotting/boxes60_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --skip trained folds music --draws 2 --robustness scan thinner --out runs/spotting/boxes_valid_copies --set "${BEFORE_GREY[@]}"
+  run python bench/spot_probes.py learned --data "$SYMCLR_DATA" --model "$U" --draws 2 --set "${BEFORE_GREY[@]}"
 }
 t_spot_test_boxes() {  # calibrated box sizes on test, run once
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 10 --template-draws 0 --per-class \
-    --skip folds music --out runs/spotting/test10_boxes
+    --skip folds music --out runs/spotting/test10_boxes --set "${BEFORE_GREY[@]}"
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 2 --template-draws 0 --per-class \
-    --skip trained folds music --robustness scan thinner thicker --out runs/spotting/test_boxes_copies
+    --skip trained folds music --robustness scan thinner thicker --out runs/spotting/test_boxes_copies --set "${BEFORE_GREY[@]}"
 }
 t_spot_feature_match() {  # feature matching at a 15-megapixel budget: its weight chosen on valid, then test once
   [ -f "$U" ] || t_demo_start
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --feature-match --draws 2 --template-draws 0)
-  run "${S[@]}" --split valid --skip folds music --robustness scan --set feature_match_budget=15 feature_match_weight=0.25 --out runs/spotting/fm15_valid
-  run "${S[@]}" --split valid --skip trained folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.25 --out runs/spotting/fm15_valid_copies
-  run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.5 --out runs/spotting/fm15w50_valid
-  run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.75 --out runs/spotting/fm15w75_valid
-  run "${S[@]}" --split test --skip folds music --robustness scan thinner thicker --out runs/spotting/fm_test
+  run "${S[@]}" --split valid --skip folds music --robustness scan --set feature_match_budget=15 feature_match_weight=0.25 --out runs/spotting/fm15_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --split valid --skip trained folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.25 --out runs/spotting/fm15_valid_copies --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.5 --out runs/spotting/fm15w50_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --split valid --skip folds music --robustness scan thinner --set feature_match_budget=15 feature_match_weight=0.75 --out runs/spotting/fm15w75_valid --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --split test --skip folds music --robustness scan thinner thicker --out runs/spotting/fm_test --set "${BEFORE_GREY[@]}"
 }
-t_spot_errors() {  # where the calibrated counts go wrong, valid, exemplar draw 0
+t_spot_count_errors() {  # where the calibrated counts go wrong, valid, exemplar draw 0
   [ -f "$U" ] || t_demo_start
-  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy clean --draw 0 --per-class --top 20
-  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy scan --draw 0 --per-class --top 20
+  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy clean --draw 0 --per-class --top 20 --set "${BEFORE_GREY[@]}"
+  run python bench/spot_probes.py errors --data "$SYMCLR_DATA" --model "$U" --copy scan --draw 0 --per-class --top 20 --set "${BEFORE_GREY[@]}"
+}
+t_spot_looks_scoring() {  # grey and coloured drawings scored apart: each look's template weight on valid, then test once
+  [ -f "$U" ] || t_demo_start
+  local V=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --tune --draws 2 --skip folds music)
+  run "${V[@]}" --robustness scan --grid objectness_weight=0,0.5 box_mode=exemplar nms_iou=0.5 score_rule=sum,max \
+    template_weight=0.5,0.75,0.875,1.0 template_floor=0.3,0.4,0.5 --out runs/spotting/tune_grey
+  run "${V[@]}" --robustness scan --feature-match --grid objectness_weight=0 box_mode=exemplar nms_iou=0.5 score_rule=sum \
+    template_weight=0.75,0.875,1.0 template_floor=0.4,0.5 feature_match_weight=0.25,0.5,0.75 --out runs/spotting/tune_grey_fm
+  run "${V[@]}" --robustness scale0.7 thinner thicker --grid objectness_weight=0,0.5 box_mode=exemplar nms_iou=0.5 score_rule=sum \
+    template_weight=0.375,0.5,0.625,0.75 template_floor=0.4,0.5 --out runs/spotting/tune_coloured
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --draws 2 --template-draws 0 --skip folds music \
+    --robustness scan thinner thicker scale0.7 --out runs/spotting/looks_scoring_valid
+  local T=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test)
+  run "${T[@]}" --draws 10 --template-draws 0 --per-class --skip folds music --out runs/spotting/looks_test10
+  run "${T[@]}" --draws 2 --template-draws 0 --per-class --skip trained folds music \
+    --robustness scan thinner thicker scale0.7 scale1.4 turn90 --out runs/spotting/looks_test_copies
+  run "${T[@]}" --draws 2 --template-draws 0 --feature-match --skip trained folds music --robustness scan thinner --out runs/spotting/looks_test_fm
+  run "${T[@]}" --draws 10 --template-draws 0 --skip trained folds music --robustness scan thinner thicker --out runs/spotting/looks_test10_copies
+  [ -f runs/novel_universe/fold2/model.pt ] || run python bench/novel_classes.py --config configs/demo_cpu.yaml \
+    data.shards=shards/firefighting model.init=universe --out runs/novel_universe
+  run "${T[@]}" --folds runs/novel_universe/summary.json --skip trained music --draws 10 --out runs/spotting/looks_folds10
+  run "${T[@]}" --music "$SYMCLR_MUSCIMA" --draws 3 --skip trained folds --out runs/spotting/looks_music
 }
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
            --choose-from runs/spotting/tune/tune_valid.json --draws 3 --skip trained folds)
-  run "${S[@]}" --split valid --set grey_looks=false --out runs/spotting/music_valid_no_looks
-  run "${S[@]}" --split valid --out runs/spotting/music_valid_looks
-  run "${S[@]}" --split test --out runs/spotting/music
+  run "${S[@]}" --split valid --set grey_looks=false --out runs/spotting/music_valid_no_looks --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --split valid --out runs/spotting/music_valid_looks --set "${BEFORE_GREY[@]}"
+  run "${S[@]}" --split test --out runs/spotting/music --set "${BEFORE_GREY[@]}"
 }
 
 need_universe() {
@@ -449,7 +474,8 @@ TABLES=(
   "box-sizes-calibrated-on-the-exemplars-split-and-a-small-model-of-the-evidence-valid-split-choosing|t_spot_boxes|Spotting (issue 27): calibrated box sizes, a small model (valid)"
   "calibrated-box-sizes-on-the-test-split-run-once|t_spot_test_boxes|Spotting (issue 27): calibrated box sizes on test"
   "feature-matching-measured-a-smaller-budget-chosen-on-valid-then-test-2026-12-07|t_spot_feature_match|Spotting (issue 27): feature matching, its weight on valid, then test"
-  "where-the-calibrated-counts-go-wrong-valid-exemplar-draw-0|t_spot_errors|Spotting (issue 27): where the calibrated counts go wrong (valid)"
+  "where-the-calibrated-counts-go-wrong-valid-exemplar-draw-0|t_spot_count_errors|Spotting (issue 27): where the calibrated counts go wrong (valid)"
+  "scoring-grey-and-coloured-drawings-apart-valid-choosing-then-test-run-once-2026-12-07|t_spot_looks_scoring|Spotting (issue 27): grey and coloured drawings scored apart, valid then test"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

@@ -68,6 +68,7 @@ def spotted(args) -> tuple[list, list, dict, list, SpotConfig, dict]:
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
     cfg = SpotConfig(**B.choose(json.loads(args.choose_from.read_text()))) if args.choose_from else SpotConfig()
+    cfg = replace(cfg, **B.config_overrides(args.set))
     objectness = fit_objectness(exemplar_json, cfg, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     net, size, _ = model_and_size(args.model, None)
@@ -178,7 +179,7 @@ def wire_correlation(picture: np.ndarray, blur: float) -> float:
 
 
 def wire(args) -> None:
-    cfg = SpotConfig()
+    cfg = SpotConfig(**B.config_overrides(args.set))
     exemplar_json = args.data / "train" / "_annotations.coco.json"
     rows = []
     for seed in range(args.draws):
@@ -267,7 +268,7 @@ def learned(args) -> None:
 
     exemplar_json = args.data / "train" / "_annotations.coco.json"
     gt = args.data / "valid" / "_annotations.coco.json"
-    cfg = SpotConfig()
+    cfg = SpotConfig(**B.config_overrides(args.set))
     objectness = fit_objectness(exemplar_json, cfg, max_drawings=30, seed=0)
     cfg = replace(cfg, box_padding=objectness.box_padding)
     net, size, _ = model_and_size(args.model, None)
@@ -336,6 +337,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-class", action="store_true",
                    help="counts, errors: per-class thresholds and box sizes calibrated first, as --count-score per-class")
     p.add_argument("--top", type=int, default=15, help="wire, errors: the highest N rows")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="SpotConfig overrides, as bench/spotting.py --set")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
     {"stats": stats, "counts": counts, "errors": errors, "wire": wire, "learned": learned}[args.probe](args)

@@ -77,6 +77,7 @@ from symclr_ft.use.spot.spotting import (  # noqa: E402
     pick_coco_exemplars, score_candidates, to_coco_results, with_feature_matches, with_templates,
 )
 from symclr_ft.use.spot.report import exact_count_share  # noqa: E402
+from symclr_ft.use.spot.looks import grey_drawing  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 T95 = {n: t for n, t in [(2, 12.71), (3, 4.30), (4, 3.18), (5, 2.78), (6, 2.57), (7, 2.45), (8, 2.36), (9, 2.31), (10, 2.26)]}
@@ -125,7 +126,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 SCORING_ONLY = ("min_score", "count_score", "class_count_scores", "class_box_scales", "calibrate_boxes", "nms_iou",
-                "box_mode", "class_agnostic_nms", "objectness_weight", "score_rule", "grey_looks")  # and every template* setting: none of them changes the ink candidates
+                "box_mode", "class_agnostic_nms", "objectness_weight", "score_rule", "grey_looks", "grey_scoring")  # and every template* setting: none of them changes the ink candidates
 
 
 def cached_candidates(net, model_path: Path, drawings: list[Drawing], image_size: int, cfg: SpotConfig,
@@ -231,11 +232,12 @@ def robust_split(gt_json: Path, setting: str, cache: Path) -> Path:
 def draw_results(cands: dict[int, Candidates], drawings, ex: Exemplars, cfg: SpotConfig,
                  looks: dict[int, Exemplars], rgbs: dict) -> list[dict]:
     """COCO results of one exemplar draw, each drawing scored against its ``looks``
-    (:func:`drawing_looks`) and its pixels ``rgbs`` (the drawing's own exemplars), as
-    symclr-spot scores it."""
+    (:func:`drawing_looks`) and its pixels ``rgbs`` (the drawing's own exemplars; a grey
+    drawing with ``grey_scoring``), as symclr-spot scores it."""
     results = []
     for d in drawings:
-        dets = score_candidates(cands[d.image_id], looks[d.image_id], cfg, rgbs[d.image_id])
+        rgb = rgbs[d.image_id]
+        dets = score_candidates(cands[d.image_id], looks[d.image_id], cfg.for_drawing(grey_drawing(rgb)), rgb)
         results.extend(to_coco_results(dets, d.image_id, ex))
     return results
 
@@ -424,14 +426,16 @@ SCORING_GRID = {  # what --tune chooses between (on valid)
 COUNT_SCORES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-def scoring_grid(cfg: SpotConfig) -> list[dict]:
-    """Every combination of SCORING_GRID (template rule and floor only once where the template
-    weight is 0: they do not matter there; none of the template keys without templates)."""
+def scoring_grid(cfg: SpotConfig, narrowed: dict | None = None) -> list[dict]:
+    """Every combination of SCORING_GRID, with the values of ``narrowed`` (``--grid``) in place
+    of its own for those keys (template rule and floor only once where the template weight is
+    0: they do not matter there; none of the template keys without templates)."""
     import itertools
 
-    keys = list(SCORING_GRID)
+    grid = {**SCORING_GRID, **(narrowed or {})}
+    keys = list(grid)
     out, seen = [], set()
-    for values in itertools.product(*SCORING_GRID.values()):
+    for values in itertools.product(*grid.values()):
         combo = dict(zip(keys, values))
         if combo["template_weight"] == 0 or not cfg.templates:
             combo.update(score_rule="sum", template_floor=0.5, template_weight=0.0)
@@ -469,8 +473,8 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
             draws.append((ex, looks, templated(net, cands, drawings, rgbs, looks, size, cfg)))
         prepared.append((name, gt_json, drawings, sorted({c for d in drawings for c, _ in d.truth}), draws, rgbs))
     rows = []
-    for combo in scoring_grid(cfg):
-        c = replace(cfg, **combo)
+    for combo in scoring_grid(cfg, grid_overrides(args.grid)):
+        c = replace(cfg, **combo, grey_scoring={})  # one setting for every look: each look's columns show its best
         scored = []  # per split: the draws' results and AP (they do not depend on the count threshold)
         for name, gt_json, drawings, cat_ids, draws, rgbs in prepared:
             per_draw = [draw_results(cands, drawings, ex, c, looks, rgbs) for ex, looks, cands in draws]
@@ -613,14 +617,28 @@ def parse_args(argv=None):
     p.add_argument("--per-class", action="store_true",
                    help="also count with per-class thresholds from each draw's exemplars (calibration.py, once per "
                    "draw): exact counts, count MAE and counted AP50 against the global threshold, same detections")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25")
+    p.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
+                   help="--tune: these values of a grid key in place of the grid's own, e.g. box_mode=exemplar")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25 (repeatable; "
+                   "the last value of a key counts)")
     return p.parse_args(argv)
+
+
+def grid_overrides(pairs: list[str]) -> dict:
+    """``--grid KEY=V1,V2`` pairs as SCORING_GRID values, each parsed as its SpotConfig field's type."""
+    out = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        if key not in SCORING_GRID:
+            raise SystemExit(f"--grid {pair}: not a key of the tuning grid ({', '.join(SCORING_GRID)})")
+        out[key] = tuple(config_overrides([f"{key}={v}"])[key] for v in text.split(","))
+    return out
 
 
 def config_overrides(pairs: list[str]) -> dict:
     """``KEY=VALUE`` pairs as SpotConfig fields, each value parsed as its field's type (tuples
-    comma-separated)."""
+    comma-separated, dicts as JSON)."""
     defaults = asdict(SpotConfig())
     out = {}
     for pair in pairs:
@@ -628,7 +646,9 @@ def config_overrides(pairs: list[str]) -> dict:
         if key not in defaults:
             raise SystemExit(f"--set {pair}: no SpotConfig field {key!r}")
         default = defaults[key]
-        if isinstance(default, tuple):
+        if isinstance(default, dict):  # JSON, e.g. grey_scoring={} or grey_scoring={"template_weight":1.0}
+            out[key] = json.loads(text)
+        elif isinstance(default, tuple):
             out[key] = tuple(type(default[0])(v) for v in text.split(","))
         elif isinstance(default, bool):
             out[key] = text.lower() in ("1", "true", "yes")

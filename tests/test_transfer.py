@@ -1,14 +1,13 @@
 """bench/transfer.py on tiny synthetic domains: its numbers are evaluate_model's, its errors
 name the domain."""
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench_scripts import bench_script
 from symclr_ft.config import EvalConfig, ModelConfig
 from symclr_ft.data.shardset import iter_shard, load_classes, load_split, shard_paths
 from symclr_ft.distributed import make_accelerator
@@ -16,11 +15,7 @@ from symclr_ft.eval.evaluate import evaluate_model
 from symclr_ft.models.backbones import build_model, save_model_file
 from symclr_ft.data.shards import ShardSequence
 
-REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("transfer", REPO / "bench" / "transfer.py")
-transfer = importlib.util.module_from_spec(spec)
-sys.modules["transfer"] = transfer  # dataclasses look their module up there
-spec.loader.exec_module(transfer)
+transfer = bench_script("transfer")
 
 SIZE = 32
 

@@ -1,26 +1,20 @@
 """bench/universe_curve.py: a training state loads into the run's network, the minutes come
 from progress and history, every state of a run is one point of the curve."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from bench_scripts import bench_script
 from symclr_ft.config import EvalConfig, ModelConfig, dump_config, load_config
 from symclr_ft.distributed import make_accelerator
 from symclr_ft.errors import UserError
 from symclr_ft.models.backbones import build_model, load_state_weights
 from symclr_ft.tracking import RunFiles
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-spec = importlib.util.spec_from_file_location("universe_curve", REPO / "bench" / "universe_curve.py")
-curve = importlib.util.module_from_spec(spec)
-sys.modules["universe_curve"] = curve
-spec.loader.exec_module(curve)
+curve = bench_script("universe_curve")
 
 SIZE = 32
 TINY = ["model.arch=resnet18", "model.out_dim=16", "model.init=random", f"data.image_size={SIZE}"]

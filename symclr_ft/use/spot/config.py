@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from symclr_ft.data.components import ComponentConfig
+
+
+GREY_SCORING = {"template_weight": 0.875}  # SpotConfig.grey_scoring's default
+GREY_SCORING_KEYS = ("template_weight", "template_floor", "feature_match_weight")  # what it may hold
 
 
 @dataclass
@@ -67,13 +71,21 @@ class SpotConfig(ComponentConfig):
     template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
     # scoring (scoring.class_evidence): how similarity and correlation combine, chosen by
-    # bench/spotting.py --tune on the valid split and its scan and 0.7x copies (docs/RESULTS.md)
+    # bench/spotting.py --tune on the valid split and its coloured copies (0.7x, thinner and
+    # thicker lines); grey drawings have their own template weight, grey_scoring below
+    # (docs/RESULTS.md, issue 27, "Scoring grey and coloured drawings apart")
     score_rule: str = "sum"  # "sum": (1 - t) sim + t corr; "max": max(sim, t corr)
-    template_weight: float = 0.75  # t; 0: similarity alone (the score before templates)
+    template_weight: float = 0.625  # t on coloured drawings; 0: similarity alone (the score before templates)
     template_floor: float = 0.5  # correlation at or below this counts as no evidence
     # on a grey drawing (a scan, a greyscale export) the exemplars are matched grey and grey
     # softened (looks.py); coloured drawings are not affected
     grey_looks: bool = True
+    # on a grey drawing (looks.grey_drawing) these scoring settings take the place of the ones
+    # above: a scan has lost its colours and is blurred, so its crops' features say less and
+    # the softened templates' correlation more than on a clean coloured drawing (chosen on the
+    # valid split's scan copies: docs/RESULTS.md, issue 27, "Scoring grey and coloured drawings
+    # apart"); {}: grey drawings scored as coloured ones
+    grey_scoring: dict[str, float] = field(default_factory=lambda: dict(GREY_SCORING))
     # the drawing's own exemplars (scoring.py): a class's best match on the drawing, from this
     # score, is matched over the drawing too, and what looks like it inherits its score
     own_exemplars: bool = False
@@ -89,6 +101,15 @@ class SpotConfig(ComponentConfig):
     feature_match_weight: float = 0.5  # u: score = (1 - u) * score + u * correlation ("sum" rule)
     feature_match_floor: float = 0.3  # correlation at or below this counts as no evidence
     feature_match_budget: float = 15.0  # megapixels through the backbone per drawing; beyond, coarser
+
+    def for_drawing(self, grey: bool) -> SpotConfig:
+        """The settings that score one drawing: with ``grey_scoring`` in place on a grey one."""
+        return replace(self, **self.grey_scoring) if grey and self.grey_scoring else self
+
+    def __post_init__(self):
+        unknown = sorted(set(self.grey_scoring) - set(GREY_SCORING_KEYS))
+        if unknown:
+            raise ValueError(f"grey_scoring: {', '.join(unknown)} not among {', '.join(GREY_SCORING_KEYS)}")
 
     def count_score_of(self, class_name: str) -> float:
         """The score from which a detection of ``class_name`` is counted."""

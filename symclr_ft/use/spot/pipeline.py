@@ -463,13 +463,15 @@ def spot_pixels(net, rgb: np.ndarray, ex: Exemplars, image_size: int, cfg: SpotC
                 name: str = "drawing") -> tuple[dict[str, torch.Tensor], list[str], "DrawingNote"]:
     """Detections of one decoded drawing (H, W, 3 uint8; ``{"boxes", "scores", "labels",
     "best_score"}``, after NMS), the classes left out because all their exemplars are larger
-    than the drawing, and a :class:`DrawingNote` of what was seen."""
+    than the drawing, and a :class:`DrawingNote` of what was seen. A grey drawing is scored
+    with ``cfg.grey_scoring`` (:meth:`SpotConfig.for_drawing`)."""
+    grey = grey_drawing(rgb)
     cands, usable, skipped, ink = drawing_evidence(net, rgb, ex, image_size, cfg, objectness)
-    dets = score_candidates(cands, usable, cfg, rgb)
+    dets = score_candidates(cands, usable, cfg.for_drawing(grey), rgb)
     templates = usable.templates
     note = DrawingNote(name, ink, cands.boxes.shape[0] - ink, float(dets["best_score"]),
                        counted_among(dets, ex.class_names, cfg),
-                       bool(cfg.templates and templates is not None and templates.items), grey_drawing(rgb))
+                       bool(cfg.templates and templates is not None and templates.items), grey)
     return dets, skipped, note
 
 

@@ -1,13 +1,15 @@
 """Grey looks of the exemplars (symclr_ft/use/spot/looks.py, pipeline.grey_looks_of): which
 drawings are grey, what the grey looks are (checked against embedding the grey and softened
-pictures directly), that spotting uses them on grey drawings only, with feature kernels too, and
-that the command suggests feature matching for grey drawings."""
+pictures directly), that spotting uses them on grey drawings only, with feature kernels too and
+with the grey scoring settings, and that the command suggests feature matching for grey drawings."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageFilter
 
@@ -117,3 +119,30 @@ def test_the_command_suggests_feature_matching_for_grey_drawings(tiny_model, tmp
     on = run(spot_cmd(tiny_model, folder, drawings, tmp_path / "out_fm", "--feature-match"))
     assert on.returncode == 0, on.stderr[-2000:]
     assert "--feature-match" not in on.stdout
+
+
+def test_grey_drawings_are_scored_with_the_grey_scoring_settings(net, tmp_path):
+    folder, _ = exemplar_sheet(tmp_path, [0, 1, 2])
+    cfg = SpotConfig(grey_scoring={"template_weight": 1.0, "template_floor": 0.3})
+    ex = embed_exemplars(net, pick_coco_exemplars(folder / "_annotations.coco.json", 1, 0), SIZE, cfg)
+    image, boxes = drawing()
+    scan = np.asarray(transform(image, boxes, "scan", seed=0)[0])
+    # on the scan: as if those were the settings, and not what the coloured settings give
+    grey = spot_pixels(net, scan, ex, SIZE, cfg)[0]
+    direct = spot_pixels(net, scan, ex, SIZE, replace(cfg, grey_scoring={}, template_weight=1.0, template_floor=0.3))[0]
+    coloured_rule = spot_pixels(net, scan, ex, SIZE, replace(cfg, grey_scoring={}))[0]
+    assert grey["scores"].numel() > 0
+    assert torch.equal(grey["boxes"], direct["boxes"]) and torch.equal(grey["scores"], direct["scores"])
+    assert not (grey["scores"].shape == coloured_rule["scores"].shape
+                and torch.equal(grey["scores"], coloured_rule["scores"]))
+    # on the coloured drawing the grey settings change nothing
+    rgb = np.asarray(image)
+    assert torch.equal(spot_pixels(net, rgb, ex, SIZE, cfg)[0]["scores"],
+                       spot_pixels(net, rgb, ex, SIZE, replace(cfg, grey_scoring={}))[0]["scores"])
+
+
+def test_grey_scoring_holds_only_scoring_settings():
+    assert SpotConfig().for_drawing(True).template_weight == SpotConfig().grey_scoring["template_weight"]
+    assert SpotConfig().for_drawing(False) == SpotConfig()
+    with pytest.raises(ValueError, match="tile"):
+        SpotConfig(grey_scoring={"tile": 512})
