@@ -362,6 +362,9 @@ t_spot_looks_scoring() {  # grey and coloured drawings scored apart: each look's
     data.shards=shards/firefighting model.init=universe --out runs/novel_universe
   run "${T[@]}" --folds runs/novel_universe/summary.json --skip trained music --draws 10 --out runs/spotting/looks_folds10
   run "${T[@]}" --music "$SYMCLR_MUSCIMA" --draws 3 --skip trained folds --out runs/spotting/looks_music
+  local F=(--draws 2 --template-draws 0 --feature-match --per-class --skip trained folds music --robustness scan)
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid "${F[@]}" --out runs/spotting/looks_fm_percls_valid
+  run "${T[@]}" "${F[@]}" --out runs/spotting/looks_fm_percls_test
 }
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
