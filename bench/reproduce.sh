@@ -366,6 +366,34 @@ t_spot_looks_scoring() {  # grey and coloured drawings scored apart: each look's
   run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid "${F[@]}" --out runs/spotting/looks_fm_percls_valid
   run "${T[@]}" "${F[@]}" --out runs/spotting/looks_fm_percls_test
 }
+t_spot_fine() {  # levers measured on valid, not chosen: a count threshold for scans, feature matching on thicker lines, finer templates
+  [ -f "$U" ] || t_demo_start
+  local V=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --tune --draws 2 --skip folds music)
+  local C=(objectness_weight=0 box_mode=exemplar nms_iou=0.5 score_rule=sum template_weight=0.625 template_floor=0.5)
+  local G=(objectness_weight=0 box_mode=exemplar nms_iou=0.5 score_rule=sum template_weight=0.875 template_floor=0.5)
+  local COUNTS=(--count-scores 0.4 0.45 0.5 0.55 0.6 0.65 0.7 0.75 0.8)
+  run "${V[@]}" --robustness scan "${COUNTS[@]}" --grid "${G[@]}" --out runs/spotting/tune_grey_count
+  run "${V[@]}" --robustness scan "${COUNTS[@]}" --feature-match --grid "${G[@]}" feature_match_weight=0.5 --out runs/spotting/tune_grey_count_fm
+  run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --draws 2 --template-draws 2 --feature-match \
+    --per-class --skip trained folds music --robustness thicker --out runs/spotting/thicker_fm_valid
+  run "${V[@]}" --robustness scan --count-scores 0.7 --grid "${G[@]}" --set template_scales=0.7,0.85,1.0,1.2,1.4 --out runs/spotting/tune_tmscales5
+  for s in 12 16 24; do
+    run "${V[@]}" --robustness scale0.7 thinner thicker --count-scores 0.7 --grid "${C[@]}" --set template_min_side=$s \
+      --out runs/spotting/tune_coloured_side$s
+  done
+  run "${V[@]}" --robustness scale0.7 thinner thicker --count-scores 0.7 --grid "${C[@]}" --set template_min_side=24 template_blur=2 \
+    --out runs/spotting/tune_coloured_side24_blur2
+  for s in 16 24; do
+    run "${V[@]}" --robustness scan --count-scores 0.7 --grid "${G[@]}" --set template_min_side=$s --out runs/spotting/tune_tmside$s
+  done
+  run "${V[@]}" --robustness scan --count-scores 0.7 --feature-match --grid "${G[@]}" feature_match_weight=0.5 \
+    --set template_min_side=24 --out runs/spotting/tune_grey_fm_side24
+  for s in 12 16 24; do
+    run python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --skip trained folds music --speed 10 \
+      --set template_min_side=$s --out runs/spotting/speed_side$s
+  done
+  run python bench/spot_probes.py scales
+}
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
@@ -479,6 +507,7 @@ TABLES=(
   "feature-matching-measured-a-smaller-budget-chosen-on-valid-then-test-2026-12-07|t_spot_feature_match|Spotting (issue 27): feature matching, its weight on valid, then test"
   "where-the-calibrated-counts-go-wrong-valid-exemplar-draw-0|t_spot_count_errors|Spotting (issue 27): where the calibrated counts go wrong (valid)"
   "scoring-grey-and-coloured-drawings-apart-valid-choosing-then-test-run-once-2026-12-07|t_spot_looks_scoring|Spotting (issue 27): grey and coloured drawings scored apart, valid then test"
+  "finer-templates-and-a-scan-count-threshold-valid-choosing-2026-12-07-not-chosen|t_spot_fine|Spotting (issue 27): finer templates and a count threshold for scans (valid): not chosen"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"
   "speed-large-sheets-pdf-sets-generated-drawings-imagenet-efficientnet-lite0-at-96-px|t_spot_speed|Spotting: speed, large sheets, PDF sets"

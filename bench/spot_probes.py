@@ -8,6 +8,7 @@ exemplar templates look like a wire.
     python bench/spot_probes.py errors --copy clean --draw 0 --per-class   # the same, thresholds and boxes calibrated
     python bench/spot_probes.py wire --draws 10            # each train exemplar's template against a plain stroke
     python bench/spot_probes.py learned --draws 2          # the rule against a small model fitted on train drawings
+    python bench/spot_probes.py scales                     # template correlation between template scales (generated)
 
 ``stats`` reads the valid and test drawings and their robustness copies (made by
 ``bench/spotting.py``'s ``robust_split`` when missing); ``counts`` spots one exemplar draw of a
@@ -323,9 +324,42 @@ def learned(args) -> None:
         print(f"| {name} | {' | '.join(f'{v:.3f}' for v in values)} | {np.mean(values):.3f} |")
 
 
+def scales(args) -> None:
+    """Template correlation of a symbol drawn at a scale between template_scales (generated
+    symbols, no data, no model): each of the 12 generated designs drawn at 40 px as the exemplar
+    and at each scale on a drawing, the best correlation of its class at the symbol's box, mean
+    over designs, for template_min_side 12 and 24 and template_blur 1 and 2."""
+    from PIL import Image
+
+    from symclr_ft.data import synth
+    from symclr_ft.use.spot.template import make_templates, match_templates
+
+    designs = synth.symbol_designs(12)
+    settings = [(12, 1.0), (24, 1.0), (24, 2.0)]
+    shown = (0.7, 0.85, 1.0, 1.2, 1.25, 1.4)
+    print("| template min side, blur | " + " | ".join(f"{s}x" for s in shown) + " |")
+    print("|---" * (len(shown) + 1) + "|")
+    for side, blur in settings:
+        cfg = replace(SpotConfig(), template_min_side=side, template_blur=blur)
+        means = []
+        for scale in shown:
+            values = []
+            for design in designs:
+                exemplar = Image.new("RGB", (60, 60), (255, 255, 255))
+                exemplar.paste((200, 0, 0), (10, 10), synth.draw_symbol(design, 40))
+                templates = make_templates([(0, exemplar_picture(np.asarray(exemplar), [10, 10, 40, 40], 0.1))], 1, cfg)
+                size = int(round(40 * scale))
+                drawing = Image.new("RGB", (200, 200), (255, 255, 255))
+                drawing.paste((200, 0, 0), (50, 50), synth.draw_symbol(design, size))
+                box = torch.tensor([[50, 50, 50 + size, 50 + size]], dtype=torch.float32)
+                values.append(float(match_templates(np.asarray(drawing), templates, box, cfg).correlation[0, 0]))
+            means.append(float(np.mean(values)))
+        print(f"| {side}, {blur:g} | " + " | ".join(f"{m:.3f}" for m in means) + " |", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["stats", "counts", "errors", "wire", "learned"])
+    p.add_argument("probe", choices=["stats", "counts", "errors", "wire", "learned", "scales"])
     p.add_argument("--data", type=Path, default=B.DATA / "firefighting")
     p.add_argument("--cache", type=Path, default=Path("runs/spotting/cache"))
     p.add_argument("--model", type=Path, default=Path("runs/demo_start/demo_from_universe/model.pt"))
@@ -341,7 +375,7 @@ def main(argv=None) -> int:
                    help="SpotConfig overrides, as bench/spotting.py --set")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
-    {"stats": stats, "counts": counts, "errors": errors, "wire": wire, "learned": learned}[args.probe](args)
+    {"stats": stats, "counts": counts, "errors": errors, "wire": wire, "learned": learned, "scales": scales}[args.probe](args)
     return 0
 
 

@@ -480,7 +480,7 @@ def tune(args, cfg: SpotConfig) -> list[dict]:
             per_draw = [draw_results(cands, drawings, ex, c, looks, rgbs) for ex, looks, cands in draws]
             scored.append((name, drawings, cat_ids, per_draw,
                            [coco_scores(gt_json, r, cat_ids, [d.image_id for d in drawings]) for r in per_draw]))
-        for count_score in COUNT_SCORES:
+        for count_score in args.count_scores or COUNT_SCORES:
             row = {**combo, "count_score": count_score}
             for name, drawings, cat_ids, per_draw, aps in scored:
                 row[name] = summarise([{**ap, **dict(zip(("exact_counts", "count_mae"),
@@ -619,6 +619,8 @@ def parse_args(argv=None):
                    "draw): exact counts, count MAE and counted AP50 against the global threshold, same detections")
     p.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2",
                    help="--tune: these values of a grid key in place of the grid's own, e.g. box_mode=exemplar")
+    p.add_argument("--count-scores", nargs="*", type=float, default=[], metavar="T",
+                   help=f"--tune: these count thresholds for exact counts in place of {', '.join(map(str, COUNT_SCORES))}")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="SpotConfig overrides, e.g. template_min_side=8 template_scales=0.8,1.0,1.25 (repeatable; "
                    "the last value of a key counts)")

@@ -1,5 +1,6 @@
 """bench/spotting.py's settings parsing: ``--grid`` narrows the tuning grid to the values
-given (and nothing else), ``--set`` reads dict settings as JSON."""
+given (and nothing else), ``--set`` reads dict settings as JSON, ``--count-scores`` replaces
+the count thresholds the tune counts with."""
 
 import itertools
 
@@ -29,3 +30,8 @@ def test_grid_and_set_refuse_unknown_keys_and_read_dicts_as_json():
     assert bench.config_overrides(["grey_scoring={}"]) == {"grey_scoring": {}}
     assert bench.config_overrides(['grey_scoring={"template_weight": 1.0}', "template_scales=0.8,1.0"]) == {
         "grey_scoring": {"template_weight": 1.0}, "template_scales": (0.8, 1.0)}
+
+
+def test_count_scores_replace_the_tunes_count_thresholds():
+    assert bench.parse_args(["--tune"]).count_scores == []  # the tune's own COUNT_SCORES then
+    assert bench.parse_args(["--tune", "--count-scores", "0.65", "0.7"]).count_scores == [0.65, 0.7]

@@ -61,7 +61,11 @@ class SpotConfig(ComponentConfig):
     # exemplar sizes tried, quarter turns each; with the blur each covers about +-15%
     template_scales: tuple[float, ...] = (0.7, 1.0, 1.4)
     template_turns: bool = True
-    template_min_side: int = 12  # the drawing is reduced while templates keep this many pixels
+    # the drawing is reduced while templates keep this many pixels. 24 (symclr-spot
+    # --template-min-side 24) finds more on copies with lines a pixel thinner or thicker, at
+    # about 1.7x the time and with less tolerance of scales between template_scales: not the
+    # default (docs/RESULTS.md, issue 27, "Finer templates and a scan count threshold")
+    template_min_side: int = 12
     template_blur: float = 1.0  # Gaussian sigma (px at the matching level): tolerance of scale and line weight
     template_peak: float = 0.6  # correlation from which a peak is a candidate (0.5: same recall on valid, 2x the peaks)
     template_slack: int = 2  # px (at the matching level) around a candidate's centre to look for its peak

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from symclr_ft.data import synth
+from symclr_ft.errors import UserError
 from symclr_ft.use.spot.candidates import candidate_boxes, pad_boxes
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.robustness import transform
@@ -177,3 +178,25 @@ def test_the_drawings_own_ink_threshold_proposes_the_scanned_symbols(sheet):
     found = pad_boxes(candidate_boxes(np.asarray(image), cfg), cfg.box_padding, image.width, image.height)
     for box in boxes:
         assert box_iou(found, xyxy(box)).max() >= 0.5
+
+
+def test_templates_are_matched_at_the_coarsest_level_that_keeps_template_min_side():
+    """A 48 px exemplar at 1x: with template_min_side 12 the drawing is reduced 4x (12 px left),
+    with 24 only 2x (24 px); every template keeps at least that many pixels on its shorter side
+    and the finer one costs more. symclr-spot's --template-min-side sets it (default 12)."""
+    from symclr_ft.use.spot.spotting import build_parser
+    from symclr_ft.use.spot.template import FACTORS
+
+    picture = np.zeros((48, 48), np.uint8)
+    picture[8:40, 20:28] = 255  # a bar: no quarter turn of it looks like another's
+    picture[8:16, 8:40] = 255
+    fine, coarse = (make_templates([(0, picture)], 1, SpotConfig(template_min_side=s, template_scales=(1.0,)))
+                    for s in (24, 12))
+    assert {FACTORS[t.level] for t in coarse.items} == {4.0} and {FACTORS[t.level] for t in fine.items} == {2.0}
+    assert all(min(t.picture.shape) == 24 for t in fine.items) and all(min(t.picture.shape) == 12 for t in coarse.items)
+    assert fine.cost(800 * 700) > coarse.cost(800 * 700)
+    required = ["--model", "m.pt", "--exemplars", "e", "--drawings", "d", "--out", "o"]
+    assert build_parser().parse_args(required).template_min_side == SpotConfig().template_min_side == 12
+    assert build_parser().parse_args([*required, "--template-min-side", "24"]).template_min_side == 24
+    with pytest.raises(UserError, match="--template-min-side: '2' is outside the range"):
+        build_parser().parse_args([*required, "--template-min-side", "2"])
