@@ -328,7 +328,7 @@ def scales(args) -> None:
     """Template correlation of a symbol drawn at a scale between template_scales (generated
     symbols, no data, no model): each of the 12 generated designs drawn at 40 px as the exemplar
     and at each scale on a drawing, the best correlation of its class at the symbol's box, mean
-    over designs, for template_min_side 12 and 24 and template_blur 1 and 2."""
+    over designs, for three (template_min_side, template_blur) settings: (12, 1), (24, 1), (24, 2)."""
     from PIL import Image
 
     from symclr_ft.data import synth

@@ -188,7 +188,7 @@ def test_templates_are_matched_at_the_coarsest_level_that_keeps_template_min_sid
     from symclr_ft.use.spot.template import FACTORS
 
     picture = np.zeros((48, 48), np.uint8)
-    picture[8:40, 20:28] = 255  # a bar: no quarter turn of it looks like another's
+    picture[8:40, 20:28] = 255  # a T: no quarter turn of it looks like another's
     picture[8:16, 8:40] = 255
     fine, coarse = (make_templates([(0, picture)], 1, SpotConfig(template_min_side=s, template_scales=(1.0,)))
                     for s in (24, 12))
