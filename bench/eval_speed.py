@@ -90,7 +90,7 @@ def predict_speed(args) -> None:
     against its forward alone; same model, size and threads, runs alternated."""
     import tempfile
 
-    from symclr_ft.distributed import inference_precision
+    from symclr_ft.distributed import native_precision
     from symclr_ft.eval.embedding import FORWARD_ROWS
     from symclr_ft.models.export import OnnxFeatures, export_onnx
     from symclr_ft.models.folding import folded_for_inference
@@ -99,7 +99,7 @@ def predict_speed(args) -> None:
 
     info = model_file_info(args.predict_model)
     size = info["image_size"]
-    precision = inference_precision("auto")  # what symclr-predict uses by default
+    precision = native_precision("auto")  # what symclr-predict uses by default
     queries = len(load_split(args.shards, args.query_split, 16))  # count only
     net = load_model_file(args.predict_model)
     with tempfile.TemporaryDirectory(prefix="symclr_predict_") as tmp:

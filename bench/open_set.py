@@ -58,7 +58,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from novel_classes import class_folds  # noqa: E402
 from symclr_ft.data.shardset import load_classes, load_split  # noqa: E402
-from symclr_ft.distributed import inference_precision, make_accelerator  # noqa: E402
+from symclr_ft.distributed import native_precision, make_accelerator  # noqa: E402
 from symclr_ft.eval.embedding import embed_images  # noqa: E402
 from symclr_ft.eval.knn import class_similarity, draw_supports  # noqa: E402
 from symclr_ft.eval.metrics import open_set_summary  # noqa: E402
@@ -217,7 +217,7 @@ def mean_of(draws: list[dict], score: str, key: str) -> tuple[float, float]:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    args.precision = inference_precision(args.mixed_precision)
+    args.precision = native_precision(args.mixed_precision)
     names = load_classes(args.shards)
     model_paths = [Path(args.model)] * args.folds if args.model else [
         Path(args.novel) / f"fold{k}" / "model.pt" for k in range(args.folds)]

@@ -54,6 +54,7 @@ t_processes() {
   run env OMP_NUM_THREADS=1 python -m symclr_ft.train "${A[@]}" run.name=one
 }
 t_train_speed() { need_shards shards/firefighting; run python bench/train_speed.py --shards shards/firefighting; }
+t_precision_speed() { need_shards shards/firefighting; run python bench/precision_speed.py --shards shards/firefighting; }
 t_input_pipeline() {
   need_shards shards/firefighting
   run python bench/input_pipeline.py --shards shards/firefighting --steps 4 --model-steps 1 --repeats 3
@@ -394,6 +395,32 @@ t_spot_fine() {  # levers measured on valid, not chosen: a count threshold for s
   done
   run python bench/spot_probes.py scales
 }
+t_spot_refine() {  # refined template correlation: valid (choosing), test (run once), speed in alternation
+  [ -f "$U" ] || t_demo_start
+  local V=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split valid --tune --draws 2 --skip folds music)
+  local C=(objectness_weight=0 box_mode=exemplar nms_iou=0.5 score_rule=sum template_weight=0.625 template_floor=0.5)
+  local G=(objectness_weight=0 box_mode=exemplar nms_iou=0.5 score_rule=sum template_weight=0.875 template_floor=0.5)
+  local FAST=(template_refine=true template_refine_classes=2 template_refine_scales=0.88,1.0,1.13)
+  run "${V[@]}" --robustness scale0.7 thinner thicker --count-scores 0.7 --grid "${C[@]}" --out runs/spotting/tune_coloured_base
+  run "${V[@]}" --robustness scale0.7 thinner thicker --count-scores 0.7 --grid "${C[@]}" --set template_refine=true \
+    --out runs/spotting/tune_coloured_refine_nosize
+  run "${V[@]}" --robustness scale0.7 thinner thicker --count-scores 0.7 --grid "${C[@]}" --set template_refine=true \
+    template_refine_sizes=true --out runs/spotting/tune_coloured_refine_size
+  run "${V[@]}" --robustness scale0.7 thinner thicker --count-scores 0.7 --grid "${C[@]}" --set "${FAST[@]}" \
+    --out runs/spotting/tune_coloured_refine_fast
+  run "${V[@]}" --robustness scan --count-scores 0.7 --grid "${G[@]}" --out runs/spotting/tune_scan_base
+  run "${V[@]}" --robustness scan --count-scores 0.7 --grid "${G[@]}" --set template_refine=true --out runs/spotting/tune_scan_refine_nosize
+  run "${V[@]}" --robustness scan --count-scores 0.7 --grid "${G[@]}" --set "${FAST[@]}" --out runs/spotting/tune_scan_refine_fast
+  local M=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --split test --draws 2 --template-draws 0 --skip trained folds music)
+  run "${M[@]}" --per-class --robustness scan thinner thicker --set template_refine=true --out runs/spotting/refine_test_copies
+  run "${M[@]}" --per-class --robustness scan thinner thicker --out runs/spotting/base_test_copies
+  run "${M[@]}" --feature-match --per-class --robustness scan --set template_refine=true --out runs/spotting/refine_fm_percls_test
+  local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --skip trained folds music --speed 10)
+  for i in 1 2; do
+    run "${S[@]}" --out runs/spotting/speed_alt_base$i
+    run "${S[@]}" --set template_refine=true --out runs/spotting/speed_alt_refine$i
+  done
+}
 t_spot_music() {
   [ -f runs/spotting/tune/tune_valid.json ] || t_spot_choose
   local S=(python bench/spotting.py --model "$U" --data "$SYMCLR_DATA" --music "$SYMCLR_MUSCIMA"
@@ -454,6 +481,7 @@ TABLES=(
   "one-process-versus-two-cpu-gloo|t_processes|One process versus two (CPU, gloo)"
   "the-previous-main-job-bash-launchdemosh-with-the-resnet-18-demo-before-this-round|-|ran configs/demo_cpu.yaml as it was before the EfficientNet-lite0 recipe (ResNet-18, 64 px, 12 epochs): check out that earlier commit and run bash launch/demo.sh"
   "end-to-end-training-benchtrain_speedpy|t_train_speed|End-to-end training (bench/train_speed.py)"
+  "mixed-precision-on-a-cpu-without-native-bf16-2026-12-07|t_precision_speed|Mixed precision on a CPU without native bf16"
   "input-pipeline-against-the-model-step-benchinput_pipelinepy|t_input_pipeline|Input pipeline against the model step"
   "evaluation-bencheval_speedpy|t_eval_speed|Evaluation (bench/eval_speed.py)"
   "memory-benchmemorypy|t_memory|Memory (bench/memory.py)"
@@ -507,6 +535,7 @@ TABLES=(
   "feature-matching-measured-a-smaller-budget-chosen-on-valid-then-test-2026-12-07|t_spot_feature_match|Spotting (issue 27): feature matching, its weight on valid, then test"
   "where-the-calibrated-counts-go-wrong-valid-exemplar-draw-0|t_spot_count_errors|Spotting (issue 27): where the calibrated counts go wrong (valid)"
   "scoring-grey-and-coloured-drawings-apart-valid-choosing-then-test-run-once-2026-12-07|t_spot_looks_scoring|Spotting (issue 27): grey and coloured drawings scored apart, valid then test"
+  "refined-template-correlation-valid-choosing-then-test-run-once-2026-12-07|t_spot_refine|Spotting (issue 27): refined template correlation, valid then test, and its speed"
   "finer-templates-and-a-scan-count-threshold-valid-choosing-2026-12-07-not-chosen|t_spot_fine|Spotting (issue 27): finer templates and a count threshold for scans (valid): not chosen"
   "template-matching-as-a-candidate-source-valid-split-no-model-involved|t_template_source|Spotting: template matching as a candidate source (valid)"
   "candidate-recall-by-source-whole-valid-split-benchspottingpy---recall|t_spot_recall|Spotting: candidate recall by source (valid)"

@@ -45,7 +45,7 @@ from symclr_ft.use.spot.looks import coloured_share, softened, to_grey  # noqa: 
 from symclr_ft.use.spot.pipeline import embed_exemplars, model_and_size, pick_coco_exemplars  # noqa: E402
 from symclr_ft.use.spot.scoring import class_evidence, class_similarity  # noqa: E402
 from symclr_ft.use.spot.template import same_place_suppression  # noqa: E402
-from symclr_ft.use.spot.template import FACTORS, _level, _resized, exemplar_picture  # noqa: E402
+from symclr_ft.use.spot.template import FACTORS, _level, exemplar_picture, resized  # noqa: E402
 
 
 def stats(args) -> None:
@@ -190,7 +190,7 @@ def wire(args) -> None:
             for look in (image, softened(to_grey(image))):
                 picture = exemplar_picture(np.asarray(look), bbox, cfg.crop_padding)
                 level = _level(min(picture.shape), cfg)
-                values.append(wire_correlation(_resized(picture, 1 / FACTORS[level], cfg.template_blur), cfg.template_blur))
+                values.append(wire_correlation(resized(picture, 1 / FACTORS[level], cfg.template_blur), cfg.template_blur))
             rows.append((max(values), seed, name, *values))
     for top, seed, name, colour, grey in sorted(rows, reverse=True)[: args.top]:
         print(f"draw {seed} {name}: colour template {colour:.2f}, grey softened {grey:.2f}")

@@ -109,7 +109,10 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 50
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    # "auto": bf16 where the hardware computes it natively (a GPU with bf16, a CPU with
+    # AVX512-BF16 or AMX), fp32 elsewhere: emulated bf16 on an AVX2-only CPU trains several
+    # times slower than fp32 (docs/RESULTS.md, "Mixed precision on a CPU without bf16")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke tests

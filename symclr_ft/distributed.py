@@ -94,17 +94,17 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     return module
 
 
-def inference_precision(choice: str, device_type: str | None = None) -> str:
-    """Accelerate's ``mixed_precision`` for embedding: ``choice`` itself, or for ``auto`` bf16
-    where the hardware computes it natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or
-    AMX) and ``no`` (fp32) elsewhere, where emulated bf16 would be slower than fp32.
-    ``device_type`` ("cuda", "cpu", ...) is the device that will embed; None: the one
+def native_precision(choice: str, device_type: str | None = None) -> str:
+    """Accelerate's ``mixed_precision`` for training or embedding: ``choice`` itself, or for
+    ``auto`` bf16 where the hardware computes it natively (a CUDA GPU with bf16, a CPU with
+    AVX512-BF16 or AMX) and ``no`` (fp32) elsewhere, where emulated bf16 would be slower than
+    fp32. ``device_type`` ("cuda", "cpu", ...) is the device that will run; None: the one
     Accelerate would choose (a CUDA GPU when there is one).
 
-    Why: embedding is the whole cost of prediction, and on such a CPU bf16 runs the forward
-    about twice as fast. A training run evaluates in its own precision (bf16 by default), so
-    the accuracy it reports is that of bf16 features; against fp32 they move a little, and a
-    nearest neighbour's label almost never (docs/RESULTS.md)."""
+    Why: on such a CPU bf16 runs the forward about twice as fast; on an AVX2-only CPU, emulated
+    bf16 makes a training step several times slower than fp32 (docs/RESULTS.md). A training
+    run evaluates in its own precision, so the accuracy it reports is that of its features;
+    bf16 against fp32 moves them a little, and a nearest neighbour's label almost never."""
     if choice != "auto":
         return choice
     if device_type is None:
@@ -177,3 +177,14 @@ def check_forward_memory(image_size: int, batch_size: int, hint: str) -> None:
             f"--image-size {image_size} with batches of {batch_size} crops needs about "
             f"{need / 2**30:.1f} GiB for a forward, more than the {free / 2**30:.1f} GiB free "
             f"here; {hint}")
+
+
+def __getattr__(name: str):
+    """``inference_precision``, this function's name before training used it too, still works."""
+    if name == "inference_precision":
+        import warnings
+
+        warnings.warn("symclr_ft.distributed.inference_precision is now native_precision", DeprecationWarning,
+                      stacklevel=2)
+        return native_precision
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -43,7 +43,7 @@ with interrupt_exits_130():  # Ctrl-C while torch loads (seconds): one line, not
     from symclr_ft.data.batches import LocalBatch, MemorySource, input_rule, make_source, views_for
     from symclr_ft.config import Config, config_to_dict, load_config
     from symclr_ft.data.shardset import CropSet, is_components_set, load_classes, load_split
-    from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator
+    from symclr_ft.distributed import convert_batchnorm, gather_plain, gather_with_grad, make_accelerator, native_precision
     from symclr_ft.errors import ArgumentParser, UserError, report_user_errors
     from symclr_ft.eval.fewshot import evaluate_model, summary_line
     from symclr_ft.models.losses import contrastive_loss
@@ -336,8 +336,9 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     """Train and evaluate one configuration; returns the final metrics."""
     files = RunFiles(run_dir_for(cfg))
     log_with, tracker_kwargs = wandb_settings(cfg, files.dir)
+    precision = native_precision(cfg.train.mixed_precision)  # "auto": bf16 only where the hardware has it
     accelerator = make_accelerator(
-        mixed_precision=cfg.train.mixed_precision, dynamo_backend="inductor" if cfg.train.compile else "no",
+        mixed_precision=precision, dynamo_backend="inductor" if cfg.train.compile else "no",
         gradient_accumulation_steps=cfg.optim.accumulate, log_with=log_with, project_dir=str(files.dir),
     )
     start = files.check_start(resume, overwrite)  # refuses before anything is read or deleted
@@ -362,7 +363,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> dict:
     if accelerator.is_main_process:
         files.start(start)
         files.write_config(cfg)
-        files.write_environment(environment(world, str(accelerator.device), cfg.train.mixed_precision))
+        files.write_environment(environment(world, str(accelerator.device), precision))
     accelerator.wait_for_everyone()
     if log_with:
         accelerator.init_trackers(cfg.run.wandb_project, config=flat_config(cfg), init_kwargs=tracker_kwargs)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from symclr_ft.config import load_config
+from symclr_ft.config import TrainConfig, load_config
 from symclr_ft.data.shardset import class_unique_batches, load_split
 from symclr_ft.models.backbones import load_model_file, read_checkpoint
 
@@ -71,6 +71,22 @@ def test_accelerate_launch_end_to_end_writes_every_run_file(synth_shards, tmp_pa
     net = load_model_file(run_dir / "model.pt")
     assert net(torch.rand(2, 3, 32, 32))[0].shape == (2, 512)
     assert "1-shot" in result.stdout and "run folder" in result.stdout
+
+
+@pytest.mark.parametrize("native_bf16, expected", [(False, "no"), (True, "bf16")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(synth_shards, tmp_path, monkeypatch, native_bf16,
+                                                               expected):
+    """train.mixed_precision defaults to auto: on a CPU without AVX512-BF16 or AMX, where bf16 is
+    emulated and several times slower, the run trains in fp32 and says so in env.json."""
+    import symclr_ft.train as train_module
+
+    assert TrainConfig().mixed_precision == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    args = tiny(synth_shards, tmp_path, "auto", "train.mixed_precision=auto", "train.epochs=1", "train.max_steps=1")
+    assert train_module.main(args) == 0
+    assert json.loads((tmp_path / "auto" / "env.json").read_text())["mixed_precision"] == expected
 
 
 def test_existing_run_folder_needs_resume_or_overwrite(synth_shards, tmp_path):

@@ -123,7 +123,9 @@ def build_parser():
     p.add_argument("--tta-rot90", action="store_true", default=None, help="also 4-rotation TTA")
     p.add_argument("--centering", action="store_true", default=None, help="also SimpleShot")
     p.add_argument("--prototypes", action="store_true", default=None, help="also 5-shot prototypes")
-    p.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    p.add_argument("--mixed-precision", default="no", choices=["auto", "no", "bf16", "fp16"],
+                   help="precision of the embedding (default no: fp32); auto: bf16 where the hardware has it "
+                   "natively, else fp32")
     p.add_argument("--out", default=None, help="folder for metrics.json and plots")
     p.add_argument("--allow-subset", action="store_true", default=None,
                    help="read a shard set that differs from its stats.json (data.allow_subset)")
@@ -218,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     image_size = resolve_image_size(cfg, path, from_file=args.config is not None)
     cfg.eval.image_size = image_size
 
-    from symclr_ft.distributed import make_accelerator
+    from symclr_ft.distributed import make_accelerator, native_precision
     from symclr_ft.io import write_json
 
-    accelerator = make_accelerator(mixed_precision=args.mixed_precision)
+    precision = native_precision(args.mixed_precision)
+    accelerator = make_accelerator(mixed_precision=precision)
     torch.manual_seed(cfg.eval.seed)  # a random-init baseline: the same network everywhere
     net = load_network(kind, path, cfg.model.arch, cfg.model.input_norm).to(accelerator.device)
     if cfg.model.channels_last:  # as training does
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": args.checkpoint,
         **({"arch": cfg.model.arch} if kind != "file" else {}),
         "shards": str(cfg.data.shards),
-        "mixed_precision": args.mixed_precision,
+        "mixed_precision": precision,
         "processes": accelerator.num_processes,
     })
     if accelerator.is_main_process:

@@ -6,7 +6,7 @@ The commands (``symclr-embed``, ``symclr-predict``) load and embed through the s
 (:func:`open_model`, :func:`embed_source`), so a crop gets the same features either way:
 the same decoding (``data.coco.to_rgb``'s conversions for images in memory, the image-folder
 decoder for files), the same square resize, batch norms folded into the convolutions, and the
-same precision rule (``distributed.inference_precision``). Example::
+same precision rule (``distributed.native_precision``). Example::
 
     from symclr_ft import Embedder, load_model
 
@@ -113,7 +113,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
         model = load_model("runs/demo_cpu/model.pt")
         model.image_size, model.precision  # (72, 'no') on a CPU without bf16
     """
-    from symclr_ft.distributed import inference_precision
+    from symclr_ft.distributed import native_precision
 
     if precision not in ("auto", "no", "bf16", "fp16"):
         raise UserError(f"precision={precision!r}: expected auto, no, bf16 or fp16")
@@ -122,7 +122,7 @@ def load_model(path: str | Path, device: str | torch.device | None = None,
     device = torch.device(device)
     if Path(path).suffix == ".onnx":
         return open_model(path, image_size, "cpu")
-    return open_model(path, image_size, device, inference_precision(precision, device.type))
+    return open_model(path, image_size, device, native_precision(precision, device.type))
 
 
 class LocalProcess:

@@ -412,13 +412,13 @@ def write_prediction_files(args, main_process: bool, replace: list[Path], suppor
 
 def run_predict(args) -> dict:
     """symclr-predict without the argument parsing (tests call it)."""
-    from symclr_ft.distributed import inference_precision, make_accelerator
+    from symclr_ft.distributed import native_precision, make_accelerator
 
     _check_args(args)
     replace = check_prediction_out(args)
     accelerator = make_accelerator()
     model = load_model(args.model, args.image_size, accelerator,
-                       inference_precision(args.mixed_precision), args.batch_size)
+                       native_precision(args.mixed_precision), args.batch_size)
     query_names, batches = query_batches(accelerator, model, args)  # checks --query early
     index, skipped = load_support(accelerator, model, args)
     views = support_views(accelerator, model, index, args)
@@ -475,14 +475,14 @@ def embed_parser() -> ArgumentParser:
 
 
 def run_embed(args) -> FeatureIndex:
-    from symclr_ft.distributed import inference_precision, make_accelerator
+    from symclr_ft.distributed import native_precision, make_accelerator
     from symclr_ft.io import check_output_dir, output_dir
 
     overwrite = getattr(args, "overwrite", False)
     check_output_dir(args.out, INDEX_OUTPUT, overwrite)  # before any work
     accelerator = make_accelerator()
     model = load_model(args.model, args.image_size, accelerator,
-                       inference_precision(args.mixed_precision), args.batch_size)
+                       native_precision(args.mixed_precision), args.batch_size)
     source = open_source(args.input, model.image_size, args.split)
     index, skipped = embed_source(accelerator, model, source, args.batch_size)
     if args.views:

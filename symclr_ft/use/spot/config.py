@@ -74,6 +74,16 @@ class SpotConfig(ComponentConfig):
     max_template_candidates: int = 4000  # per drawing, the best correlations (a large sheet)
     template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
+    # refine.py: each candidate's best classes correlated again with finer templates, in a window
+    # around it, at scales around the coarse match's (tells thicker or thinner lines and look-alike
+    # classes apart without matching the whole drawing finer)
+    template_refine: bool = False
+    template_refine_classes: int = 3  # the shortlist: this many best classes per candidate
+    template_refine_min_side: int = 24  # px the refined template keeps on its shorter side
+    template_refine_scales: tuple[float, ...] = (0.85, 0.92, 1.0, 1.08, 1.17)  # times the coarse match's
+    template_refine_slack: float = 0.25  # window margin around the template, share of its longer side
+    template_refine_sizes: bool = False  # the refined match's box size replaces the coarse one's (valid: no better)
+    template_refine_from: float = 0.5  # detections scoring less are left as they are (they count for little)
     # scoring (scoring.class_evidence): how similarity and correlation combine, chosen by
     # bench/spotting.py --tune on the valid split and its coloured copies (0.7x, thinner and
     # thicker lines); grey drawings have their own template weight, grey_scoring below

@@ -18,7 +18,7 @@ exemplar refinement of this kind is common in few-shot counting; here it is chos
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +26,7 @@ from torchvision.ops import batched_nms, nms
 
 from symclr_ft.use.spot.config import SpotConfig
 from symclr_ft.use.spot.records import Candidates, Exemplars
+from symclr_ft.use.spot.refine import refine_candidates
 from symclr_ft.use.spot.template import exemplar_picture, make_templates, match_templates, same_place_suppression
 
 if TYPE_CHECKING:
@@ -134,12 +135,51 @@ def with_own_exemplars(rgb: np.ndarray, cands: Candidates, per_class: torch.Tens
     return torch.where(wins, inherited, per_class), torch.where(wins.unsqueeze(-1), own_sizes, sizes)
 
 
+def best_boxes(boxes: torch.Tensor, per_class: torch.Tensor, sizes: torch.Tensor, class_names: list[str],
+               cfg: SpotConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each candidate's best class, its score and its box: the class's size (times its
+    ``class_box_scales`` factor, from per-class calibration) centred on the candidate with
+    ``box_mode`` "exemplar", else the candidate's own box."""
+    if cfg.class_box_scales:
+        sizes = sizes * box_scales(class_names, cfg.class_box_scales).view(1, -1, 1)
+    scores, labels = per_class.max(dim=1)
+    if cfg.box_mode == "exemplar":
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+        half = sizes[torch.arange(labels.shape[0]), labels] / 2
+        boxes = torch.cat([centre - half, centre + half], dim=1)
+    else:
+        boxes = boxes.clone()
+    return boxes, scores, labels
+
+
+def survivors(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cfg: SpotConfig) -> torch.Tensor:
+    """Indices of the detections kept: ``min_score`` or more, then NMS (class-agnostic with
+    :func:`same_place_suppression`, or per class), best first."""
+    keep = torch.nonzero(scores >= cfg.min_score).flatten()
+    if cfg.class_agnostic_nms:
+        kept = nms(boxes[keep], scores[keep], cfg.nms_iou)
+        kept = kept[same_place_suppression(boxes[keep][kept], scores[keep][kept])]  # one symbol, two scales
+    else:
+        kept = batched_nms(boxes[keep], scores[keep], labels[keep], cfg.nms_iou)
+    return keep[kept]
+
+
+def taken(cands: Candidates, index: torch.Tensor) -> Candidates:
+    """The candidates at ``index``, every field alike."""
+    values = {f.name: getattr(cands, f.name) for f in fields(cands)}
+    return Candidates(**{name: None if v is None else v[index] for name, v in values.items()})
+
+
 def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig, rgb: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-    """Best class per candidate, its box (the class's size times its ``class_box_scales``
-    factor, from per-class calibration), then NMS: ``{"boxes", "scores", "labels"}``, and
-    ``"best_score"``: the highest score seen at all (-1 without candidates). With the drawing's
-    pixels ``rgb`` and ``own_exemplars`` on, the drawing's own exemplars raise the scores first
-    (:func:`with_own_exemplars`)."""
+    """Best class per candidate and its box (:func:`best_boxes`), then NMS (:func:`survivors`):
+    ``{"boxes", "scores", "labels"}``, and ``"best_score"``: the highest score seen at all (-1
+    without candidates). With the drawing's pixels ``rgb``, ``own_exemplars`` lets the drawing's
+    own exemplars raise the scores first (:func:`with_own_exemplars`), and ``template_refine``
+    checks the best classes of the detections that NMS kept with ``template_refine_from`` or
+    more again with finer templates (``refine.py``), scores them anew from the exemplars'
+    evidence (the drawing's own exemplars play no part there), and runs NMS on them and the rest
+    again (the candidates NMS dropped, and the weakest detections, are not worth the fine
+    correlations)."""
     empty = {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.long),
              "best_score": torch.tensor(-1.0)}
     if cands.boxes.shape[0] == 0 or ex.features.shape[0] == 0:
@@ -147,21 +187,13 @@ def score_candidates(cands: Candidates, ex: Exemplars, cfg: SpotConfig, rgb: np.
     per_class, sizes = class_evidence(cands, ex, cfg)
     if rgb is not None and cfg.own_exemplars:
         per_class, sizes = with_own_exemplars(rgb, cands, per_class, sizes, cfg)
-    if cfg.class_box_scales:
-        sizes = sizes * box_scales(ex.class_names, cfg.class_box_scales).view(1, -1, 1)
-    scores, labels = per_class.max(dim=1)
+    boxes, scores, labels = best_boxes(cands.boxes, per_class, sizes, ex.class_names, cfg)
     best_score = scores.max()
-    if cfg.box_mode == "exemplar":
-        centre = (cands.boxes[:, :2] + cands.boxes[:, 2:]) / 2
-        half = sizes[torch.arange(labels.shape[0]), labels] / 2
-        boxes = torch.cat([centre - half, centre + half], dim=1)
-    else:
-        boxes = cands.boxes.clone()
-    keep = scores >= cfg.min_score
-    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if cfg.class_agnostic_nms:
-        kept = nms(boxes, scores, cfg.nms_iou)
-        kept = kept[same_place_suppression(boxes[kept], scores[kept])]  # one symbol, two scales
-    else:
-        kept = batched_nms(boxes, scores, labels, cfg.nms_iou)
+    kept = survivors(boxes, scores, labels, cfg)
+    if rgb is not None and cfg.template_refine and ex.templates is not None and cfg.template_weight > 0:
+        high, low = kept[scores[kept] >= cfg.template_refine_from], kept[scores[kept] < cfg.template_refine_from]
+        subset = refine_candidates(rgb, taken(cands, high), per_class[high], ex.templates.pictures, cfg)
+        refined = best_boxes(subset.boxes, *class_evidence(subset, ex, cfg), ex.class_names, cfg)
+        boxes, scores, labels = (torch.cat([new, old[low]]) for new, old in zip(refined, (boxes, scores, labels)))
+        kept = survivors(boxes, scores, labels, cfg)
     return {"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept], "best_score": best_score}

@@ -156,6 +156,10 @@ def build_parser() -> ArgumentParser:
                    help=f"template matching runs on the drawing reduced as far as the exemplars' templates keep "
                    f"this many pixels (default {d.template_min_side}; 24: more symbols found where lines are a pixel "
                    "thinner or thicker than the exemplars', about 1.7x the time, less tolerance of other scales)")
+    p.add_argument("--refine-templates", action="store_true", default=d.template_refine,
+                   help="correlate each candidate's best classes again with finer templates, at scales around "
+                   "the coarse match's (tells lines a pixel thinner or thicker and look-alike classes apart; "
+                   "a few thousand small correlations per drawing)")
     p.add_argument("--feature-match", action="store_true",
                    help="also correlate the exemplars' feature maps with the drawing's (a third candidate "
                    "source and score: finds more on scans and thin lines; several times slower, the drawing "
@@ -232,7 +236,8 @@ def run(args) -> int:
     thresholds = read_thresholds(args.thresholds) if args.thresholds else None  # before any work
     cfg = SpotConfig(min_score=args.min_score, box_mode=args.box_mode, tile=args.tile,
                      objectness_weight=args.objectness_weight, nms_iou=args.nms_iou, templates=not args.no_templates,
-                     feature_match=args.feature_match, template_min_side=args.template_min_side)
+                     feature_match=args.feature_match, template_min_side=args.template_min_side,
+                     template_refine=args.refine_templates)
     drawings = list_drawings(Path(args.drawings), args.dpi, args.pages)[: args.max_drawings or None]
     net, image_size, sha = model_and_size(Path(args.model), args.image_size, cfg.batch_size)
     accelerator = make_accelerator()

@@ -111,7 +111,7 @@ def _level(side: float, cfg: SpotConfig) -> int:
     return level
 
 
-def _resized(picture: np.ndarray, factor: float, blur: float) -> np.ndarray:
+def resized(picture: np.ndarray, factor: float, blur: float) -> np.ndarray:
     """``picture`` reduced by ``factor`` and blurred (Gaussian ``blur`` px at that size): thin
     lines a pixel off, or at 10% another scale, then still overlap, so the correlation peak is
     wide enough for a few scales to cover 0.7x-1.4x (measured in the tests)."""
@@ -135,10 +135,10 @@ def make_templates(pictures: list[tuple[int, np.ndarray]], classes: int, cfg: Sp
         for scale in cfg.template_scales:
             finest = _level(min(w, h) * scale, cfg)
             level = min(len(FACTORS) - 1, finest + shift)
-            base = _resized(picture, scale / FACTORS[level], cfg.template_blur)
+            base = resized(picture, scale / FACTORS[level], cfg.template_blur)
             if min(base.shape) < 4:
                 continue
-            for turn in _distinct_turns(_resized(picture, scale / FACTORS[finest], cfg.template_blur), cfg):
+            for turn in _distinct_turns(resized(picture, scale / FACTORS[finest], cfg.template_blur), cfg):
                 size = (w * scale, h * scale) if turn % 2 == 0 else (h * scale, w * scale)
                 items.append(Template(label, level, np.ascontiguousarray(np.rot90(base, turn)), size))
     return Templates(items, classes, skipped, list(pictures), shift)
@@ -326,7 +326,7 @@ def match_templates(rgb: np.ndarray, templates: Templates, boxes: torch.Tensor, 
         with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:  # as many threads as torch uses
             for (x0, y0, x1, y1), core in tiles:
                 picture = ink_picture(rgb[y0:y1, x0:x1], paper)
-                levels = [_resized(picture, 1 / FACTORS[lv], cfg.template_blur) if lv in needed else None
+                levels = [resized(picture, 1 / FACTORS[lv], cfg.template_blur) if lv in needed else None
                           for lv in range(max(needed) + 1)]
                 peaks.append(_match_tile(levels, (x0, y0), core, templates, centres, ev, cfg, pool))
                 near = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
