@@ -111,7 +111,7 @@ class TrainConfig:
     epochs: int = 50
     # "auto": bf16 where the hardware computes it natively (a GPU with bf16, a CPU with
     # AVX512-BF16 or AMX), fp32 elsewhere: emulated bf16 on an AVX2-only CPU trains several
-    # times slower than fp32 (docs/RESULTS.md, "Mixed precision on a CPU without bf16")
+    # times slower than fp32 (docs/RESULTS.md, "Mixed precision on a CPU without native bf16")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     seed: int = 0
     eval_every: int = 0  # evaluate every N epochs (0: only at the end)

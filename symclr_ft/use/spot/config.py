@@ -74,9 +74,11 @@ class SpotConfig(ComponentConfig):
     max_template_candidates: int = 4000  # per drawing, the best correlations (a large sheet)
     template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
-    # refine.py: each candidate's best classes correlated again with finer templates, in a window
-    # around it, at scales around the coarse match's (tells thicker or thinner lines and look-alike
-    # classes apart without matching the whole drawing finer)
+    # refine.py: the best classes of each detection left after NMS correlated again with finer
+    # templates, in a window around it, at scales around the coarse match's (tells thicker or
+    # thinner lines and look-alike classes apart without matching the whole drawing finer). Opt-in
+    # (symclr-spot --refine-templates): better on valid, but 8% more time and no better on test's
+    # thicker lines (docs/RESULTS.md, issue 27, "Refined template correlation")
     template_refine: bool = False
     template_refine_classes: int = 3  # the shortlist: this many best classes per candidate
     template_refine_min_side: int = 24  # px the refined template keeps on its shorter side
