@@ -78,6 +78,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(synth_shards, tmp
                                                                expected):
     """train.mixed_precision defaults to auto: on a CPU without AVX512-BF16 or AMX, where bf16 is
     emulated and several times slower, the run trains in fp32 and says so in env.json."""
+    from accelerate.state import AcceleratorState
+
     import symclr_ft.train as train_module
 
     assert TrainConfig().mixed_precision == "auto"
@@ -85,7 +87,11 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(synth_shards, tmp
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     args = tiny(synth_shards, tmp_path, "auto", "train.mixed_precision=auto", "train.epochs=1", "train.max_steps=1")
-    assert train_module.main(args) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)  # Accelerate keeps one precision per process
+    try:
+        assert train_module.main(args) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)  # the tests after start afresh too
     assert json.loads((tmp_path / "auto" / "env.json").read_text())["mixed_precision"] == expected
 
 
