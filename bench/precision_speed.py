@@ -5,9 +5,9 @@ One command::
     python bench/precision_speed.py --shards shards/firefighting
 
 The demo recipe's model and crops (``configs/demo_cpu.yaml``: EfficientNet-lite0, 72 px,
-channels_last) on class-unique batches of 32 crops, one process, ``train.py``'s loop body (``benchlib.DefaultPath``);
-each precision trains ``--steps`` steps per repetition after one warm-up step, in turn,
-``--repeats`` times. Reported: seconds per step (median) and crops/s, the ratio, and what
+channels_last) on class-unique batches of 32 crops, one process, ``train.py``'s loop body
+(``benchlib.DefaultPath``); each precision trains ``--steps`` steps per repetition after one
+warm-up step, in turn, ``--repeats`` times. Reported: seconds per step (median) and crops/s, the ratio, and what
 ``train.mixed_precision: auto`` resolves to here (``distributed.native_precision``), with the
 CPU flags it reads. Why it exists: bf16 was the training default, and on a CPU without native
 bf16 (AVX2 only) autocast emulates it; the main job then took several times longer.
