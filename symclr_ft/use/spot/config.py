@@ -75,8 +75,8 @@ class SpotConfig(ComponentConfig):
     template_budget: float = 600.0  # megapixels correlated per drawing; beyond, coarser templates
     template_dedup_iou: float = 0.7  # a peak this close to an ink candidate is that candidate
     # refine.py: the best classes of each detection left after NMS correlated again with finer
-    # templates, in a window around it, at scales around the coarse match's (tells thicker or
-    # thinner lines and look-alike classes apart without matching the whole drawing finer). Opt-in
+    # templates, in a window around it, at scales around the coarse match's (tells thinner lines
+    # and look-alike classes apart without matching the whole drawing finer). Opt-in
     # (symclr-spot --refine-templates): better on valid, but 8% more time and no better on test's
     # thicker lines (docs/RESULTS.md, issue 27, "Refined template correlation")
     template_refine: bool = False

@@ -149,6 +149,12 @@ def build_parser() -> ArgumentParser:
                    help="only the first N drawings (a quick look; 0: all)")
     p.add_argument("--no-objectness", action="store_true",
                    help="do not fit the is-this-a-symbol model on the exemplars' COCO drawings")
+    add_matching_options(p, d)
+    return p
+
+
+def add_matching_options(p: ArgumentParser, d: SpotConfig) -> None:
+    """symclr-spot's options for the matching sources past the ink candidates (defaults from ``d``)."""
     p.add_argument("--no-templates", action="store_true",
                    help="no template matching: ink candidates and feature similarity only (faster; "
                    "finds nothing on grey or faint scans)")
@@ -158,13 +164,12 @@ def build_parser() -> ArgumentParser:
                    "thinner or thicker than the exemplars', about 1.7x the time, less tolerance of other scales)")
     p.add_argument("--refine-templates", action="store_true", default=d.template_refine,
                    help="correlate the best classes of each detection again with finer templates, at scales "
-                   "around the coarse match's (finds more where lines are a pixel thinner or thicker than the "
-                   "exemplars', counts scans more exactly; about 8%% more time)")
+                   "around the coarse match's (finds more where lines are a pixel thinner than the exemplars', "
+                   "counts scans more exactly; about 8%% more time)")
     p.add_argument("--feature-match", action="store_true",
                    help="also correlate the exemplars' feature maps with the drawing's (a third candidate "
                    "source and score: finds more on scans and thin lines; several times slower, the drawing "
                    "going through the backbone at each exemplar scale)")
-    return p
 
 
 def _pages_option(text: str) -> set[int]:
